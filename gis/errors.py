@@ -1,0 +1,83 @@
+"""Domain errors. The library raises these; only the CLI turns them into one-line messages.
+
+`GisUsageError` (and subclasses) mean the user asked for something impossible or absent (exit 2);
+`GisRuntimeError` means the work itself failed (exit 1).
+"""
+
+from __future__ import annotations
+
+
+class GisError(Exception):
+    """Base class of every error gis raises on purpose."""
+
+    exit_code = 1
+
+
+class GisUsageError(GisError):
+    """Bad input or settings: a missing file, an unknown name, an impossible value."""
+
+    exit_code = 2
+
+
+class GisRuntimeError(GisError):
+    """The work failed while running (non-finite loss, a broken checkpoint, ...)."""
+
+    exit_code = 1
+
+
+class UnknownPluginObjectError(GisUsageError, KeyError):
+    kind = "object"
+
+    def __init__(self, name: str, available: list[str]):
+        self.name = name
+        self.available = sorted(available)
+        listing = ", ".join(self.available) if self.available else "none registered"
+        super().__init__(f"unknown {self.kind} {name!r}; available: {listing}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class UnknownGeneratorError(UnknownPluginObjectError):
+    kind = "generator"
+
+
+class UnknownRecommenderError(UnknownPluginObjectError):
+    kind = "recommender"
+
+
+class UnknownLossError(UnknownPluginObjectError):
+    kind = "loss"
+
+
+class UnknownDatasetError(UnknownPluginObjectError):
+    kind = "dataset"
+
+
+class DuplicateRegistrationError(GisError):
+    """Two plugins registered the same name or alias."""
+
+
+class MissingAssetError(GisUsageError):
+    """An offline asset (weights, data) is not installed; the message names the command that
+    provisions it."""
+
+
+class CheckpointError(GisUsageError):
+    """A checkpoint that cannot be read, or does not match the model it is loaded into."""
+
+
+class UntrustedFileError(GisUsageError):
+    """A pickle-based file was about to be loaded without the user's explicit trust."""
+
+
+class BadImageError(GisUsageError):
+    """A missing, corrupt, unsupported or oversized image."""
+
+
+class UnknownUserError(GisUsageError):
+    """A user id that the recommender does not know."""
+
+
+class NonFiniteLossError(GisRuntimeError):
+    """An optimisation produced NaN or infinity; the message names the term."""

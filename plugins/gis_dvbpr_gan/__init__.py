@@ -1,0 +1,1 @@
+"""Built-in gis plugin (skeleton; filled in by its owner)."""
