@@ -46,6 +46,12 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.synthesize(z, labels=labels)
 
+    def discriminate(self, images: torch.Tensor, *,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The critic's output (n,) for images in ``output_range``, when the plugin ships its
+        discriminator (the DVBPR design baseline's realism term needs it)."""
+        raise NotImplementedError(f"{type(self).__name__} ships no discriminator")
+
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """Map synthesised images to [0, 1] (clamped)."""
         lo, hi = self.output_range

@@ -23,6 +23,14 @@ class Dataset:
     attributes:      per-item ground-truth attributes (e.g. {"color": (N,3) float}), optional.
     tastes:          hidden per-user tastes (simulated data only; ground truth), optional.
     meta:            name, source, seed, how it was built.
+
+    Optional held-out items (never in any interaction; real images for FID and inversion
+    checks), all aligned with ``heldout_images``:
+
+    heldout_images:      uint8 array (H_n, H, W, 3) or None.
+    heldout_categories:  int64 array (H_n,) or None.
+    heldout_item_ids:    list of str (default: "heldout-0"...).
+    heldout_attributes:  same keys as ``attributes``, for the held-out items.
     """
 
     images: np.ndarray
@@ -36,10 +44,16 @@ class Dataset:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     tastes: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    heldout_images: np.ndarray | None = None
+    heldout_categories: np.ndarray | None = None
+    heldout_item_ids: list[str] = field(default_factory=list)
+    heldout_attributes: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.item_ids:
             self.item_ids = [str(i) for i in range(len(self.images))]
+        if self.heldout_images is not None and not self.heldout_item_ids:
+            self.heldout_item_ids = [f"heldout-{i}" for i in range(len(self.heldout_images))]
 
     @property
     def num_items(self) -> int:
@@ -52,6 +66,56 @@ class Dataset:
     @property
     def resolution(self) -> int:
         return int(self.images.shape[1])
+
+    @property
+    def num_heldout(self) -> int:
+        return 0 if self.heldout_images is None else len(self.heldout_images)
+
+    def find_item(self, item_id: str) -> tuple[str, int]:
+        """(``"catalogue"`` or ``"heldout"``, index) of an external item id.
+
+        Raises ``GisUsageError`` naming a few valid ids when it is unknown.
+        """
+        lookup = self.__dict__.get("_item_lookup")
+        if lookup is None or len(lookup) != len(self.item_ids) + len(self.heldout_item_ids):
+            lookup = {str(k): ("heldout", i) for i, k in enumerate(self.heldout_item_ids)}
+            lookup.update({str(k): ("catalogue", i) for i, k in enumerate(self.item_ids)})
+            self.__dict__["_item_lookup"] = lookup
+        key = str(item_id)
+        if key not in lookup:
+            from ..errors import GisUsageError
+
+            examples = ", ".join([*self.item_ids[:2], *self.heldout_item_ids[:2]])
+            raise GisUsageError(
+                f"unknown item id {key!r} in dataset {self.meta.get('name', '?')!r} "
+                f"({self.num_items} catalogue + {self.num_heldout} held-out items, "
+                f"e.g. {examples})"
+            )
+        return lookup[key]
+
+    def item_array(self, item_id: str) -> np.ndarray:
+        """uint8 (H, W, 3) image of a catalogue or held-out item, by external id."""
+        where, idx = self.find_item(item_id)
+        return (self.images if where == "catalogue" else self.heldout_images)[idx]
+
+    def item_image(self, item_id: str, *, value_range=(-1.0, 1.0)) -> torch.Tensor:
+        """Image of a catalogue or held-out item as float (1, 3, H, W) in ``value_range``
+        (the same layout as ``gis.images.load_image``)."""
+        arr = self.item_array(item_id)
+        x = torch.from_numpy(np.ascontiguousarray(arr[None])).permute(0, 3, 1, 2).float() / 255.0
+        lo, hi = value_range
+        return x * (hi - lo) + lo
+
+    def heldout_tensor(self, idx=None, *, value_range=(-1.0, 1.0)) -> torch.Tensor:
+        """Held-out images as float (n, 3, H, W) in ``value_range``."""
+        if self.heldout_images is None:
+            from ..errors import GisUsageError
+
+            raise GisUsageError(f"dataset {self.meta.get('name', '?')!r} has no held-out items")
+        arr = self.heldout_images if idx is None else self.heldout_images[idx]
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
+        lo, hi = value_range
+        return x * (hi - lo) + lo
 
     def image_tensor(self, idx=None, *, value_range=(-1.0, 1.0)) -> torch.Tensor:
         """Images as float (n, 3, H, W) in ``value_range``."""

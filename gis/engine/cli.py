@@ -1,0 +1,130 @@
+"""`gis invert`, `gis shift`, `gis design`: parse, call the engine, save a fixed set of files."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import GisUsageError
+
+_SETTINGS_HELP = "Defaults follow the paper (n=8, eps=0.4, Adam 0.01); see docs/ENGINE.md."
+
+
+def _common_model_options(f):
+    f = click.option("--device", default="cpu", show_default=True,
+                     help="torch device (cpu, cuda, cuda:1).")(f)
+    f = click.option("--trust", is_flag=True,
+                     help="Allow pickle-based checkpoints/data you trust (AIP .tar, "
+                          "pro_gan_pytorch .bin, DVBPR .npy).")(f)
+    f = click.option("--out", required=True, type=click.Path(file_okay=False),
+                     help="Output folder (must not exist unless --overwrite).")(f)
+    f = click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(f)
+    f = click.option("--seed", default=0, show_default=True, type=int)(f)
+    return f
+
+
+@click.command()
+@click.option("--generator", "generator_name", default="progan", show_default=True)
+@click.option("--generator-checkpoint", type=click.Path(dir_okay=False), default=None)
+@click.option("--item", type=click.Path(dir_okay=False), default=None,
+              help="Item image (any common format). Default: the dataset's default item.")
+@click.option("--item-id", default=None, help="An item of the dataset instead of --item.")
+@click.option("--data", default="fashion-colors", show_default=True,
+              help="Dataset for --item-id and the default item.")
+@click.option("--steps", type=int, default=None, help="Inversion steps.")
+@click.option("--restarts", type=int, default=None)
+@_common_model_options
+def invert(generator_name, generator_checkpoint, item, item_id, data, steps, restarts, device,
+           trust, out, overwrite, quiet, seed):
+    """Invert an item image into a generator's latent space (LPIPS(VGG) + MSE)."""
+    from . import commands
+
+    commands.invert_command(
+        generator=generator_name, generator_checkpoint=generator_checkpoint, item=item,
+        item_id=item_id, data=data, device=device, trust=trust, out=out, overwrite=overwrite,
+        progress=not quiet, overrides=dict(steps=steps, restarts=restarts, seed=seed))
+
+
+@click.command(epilog=_SETTINGS_HELP)
+@click.option("--generator", "generator_name", default="progan", show_default=True)
+@click.option("--recommender", "recommender_name", default="dvbpr", show_default=True)
+@click.option("--generator-checkpoint", type=click.Path(dir_okay=False), default=None)
+@click.option("--recommender-checkpoint", type=click.Path(dir_okay=False), default=None)
+@click.option("--item", type=click.Path(dir_okay=False), default=None,
+              help="Item image. Default: the dataset's documented default item.")
+@click.option("--item-id", default=None, help="An item of the dataset instead of --item.")
+@click.option("--random-latent", is_flag=True,
+              help="No item: shift a random latent (the paper's class-centric setting).")
+@click.option("--data", default=None,
+              help="Catalogue dataset (ranks, coverage, default item). Default: the one the "
+                   "recommender was trained on.")
+@click.option("--users", default=None, help="Comma-separated target user ids.")
+@click.option("--users-file", type=click.Path(dir_okay=False), default=None,
+              help="File with one user id per line (or a CSV whose first column is the id).")
+@click.option("--n-users", type=int, default=None, help="A random sample of N users (--seed).")
+@click.option("--recipe", type=click.Choice(["paper", "official-code"]), default="paper",
+              show_default=True, help="paper: the article; official-code: the authors' scripts.")
+@click.option("--n", type=int, default=None, help="Number of variants [8].")
+@click.option("--eps", type=float, default=None, help="Shift bound per coordinate [0.4].")
+@click.option("--steps", type=int, default=None, help="Shifting steps [400].")
+@click.option("--invert-steps", type=int, default=None, help="Inversion steps [300].")
+@click.option("--lr", type=float, default=None, help="Adam learning rate for shifts [0.01].")
+@click.option("--aggregation", type=click.Choice(["mean", "min", "softmin", "coverage"]),
+              default=None, help="How scores over target users combine [mean].")
+@click.option("--temperature", type=float, default=None, help="softmin/coverage temperature.")
+@click.option("--top-k", type=int, default=None, help="coverage: the top-K to enter [10].")
+@click.option("--ce-weight", type=float, default=None)
+@click.option("--mae-weight", type=float, default=None)
+@click.option("--pref-weight", type=float, default=None)
+@click.option("--identity-weight", type=float, default=None,
+              help="LPIPS to the base image, keeps variants the seller's item [0 = off].")
+@_common_model_options
+def shift(generator_name, recommender_name, generator_checkpoint, recommender_checkpoint, item,
+          item_id, random_latent, data, users, users_file, n_users, recipe, n, eps, steps,
+          invert_steps, lr, aggregation, temperature, top_k, ce_weight, mae_weight, pref_weight,
+          identity_weight, device, trust, out, overwrite, quiet, seed):
+    """Propose n variants of an item that the target users would prefer.
+
+    Writes OUT/item.png, base.png, variant_XX.png, grid.png, result.json and latents.safetensors
+    (docs/OUTPUTS.md).
+    """
+    from . import commands
+
+    if random_latent and (item or item_id):
+        raise GisUsageError("--random-latent shifts a random latent: drop --item/--item-id")
+    user_list = [u for u in users.split(",")] if users is not None else None
+    commands.shift_command(
+        generator=generator_name, recommender=recommender_name,
+        generator_checkpoint=generator_checkpoint, recommender_checkpoint=recommender_checkpoint,
+        item=item, item_id=item_id, random_latent=random_latent, data=data, users=user_list,
+        users_file=users_file, n_users=n_users, device=device, trust=trust, out=out,
+        overwrite=overwrite, progress=not quiet,
+        invert_overrides=dict(steps=invert_steps, seed=seed),
+        shift_overrides=dict(recipe=recipe, n=n, eps=eps, steps=steps, lr=lr,
+                             aggregation=aggregation, temperature=temperature, top_k=top_k,
+                             ce_weight=ce_weight, mae_weight=mae_weight, pref_weight=pref_weight,
+                             identity_weight=identity_weight, seed=seed))
+
+
+@click.command()
+@click.option("--user", "user", required=True, help="Target user id.")
+@click.option("--category", required=True, help="Category name or index.")
+@click.option("--generator", "generator_name", default="dvbpr-gan", show_default=True)
+@click.option("--recommender", "recommender_name", default="dvbpr", show_default=True)
+@click.option("--n", type=int, default=16, show_default=True)
+@click.option("--steps", type=int, default=10, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--eta", type=float, default=1.0, show_default=True,
+              help="Weight of the LSGAN realism term.")
+@click.option("--non-personalized", is_flag=True,
+              help="Plain samples of G(., c) (the non-personalized baseline).")
+@_common_model_options
+def design(user, category, generator_name, recommender_name, n, steps, lr, eta,
+           non_personalized, device, trust, out, overwrite, quiet, seed):
+    """DVBPR personalized design (Kang et al. 2017): the paper's baseline."""
+    from . import commands
+
+    commands.design_command(
+        user=user, category=category, generator=generator_name, recommender=recommender_name,
+        n=n, steps=steps, lr=lr, eta=eta, personalized=not non_personalized, device=device,
+        trust=trust, out=out, overwrite=overwrite, progress=not quiet, seed=seed)

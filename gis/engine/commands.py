@@ -1,0 +1,319 @@
+"""What the CLI commands do: load models and inputs, call the engine, save the fixed outputs.
+
+Outputs appear whole or not at all: everything is written into a hidden sibling folder that is
+renamed into place at the end (an existing folder is replaced only with ``overwrite``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..errors import GisUsageError
+
+
+# ------------------------------------------------------------------------------ output folder
+@contextlib.contextmanager
+def output_folder(out: str | os.PathLike, overwrite: bool):
+    """Yield a temporary folder; on success it becomes ``out`` atomically."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise GisUsageError(f"output folder {out} already exists: pass --overwrite to replace "
+                            "it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise GisUsageError(f"--out {out} exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def versions() -> dict:
+    return {"gis": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def _load_models(generator, recommender, *, generator_checkpoint=None,
+                 recommender_checkpoint=None, device="cpu", trust=False):
+    from ..plugins import get_generator, get_recommender
+
+    gen = get_generator(generator, checkpoint=generator_checkpoint, device=device, trust=trust)
+    rec = None
+    if recommender is not None:
+        rec = get_recommender(recommender, checkpoint=recommender_checkpoint, device=device,
+                              trust=trust)
+    return gen, rec
+
+
+def _load_item(item, item_id, dataset, size: int) -> tuple[torch.Tensor, dict]:
+    """The item as (1, 3, size, size) in [-1, 1] and a description of where it came from."""
+    from ..images import load_image
+
+    if item is not None and item_id is not None:
+        raise GisUsageError("pass either --item or --item-id, not both")
+    if item is not None:
+        return load_image(item, size=size), {"source": "file", "path": str(item)}
+    from ..data import default_item_id
+
+    key = item_id if item_id is not None else default_item_id(dataset)
+    idx = _item_index(dataset, key)
+    x = dataset.image_tensor([idx])
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                            align_corners=False, antialias=True)
+    return x, {"source": "dataset", "dataset": dataset.meta.get("name"), "item_id": str(key),
+               "category": dataset.category_names[int(dataset.categories[idx])],
+               "default": item_id is None}
+
+
+def _item_index(dataset, key) -> int:
+    lookup = {str(k): i for i, k in enumerate(dataset.item_ids)}
+    if str(key) not in lookup:
+        raise GisUsageError(f"unknown item id {key!r} in dataset {dataset.meta.get('name')!r} "
+                            f"({dataset.num_items} items, ids like {dataset.item_ids[0]!r})")
+    return lookup[str(key)]
+
+
+def _dataset_for(recommender, data, trust):
+    from ..data import load_dataset
+
+    name = data or (recommender.card.get("dataset") if recommender is not None else None)
+    return load_dataset(name or "fashion-colors", trust=trust)
+
+
+# ------------------------------------------------------------------------------ invert
+def invert_command(*, generator, generator_checkpoint, item, item_id, data, device, trust, out,
+                   overwrite, progress, overrides):
+    from ..images import make_grid_png, save_image
+    from .invert import invert
+    from .settings import InvertSettings
+
+    settings = InvertSettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings.validate()
+    gen, _ = _load_models(generator, None, generator_checkpoint=generator_checkpoint,
+                          device=device, trust=trust)
+    dataset = _dataset_for(None, data, trust) if item is None else None
+    x, source = _load_item(item, item_id, dataset, gen.resolution)
+    with output_folder(out, overwrite) as tmp:
+        res = invert(x, gen, settings=settings, progress=progress)
+        save_image(res.target, tmp / "item.png", value_range=(0, 1))
+        save_image(res.image, tmp / "base.png", value_range=(0, 1))
+        make_grid_png(torch.cat([res.target, res.image]), tmp / "grid.png", nrow=2, tile=128,
+                      labels=["item", f"G(z) lpips {res.lpips:.3f}"], value_range=(0, 1))
+        _save_latents(tmp / "latents.safetensors", {"base": res.latent})
+        _write_json(tmp / "result.json", {
+            "command": "invert", "versions": versions(), "item": source,
+            "generator": _model_info(gen, generator), "settings": vars(settings),
+            "lpips": res.lpips, "mse": res.mse, "history": res.history})
+    _echo(f"inverted: LPIPS {res.lpips:.4f}, MSE {res.mse:.4f} -> {out}")
+
+
+# ------------------------------------------------------------------------------ shift
+def shift_command(*, generator, recommender, generator_checkpoint, recommender_checkpoint, item,
+                  item_id, random_latent, data, users, users_file, n_users, device, trust, out,
+                  overwrite, progress, invert_overrides, shift_overrides):
+    from .pipeline import run_gis
+    from .settings import InvertSettings, shift_settings
+    from .targets import resolve_targets
+
+    if Path(out).exists() and not overwrite:  # fail before any heavy work
+        raise GisUsageError(f"output folder {out} already exists: pass --overwrite to replace "
+                            "it, or choose another --out")
+    s_shift = shift_settings(**shift_overrides)
+    s_inv = InvertSettings(**{k: v for k, v in invert_overrides.items() if v is not None})
+    s_inv.validate()
+    gen, rec = _load_models(generator, recommender, generator_checkpoint=generator_checkpoint,
+                            recommender_checkpoint=recommender_checkpoint, device=device,
+                            trust=trust)
+    dataset = _dataset_for(rec, data, trust)
+    if len(dataset.user_ids) == rec.num_users and list(dataset.user_ids) != list(rec.user_ids):
+        raise GisUsageError("the dataset's users do not match the recommender's: pass the --data "
+                            "the recommender was trained on")
+    target_rows = resolve_targets(rec, users=users, users_file=users_file, n_users=n_users,
+                                  seed=s_shift.seed)
+    x, source = (None, {"source": "random latent"}) if random_latent else _load_item(
+        item, item_id, dataset, max(gen.resolution, rec.image_size))
+    catalogue = rec.prepare(dataset.image_tensor(), (-1.0, 1.0))
+    run = run_gis(generator=gen, recommender=rec, users=target_rows, item=x,
+                  invert_settings=s_inv, shift_settings=s_shift, catalogue=catalogue,
+                  progress=progress)
+    with output_folder(out, overwrite) as tmp:
+        summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
+                                     recommender=recommender, source=source, dataset=dataset)
+    _echo(summary)
+
+
+def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, source,
+                       dataset) -> str:
+    """Write the documented files of a shift run (docs/OUTPUTS.md) into ``tmp``."""
+    from ..images import make_grid_png, save_image
+
+    res = run.result
+    agg = res.optimised
+    n = len(res.images)
+    if run.item is not None:
+        save_image(run.item, tmp / "item.png", value_range=(0, 1))
+    save_image(res.base_image, tmp / "base.png", value_range=(0, 1))
+    for i in range(n):
+        save_image(res.images[i:i + 1], tmp / f"variant_{i:02d}.png", value_range=(0, 1))
+    base = res.scores[agg]["base"][0]
+    tiles = ([run.item] if run.item is not None else []) + [res.base_image, res.images]
+    labels = ([f"item {run.item_scores[agg]:.2f}"] if run.item is not None else [])
+    labels += [f"base {base:.2f}"]
+    labels += [f"#{i} {v:.2f} ({v - base:+.2f})" for i, v in enumerate(res.scores[agg]["variants"])]
+    make_grid_png(torch.cat(tiles), tmp / "grid.png", labels=labels, nrow=len(labels),
+                  value_range=(0, 1), tile=128)
+    _save_latents(tmp / "latents.safetensors", {"base": res.base_latent, "shifts": res.shifts,
+                                                "variants": res.latents})
+    user_ids = [rec.user_ids[int(u)] for u in res.users]
+    doc = {
+        "command": "shift",
+        "versions": versions(),
+        "item": source,
+        "generator": _model_info(gen, generator),
+        "recommender": _model_info(rec, recommender),
+        "bridge": run.bridge,
+        "settings": vars(res.settings),
+        "invert_settings": vars(run.inversion.settings) if run.inversion else None,
+        "inversion": ({"lpips_vgg": run.inversion.lpips, "mse": run.inversion.mse}
+                      if run.inversion else None),
+        "targets": {"count": len(user_ids), "user_ids": user_ids[:1000],
+                    "user_ids_truncated": len(user_ids) > 1000},
+        "optimised_aggregation": agg,
+        "scores": {"item": run.item_scores or None, "base": {a: v["base"][0]
+                                                              for a, v in res.scores.items()},
+                   "variants": [{a: v["variants"][i] for a, v in res.scores.items()}
+                                for i in range(n)]},
+        "per_user": _per_user(run, user_ids),
+        "catalogue_size": run.catalogue_size,
+        "seconds": run.seconds,
+        "history": res.history,
+        "files": sorted(p.name for p in tmp.iterdir()) + ["result.json"],
+    }
+    _write_json(tmp / "result.json", doc)
+    gains = res.gains()
+    best = max(range(n), key=lambda i: gains[i])
+    ref = run.item_scores.get(agg) if run.item_scores else None
+    lines = [f"{n} variants for {len(user_ids)} target user(s), aggregation {agg}:",
+             f"  base G(z) score {base:.3f}" + (f", real item {ref:.3f}" if ref is not None else ""),
+             f"  best variant #{best}: {res.scores[agg]['variants'][best]:.3f} "
+             f"({gains[best]:+.3f}); mean gain {sum(gains) / n:+.3f}"]
+    return "\n".join(lines)
+
+
+def _per_user(run, user_ids: list[str], cap: int = 1000):
+    """Per target user: scores and catalogue ranks of item, base and each variant (first
+    ``cap`` users; summaries over all)."""
+    res = run.result
+    out: dict = {}
+    if res.user_scores:
+        sv, sb = res.user_scores["variants"], res.user_scores["base"]
+        out["scores"] = [{"user": u, "base": float(sb[j]),
+                          "variants": [float(v) for v in sv[:, j]]}
+                         for j, u in enumerate(user_ids[:cap])]
+        out["share_of_users_with_a_better_variant"] = float((sv > sb).any(0).float().mean())
+    if run.ranks:
+        ranks = {k: v for k, v in run.ranks.items()}
+        ref = ranks.get("item", ranks["base"])[0]
+        best_rank = ranks["variants"].min(0).values
+        out["ranks"] = [{"user": u, **({"item": int(ranks["item"][0, j])} if "item" in ranks
+                                       else {}),
+                         "base": int(ranks["base"][0, j]),
+                         "variants": [int(r) for r in ranks["variants"][:, j]]}
+                        for j, u in enumerate(user_ids[:cap])]
+        out["rank_summary"] = {
+            "reference": "item" if "item" in ranks else "base",
+            "median_reference_rank": float(ref.float().median()),
+            "median_best_variant_rank": float(best_rank.float().median()),
+            "share_of_users_whose_best_variant_ranks_higher": float(
+                (best_rank < ref).float().mean()),
+        }
+    out["truncated_to"] = cap if len(user_ids) > cap else None
+    return out
+
+
+# ------------------------------------------------------------------------------ design
+def design_command(*, user, category, generator, recommender, n, steps, lr, eta, personalized,
+                   device, trust, out, overwrite, progress, seed):
+    from ..images import make_grid_png, save_image
+    from .design import design
+
+    if Path(out).exists() and not overwrite:
+        raise GisUsageError(f"output folder {out} already exists: pass --overwrite to replace "
+                            "it, or choose another --out")
+    gen, rec = _load_models(generator, recommender, device=device, trust=trust)
+    user_row = rec.user_index([user])
+    cat = _category_index(gen, category)
+    res = design(gen, rec, user_row, cat, n=n, steps=steps, lr=lr, eta=eta,
+                 personalized=personalized, seed=seed, progress=progress)
+    with output_folder(out, overwrite) as tmp:
+        for i in range(n):
+            save_image(res.images[i:i + 1], tmp / f"design_{i:02d}.png", value_range=(0, 1))
+        make_grid_png(res.images, tmp / "grid.png", value_range=(0, 1), tile=96,
+                      labels=[f"{s:.2f}" for s in res.scores])
+        _write_json(tmp / "result.json", {
+            "command": "design", "versions": versions(), "user": user,
+            "category": {"index": cat, "name": gen.card.get("categories", [None] * (cat + 1))[cat]},
+            "personalized": personalized, "settings": dict(n=n, steps=steps, lr=lr, eta=eta,
+                                                           seed=seed),
+            "generator": _model_info(gen, generator), "recommender": _model_info(rec, recommender),
+            "scores": res.scores, "history": res.history})
+    _echo(f"{n} designs for user {user}: mean score {sum(res.scores) / n:.3f} -> {out}")
+
+
+def _category_index(gen, category) -> int:
+    names = list(gen.card.get("categories", []))
+    if str(category).isdigit() and int(category) < gen.num_classes:
+        return int(category)
+    if category in names:
+        return names.index(category)
+    raise GisUsageError(f"unknown category {category!r}; choose one of "
+                        f"{', '.join(names) or f'0..{gen.num_classes - 1}'}")
+
+
+# ------------------------------------------------------------------------------ helpers
+def _model_info(model, name) -> dict:
+    card = getattr(model, "card", {}) or {}
+    return {"name": name, **{k: card[k] for k in ("checkpoint", "dataset", "sha256") if k in card}}
+
+
+def _save_latents(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(path))
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _echo(msg: str) -> None:
+    import click
+
+    click.echo(msg)

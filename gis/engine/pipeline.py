@@ -1,0 +1,140 @@
+"""The engine as one pure function of (item, users, models, settings): `run_gis`.
+
+It loads nothing from disk and writes nothing: callers (the CLI, a Ray task) pass tensors and
+models in and get a `GisRun` back, so the same call maps over a cluster unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..interfaces import Generator, Recommender
+from .invert import InversionResult, invert, normalise_rows
+from .settings import InvertSettings, ShiftSettings
+from .shift import ShiftResult, shift
+
+
+@dataclass
+class GisRun:
+    item: torch.Tensor | None  # (1, 3, R, R) in [0, 1] at the generator's resolution, or None
+    inversion: InversionResult | None  # None in random-latent mode
+    result: ShiftResult
+    item_scores: dict[str, float] = field(default_factory=dict)  # real item, per aggregation
+    ranks: dict[str, torch.Tensor] = field(default_factory=dict)  # item/base/variants (.., U)
+    catalogue_size: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    bridge: dict = field(default_factory=dict)  # how generator images reach the recommender
+
+
+@torch.no_grad()
+def embed_catalogue(recommender: Recommender, images: torch.Tensor, *,
+                    batch_size: int = 512) -> torch.Tensor:
+    """phi of every catalogue image. images: (N, 3, H, W) in the recommender's input range."""
+    out = []
+    was = recommender.training
+    recommender.eval()
+    dev = recommender.device
+    for start in range(0, len(images), batch_size):
+        out.append(recommender.embed(images[start:start + batch_size].to(dev)).float())
+    recommender.train(was)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def catalogue_ranks(image_phi: torch.Tensor, theta: torch.Tensor, catalogue_phi: torch.Tensor,
+                    *, tile: int = 512) -> torch.Tensor:
+    """Rank (1 = best) of each image among the catalogue for each user: (B, U) long.
+
+    rank = 1 + number of catalogue items the user scores strictly higher than the image.
+    Users are processed in tiles, so memory stays O(B x tile x N) booleans at most.
+    """
+    ranks = []
+    for start in range(0, theta.shape[0], tile):
+        t = theta[start:start + tile].float()
+        cat = t @ catalogue_phi.T  # (tile, N)
+        s = image_phi.float() @ t.T  # (B, tile)
+        ranks.append((cat[None] > s[:, :, None]).sum(-1) + 1)
+    return torch.cat(ranks, dim=1)
+
+
+def bridge_info(generator: Generator, recommender: Recommender) -> dict:
+    """What must happen to generated images before the recommender sees them (recorded)."""
+    return {
+        "generator_resolution": generator.resolution,
+        "generator_range": list(generator.output_range),
+        "recommender_image_size": recommender.image_size,
+        "recommender_range": list(recommender.input_range),
+        "resize": ("none" if generator.resolution == recommender.image_size else
+                   f"bilinear (antialiased) {generator.resolution} -> {recommender.image_size}"),
+        "rescale": ("none" if tuple(generator.output_range) == tuple(recommender.input_range)
+                    else f"{list(generator.output_range)} -> {list(recommender.input_range)}"),
+    }
+
+
+def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tensor,
+            item: torch.Tensor | None = None, invert_settings: InvertSettings | None = None,
+            shift_settings: ShiftSettings, catalogue: torch.Tensor | None = None,
+            catalogue_phi: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+            progress: bool = False, lpips_invert=None) -> GisRun:
+    """Invert ``item`` (or draw a random latent when None), shift it for ``users``, score all.
+
+    item:      (1, 3, H, W) in [-1, 1], or None for the random-latent (class-centric) mode.
+    users:     (U,) recommender rows.
+    catalogue: (N, 3, h, w) in the recommender's input range (for ranks and coverage), or
+               its embeddings ``catalogue_phi`` (N, K) if already computed.
+    """
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if catalogue_phi is None and catalogue is not None:
+        catalogue_phi = embed_catalogue(recommender, catalogue)
+    seconds["catalogue"] = time.perf_counter() - t0
+
+    inversion = None
+    if item is not None:
+        t0 = time.perf_counter()
+        inversion = invert(item, generator, settings=invert_settings or InvertSettings(),
+                           lpips=lpips_invert, progress=progress, labels=labels)
+        seconds["invert"] = time.perf_counter() - t0
+        z = inversion.latent
+    else:
+        g = torch.Generator().manual_seed(shift_settings.seed + 7919)
+        z = normalise_rows(torch.randn(1, generator.latent_dim, generator=g)).to(generator.device)
+
+    t0 = time.perf_counter()
+    result = shift(z, users, generator, recommender, settings=shift_settings,
+                   catalogue_phi=catalogue_phi, labels=labels, progress=progress)
+    seconds["shift"] = time.perf_counter() - t0
+
+    item_scores: dict[str, float] = {}
+    ranks: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        theta = recommender.user_vectors[users].float()
+        phis = {}
+        if item is not None:
+            x_item = recommender.prepare(item.to(recommender.device), (-1.0, 1.0))
+            phis["item"] = recommender.embed(x_item).float()
+            from .shift import aggregate_all, coverage_thresholds
+
+            thr = (coverage_thresholds(recommender, catalogue_phi, users,
+                                       shift_settings.top_k)
+                   if catalogue_phi is not None else None)
+            item_scores = {k: float(v[0]) for k, v in aggregate_all(
+                phis["item"], theta, temperature=shift_settings.temperature,
+                thresholds=thr).items()}
+        if catalogue_phi is not None:
+            dev = recommender.device
+            to_rec = lambda x01: recommender.prepare(x01.to(dev), (0.0, 1.0))  # noqa: E731
+            phis["base"] = recommender.embed(to_rec(result.base_image)).float()
+            phis["variants"] = recommender.embed(to_rec(result.images)).float()
+            for name, phi in phis.items():
+                ranks[name] = catalogue_ranks(phi, theta, catalogue_phi).cpu()
+
+    item01 = None
+    if inversion is not None:
+        item01 = inversion.target.cpu()
+    return GisRun(item=item01, inversion=inversion, result=result, item_scores=item_scores,
+                  ranks=ranks, catalogue_size=0 if catalogue_phi is None else len(catalogue_phi),
+                  seconds=seconds, bridge=bridge_info(generator, recommender))

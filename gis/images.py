@@ -1,0 +1,281 @@
+"""Safe image loading and saving for user-supplied item images.
+
+Every failure (missing file, not an image, corrupt or truncated data, absurd dimensions) is
+raised as :class:`gis.errors.BadImageError` with a one-line message naming the file.
+
+Loading policy (``load_image``, ``decode_image``):
+
+1. The header is read lazily (``PIL.Image.open``); images wider or taller than
+   ``MAX_SIDE`` pixels or with more than ``MAX_PIXELS`` pixels are refused *before* any pixel
+   is decoded. PIL's own decompression-bomb guard is turned into the same error.
+2. The first frame is decoded; EXIF orientation is applied.
+3. Modes are converted to RGB: transparency (RGBA, LA, PA, P with a transparent colour) is
+   composited onto white; 16-bit and 32-bit greyscale (``I;16*``, ``I``) and float (``F``)
+   images are scaled to 8 bits (see ``_to_rgb``); CMYK, YCbCr, LAB, HSV, 1-bit and L go
+   through PIL's conversion.
+4. The image is fitted inside a ``size`` x ``size`` square keeping its aspect ratio (Lanczos)
+   and centred on a white canvas, i.e. padded with white to a square (the look of a product
+   photo), then scaled to ``[low, high] = value_range``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from .errors import BadImageError, GisUsageError
+
+#: largest accepted width or height, in pixels
+MAX_SIDE = 8192
+#: largest accepted number of pixels (width * height)
+MAX_PIXELS = 50_000_000
+#: background used for padding and for compositing transparent images
+WHITE = (255, 255, 255)
+
+PathOrBytes = str | os.PathLike | bytes | bytearray | memoryview
+
+
+def _describe(source: PathOrBytes) -> str:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return f"image data ({len(source)} bytes)"
+    return str(source)
+
+
+def open_image(source: PathOrBytes, *, draft: int | None = None) -> Image.Image:
+    """Open, check and fully decode an image (first frame), returning it in its own mode.
+
+    ``source`` is a path or the encoded bytes. Raises BadImageError for a missing file, data
+    that is not an image, oversized dimensions, or corrupt/truncated pixel data. ``draft``
+    lets JPEG decoding downscale by a power of two while staying at least that many pixels a
+    side (much faster for large photos that are resized anyway).
+    """
+    what = _describe(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        fp = io.BytesIO(bytes(source))
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise BadImageError(f"image not found: {path}")
+        if not path.is_file():
+            raise BadImageError(f"not a file: {path}")
+        fp = path.open("rb")
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (DecompressionBombWarning) between MAX_IMAGE_PIXELS and twice that:
+            # make it an error so that it is refused like everything else that is too large.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(fp)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise BadImageError(f"image too large to load: {what} ({exc})") from None
+            except UnidentifiedImageError:
+                raise BadImageError(
+                    f"not an image, or an unsupported format: {what}"
+                ) from None
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise BadImageError(f"cannot read image {what}: {exc}") from None
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise BadImageError(f"image has no pixels: {what} ({w}x{h})")
+            if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+                raise BadImageError(
+                    f"image too large: {what} is {w}x{h} pixels; the limit is "
+                    f"{MAX_SIDE} pixels a side and {MAX_PIXELS // 1_000_000} megapixels"
+                )
+            try:
+                img.seek(0)
+                if draft is not None and img.format == "JPEG":
+                    img.draft(img.mode, (draft, draft))
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+            except (OSError, SyntaxError, ValueError, EOFError, IndexError,
+                    Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                reason = str(exc) or type(exc).__name__
+                raise BadImageError(f"corrupt or truncated image {what}: {reason}") from None
+        return img
+    finally:
+        if fp is not None and not isinstance(fp, io.BytesIO):
+            fp.close()
+
+
+def _scale_to_uint8(arr: np.ndarray, float_unit: bool) -> np.ndarray:
+    """Greyscale of any depth -> uint8. Policy: values already within 0..255 are kept;
+    ``float_unit`` images with values within [0, 1] are multiplied by 255; values within
+    0..65535 are divided by 257 (16-bit); anything else is min-max normalised."""
+    a = arr.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.all():
+        a = np.where(finite, a, 0.0)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if float_unit and lo >= 0.0 and hi <= 1.0:
+        a = a * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        pass
+    elif lo >= 0.0 and hi <= 65535.0:
+        a = a / 257.0
+    else:
+        a = (a - lo) / max(hi - lo, 1e-12) * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB, transparency composited on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        grey = _scale_to_uint8(np.asarray(img), float_unit=(mode == "F"))
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB", "1") and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, WHITE + (255,))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return img.convert("RGB")
+
+
+def fit_square(img: Image.Image, size: int, *, background=WHITE) -> Image.Image:
+    """Fit ``img`` (RGB) inside a size x size square keeping its aspect ratio, centred on
+    ``background`` (equivalent to padding to a square, then resizing)."""
+    if size <= 0:
+        raise GisUsageError(f"image size must be positive, got {size}")
+    w, h = img.size
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if (nw, nh) == (size, size):
+        return img
+    canvas = Image.new("RGB", (size, size), background)
+    canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
+    return canvas
+
+
+def decode_image(source: PathOrBytes, *, size: int | None = None) -> np.ndarray:
+    """Decode a path or encoded bytes to a uint8 RGB array (H, W, 3).
+
+    With ``size`` the image is fitted and padded with white to size x size (module doc).
+    """
+    rgb = _to_rgb(open_image(source, draft=size))
+    if size is not None:
+        rgb = fit_square(rgb, size)
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def uint8_to_tensor(arr: np.ndarray, value_range=(-1.0, 1.0)) -> torch.Tensor:
+    """uint8 (H, W, 3) or (N, H, W, 3) -> float (N, 3, H, W) in ``value_range``."""
+    a = arr[None] if arr.ndim == 3 else arr
+    x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255.0
+    lo, hi = value_range
+    return x * (hi - lo) + lo
+
+
+def load_image(path: str | os.PathLike, *, size: int,
+               value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+    """Load a user-supplied item image as a float tensor (1, 3, size, size) in ``value_range``.
+
+    See the module docstring for the checks, mode conversions and the fit-and-pad policy.
+    """
+    return uint8_to_tensor(decode_image(path, size=size), value_range)
+
+
+def to_uint8(images, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Images as uint8 (N, H, W, 3).
+
+    Accepts a float tensor/array (3, H, W) or (N, 3, H, W) in ``value_range`` (clamped), or a
+    uint8 array (H, W, 3) / (N, H, W, 3), returned as is.
+    """
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8:
+        return images[None] if images.ndim == 3 else images
+    x = torch.as_tensor(images).detach().float().cpu()
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise GisUsageError(f"expected images (N, 3, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    lo, hi = value_range
+    x = ((x - lo) / (hi - lo)).clamp(0, 1)
+    return (x * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def save_image(image, path: str | os.PathLike, *,
+               value_range: tuple[float, float] = (-1.0, 1.0)) -> Path:
+    """Save one image ((3, H, W) or (1, 3, H, W) float in ``value_range``, or uint8 (H, W, 3))
+    to ``path``; the format follows the extension. A batch of several images is saved as a
+    grid (``make_grid_png``)."""
+    arr = to_uint8(image, value_range)
+    path = Path(path)
+    if len(arr) != 1:
+        return make_grid_png(arr, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr[0], mode="RGB").save(path)
+    return path
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def make_grid(images, *, labels: Sequence[str] | None = None, nrow: int | None = None,
+              value_range: tuple[float, float] = (-1.0, 1.0), tile: int | None = None,
+              padding: int = 2, background=WHITE) -> Image.Image:
+    """A PIL image laying out ``images`` in a grid, with an optional caption under each tile.
+
+    ``images``: float (N, 3, H, W) in ``value_range`` or uint8 (N, H, W, 3). ``nrow`` is the
+    number of tiles per row (default: about sqrt(N)). Tiles are upscaled (nearest) to ``tile``
+    pixels, by default to at least 64 so that 32-pixel images stay readable.
+    """
+    arr = to_uint8(images, value_range)
+    n, h, w = arr.shape[:3]
+    if n == 0:
+        raise GisUsageError("no images to lay out")
+    if labels is not None and len(labels) != n:
+        raise GisUsageError(f"{len(labels)} labels for {n} images")
+    ncol = nrow or max(1, math.ceil(math.sqrt(n)))
+    nrows = math.ceil(n / ncol)
+    scale = max(1, math.ceil(64 / max(h, w))) if tile is None else tile / max(h, w)
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    font_px = max(9, min(14, tw // 7))
+    font = _font(font_px)
+    caption_h = font_px + 4 if labels is not None else 0
+    cell_w, cell_h = tw + padding, th + caption_h + padding
+    grid = Image.new("RGB", (ncol * cell_w + padding, nrows * cell_h + padding), background)
+    draw = ImageDraw.Draw(grid)
+    for k in range(n):
+        r, c = divmod(k, ncol)
+        x0, y0 = padding + c * cell_w, padding + r * cell_h
+        tile_img = Image.fromarray(arr[k], mode="RGB")
+        if (tw, th) != (w, h):
+            tile_img = tile_img.resize((tw, th), Image.Resampling.NEAREST)
+        grid.paste(tile_img, (x0, y0))
+        if labels is not None:
+            text = str(labels[k])
+            while text and draw.textlength(text, font=font) > tw and len(text) > 1:
+                text = text[:-1]
+            draw.text((x0, y0 + th + 1), text, fill=(0, 0, 0), font=font)
+    return grid
+
+
+def make_grid_png(images, path: str | os.PathLike, *, labels: Sequence[str] | None = None,
+                  nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0),
+                  tile: int | None = None) -> Path:
+    """Write ``make_grid(...)`` to ``path`` (PNG unless the extension says otherwise)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, labels=labels, nrow=nrow, value_range=value_range, tile=tile).save(path)
+    return path
