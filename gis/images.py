@@ -133,7 +133,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img
     if mode.startswith("I;16") or mode in ("I", "F"):
         grey = _scale_to_uint8(np.asarray(img), float_unit=(mode == "F"))
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        return Image.fromarray(grey).convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode in ("P", "L", "RGB", "1") and "transparency" in img.info
     )
@@ -220,7 +220,7 @@ def save_image(image, path: str | os.PathLike, *,
     if len(arr) != 1:
         return make_grid_png(arr, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[0], mode="RGB").save(path)
+    Image.fromarray(arr[0]).save(path)
     return path
 
 
@@ -259,7 +259,7 @@ def make_grid(images, *, labels: Sequence[str] | None = None, nrow: int | None =
     for k in range(n):
         r, c = divmod(k, ncol)
         x0, y0 = padding + c * cell_w, padding + r * cell_h
-        tile_img = Image.fromarray(arr[k], mode="RGB")
+        tile_img = Image.fromarray(arr[k])
         if (tw, th) != (w, h):
             tile_img = tile_img.resize((tw, th), Image.Resampling.NEAREST)
         grid.paste(tile_img, (x0, y0))

@@ -119,8 +119,13 @@ def unflatten(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, tor
 # ----------------------------------------------------------------------------- checkpoints
 
 def _atomic_target(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` with ordinary permissions (mkstemp makes it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
@@ -290,7 +295,8 @@ class TrainState:
     """Loop position and bookkeeping, stored in a checkpoint's meta under ``"train_state"``.
 
     ``elapsed_s`` accumulates training time over resumed runs; ``best`` holds the best
-    validation metric so far and where it was reached; ``history`` one dict per epoch.
+    validation metric so far and where it was reached; ``history`` one dict per epoch;
+    ``extra`` anything else a trainer must carry across a resume (JSON-serialisable).
     """
 
     epoch: int = 0
@@ -299,6 +305,7 @@ class TrainState:
     best: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # trainer-specific bookkeeping
 
     def to_meta(self) -> dict[str, Any]:
         return {"train_state": asdict(self)}
@@ -308,7 +315,8 @@ class TrainState:
         raw = meta.get("train_state")
         if raw is None:
             raise CheckpointError("checkpoint holds no training state (not a resumable file)")
-        return cls(**raw)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 class Budget:

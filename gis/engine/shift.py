@@ -119,8 +119,10 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
 
     # shift parameters
     p0 = torch.randn(n, d, generator=g).to(device)
-    param = p0.clone().requires_grad_(True)
     scale = eps if settings.parametrization == "scaled" else 1.0
+    # the paper clamps k itself at every step (boundary values keep their gradient); the
+    # authors' code keeps p free and clamps eps * p, so saturated coordinates never move
+    param = (p0 if scale != 1.0 else p0.clamp(-eps, eps)).clone().requires_grad_(True)
     predictor = ShiftPredictor(n, d).to(device)
     opt_k = torch.optim.Adam([param], lr=settings.lr)
     opt_p = torch.optim.Adam(predictor.parameters(), lr=settings.predictor_lr)

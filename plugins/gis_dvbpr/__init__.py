@@ -1,1 +1,76 @@
-"""Built-in gis plugin (skeleton; filled in by its owner)."""
+"""Built-in gis plugin: the DVBPR visual recommender (Kang et al. 2017).
+
+Registers recommender ``dvbpr``: x(u, X) = theta_u . phi(X), phi a CNN trained end to end with
+BPR. The factory loads the shipped default for the embedded ``fashion-colors`` data, a gis
+``.safetensors`` checkpoint, or (with ``trust=True``) an AIP-style PyTorch ``.tar``; the trainer
+makes ``gis train recommender dvbpr`` work. Torch-heavy modules are imported on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gis.hookspecs import hookimpl
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS_DIR / "fashion-colors.safetensors"
+TRAIN_COMMAND = ("gis train recommender dvbpr --data fashion-colors --out runs/dvbpr "
+                 "(or: PYTHONPATH=.:plugins python -m gis_dvbpr.train --data fashion-colors "
+                 "--out runs/dvbpr)")
+
+
+def create(*, checkpoint: str | Path | None = None, device: str = "cpu", trust: bool = False,
+           layout: str | None = None, user_ids: list[str] | None = None,
+           pretrained: bool = True, k: int = 100, width: float = 1.0, seed: int = 0,
+           **options: Any):
+    """Build the ``dvbpr`` recommender (eval mode, parameters frozen).
+
+    ``checkpoint``: a gis ``.safetensors`` file or an AIP-style ``.tar`` (needs ``trust``);
+    None loads the shipped fashion-colors weights. ``layout`` ("32", "128", "224") checks or,
+    for AIP files, forces the architecture. ``user_ids`` renames the users (AIP files number
+    them 0..U-1). ``pretrained=False`` builds a randomly initialised model (``layout``,
+    ``user_ids``, ``k``, ``width``, ``seed``) for tests.
+    """
+    import torch
+
+    from gis.errors import GisUsageError, MissingAssetError
+
+    from .checkpoint import load_dvbpr
+    from .model import DVBPR, get_layout
+
+    if options:
+        raise GisUsageError(f"unknown dvbpr option(s): {', '.join(sorted(options))}")
+    if not pretrained:
+        ids = [str(u) for u in (user_ids if user_ids is not None else range(10))]
+        model = DVBPR(get_layout(layout or "32", width=width), ids, k=k,
+                      card={"source": "random initialisation", "seed": seed})
+        model.reset_parameters(torch.Generator().manual_seed(seed))
+    else:
+        if checkpoint is None:
+            checkpoint = DEFAULT_CHECKPOINT
+            if not checkpoint.is_file():
+                raise MissingAssetError(
+                    f"the default DVBPR weights for fashion-colors are not installed ({checkpoint}"
+                    f"); train them with `{TRAIN_COMMAND}` (about 25 min on 2 CPU cores) and copy "
+                    f"runs/dvbpr/fashion-colors.safetensors and .json into {WEIGHTS_DIR}, or pass "
+                    "a checkpoint")
+        model = load_dvbpr(checkpoint, trust=trust, layout=layout, user_ids=user_ids)
+    model.eval().requires_grad_(False)
+    return model.to(device)
+
+
+def train(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bool = False,
+          **options: Any) -> Path:
+    """BPR-train DVBPR on ``dataset``; see ``gis_dvbpr.trainer.train_dvbpr`` for the options."""
+    from .trainer import train_dvbpr
+
+    return train_dvbpr(dataset, out=out, seed=seed, device=device, resume=resume, **options)
+
+
+@hookimpl
+def register_recommenders(register):
+    register("dvbpr", create,
+             description="DVBPR (Kang et al. 2017): CNN image embedding + user vectors, BPR; "
+                         "layouts 32/128/224, AIP .tar checkpoints with --trust",
+             trainer=train)

@@ -1,1 +1,76 @@
-"""Built-in gis plugin (skeleton; filled in by its owner)."""
+"""Built-in gis plugin: the embedded default dataset ``fashion-colors``.
+
+Coloured Fashion-MNIST product photos (32x32 RGB) with simulated users whose hidden tastes
+over category and colour are known (``gis.data.fashion_colors`` documents the simulation and
+``true_utility``). The shipped ``fashion_colors.npz`` holds 6,000 catalogue items (train
+split, balanced per class), 2,000 held-out items (test split) and 3,000 users; it is rebuilt,
+bit for bit, by ``python scripts/build_fashion_colors.py`` (or ``gis data build --source
+/usr/share/datasets/fashion-mnist --out plugins/gis_fashion_colors/fashion_colors.npz``).
+``gis data build --full`` writes the 70,000-image version; load it with
+``get_dataset("fashion-colors", path=...)`` or ``--data PATH``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from gis.data.fashion_colors import (
+    CATEGORY_NAMES,
+    COLOR_NAMES,
+    PALETTE,
+    measure_color,
+    true_utility,
+)
+from gis.hookspecs import hookimpl
+
+#: the compact archive shipped with this plugin
+DATA_FILE = Path(__file__).with_name("fashion_colors.npz")
+_cache: dict = {}  # (path, mtime, size) -> Dataset of the last file loaded
+
+__all__ = ["CATEGORY_NAMES", "COLOR_NAMES", "DATA_FILE", "PALETTE", "load", "measure_color",
+           "true_utility"]
+
+
+def load(*, path=None, trust: bool = False, resolution: int | None = None):
+    """The fashion-colors ``Dataset`` (the shipped subset, or the build at ``path``).
+
+    ``trust`` is accepted for the uniform factory signature: the file holds no pickle.
+    """
+    from gis.data.loading import with_resolution
+    from gis.data.store import load_npz
+    from gis.errors import MissingAssetError
+
+    file = Path(path) if path is not None else DATA_FILE
+    if not file.is_file():
+        raise MissingAssetError(
+            f"fashion-colors data file not found: {file}; rebuild it with "
+            "`gis data build --source /usr/share/datasets/fashion-mnist --out "
+            f"{file}` (apt-get install dataset-fashion-mnist)"
+        )
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    ds = _cache.get(key)
+    if ds is None:
+        ds = load_npz(file)
+        if ds.meta.get("name") != "fashion-colors":
+            from gis.errors import GisUsageError
+
+            raise GisUsageError(f"{file} is not a fashion-colors dataset file")
+        _cache.clear()
+        _cache[key] = ds
+    # a shallow copy: rebinding fields is private to the caller, the arrays are shared
+    # (rendering takes a second or two; copy an array before modifying it in place)
+    return with_resolution(dataclasses.replace(ds, meta=dict(ds.meta)), resolution)
+
+
+@hookimpl
+def register_datasets(register):
+    # "default" also names it in ``gis.data.load_dataset``; no registry alias is used because
+    # ``Registry.register`` in gis/plugins.py currently shadows its alias table (reported).
+    register(
+        "fashion-colors",
+        load,
+        description="coloured Fashion-MNIST product photos (32 px) with 3,000 simulated users "
+        "(embedded default)",
+    )

@@ -1,0 +1,73 @@
+"""An example third-party gis plugin, packaged on its own (see docs/PLUGINS.md).
+
+It registers one of each: a generator (a random linear decoder), a recommender (average
+colour against random user vectors) and a loss (total variation). Install it with
+``pip install -e examples/gis-example-plugin`` and it appears in ``gis plugins``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import gis
+
+
+class LinearGenerator(gis.Generator):
+    """G(z) = tanh(W z) reshaped to an image: the smallest thing that meets the interface."""
+
+    def __init__(self, latent_dim: int = 16, resolution: int = 8, seed: int = 0):
+        super().__init__()
+        self.latent_dim, self.resolution, self.output_range = latent_dim, resolution, (-1.0, 1.0)
+        self.card = {"dataset": None, "note": "random weights; an example only"}
+        g = torch.Generator().manual_seed(seed)
+        self.weight = nn.Parameter(torch.randn(3 * resolution**2, latent_dim, generator=g) * 0.3)
+
+    def synthesize(self, z, *, labels=None):
+        r = self.resolution
+        return torch.tanh(z @ self.weight.T).view(-1, 3, r, r)
+
+
+class ColourRecommender(gis.Recommender):
+    """phi(X) = mean colour of X (K = 3); users like colours."""
+
+    def __init__(self, num_users: int = 5, seed: int = 0):
+        super().__init__()
+        self.image_size, self.input_range, self.embedding_dim = 8, (-1.0, 1.0), 3
+        self.user_ids = [f"user{i}" for i in range(num_users)]
+        self.card = {"dataset": None}
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("theta", torch.randn(num_users, 3, generator=g))
+
+    def embed(self, images):
+        return images.mean(dim=(2, 3))
+
+    @property
+    def user_vectors(self):
+        return self.theta
+
+
+class TotalVariation(nn.Module):
+    """Mean absolute difference between neighbouring pixels (smoothness)."""
+
+    def forward(self, x):
+        return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + \
+            (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+@gis.hookimpl
+def register_generators(register):
+    register("example-linear", lambda **kw: LinearGenerator(),
+             description="Random linear decoder (example plugin)")
+
+
+@gis.hookimpl
+def register_recommenders(register):
+    register("example-colour", lambda **kw: ColourRecommender(),
+             description="Mean-colour recommender (example plugin)")
+
+
+@gis.hookimpl
+def register_losses(register):
+    register("total-variation", lambda **kw: TotalVariation(), aliases=("tv",),
+             description="Total variation (example plugin)")

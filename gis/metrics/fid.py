@@ -1,0 +1,114 @@
+"""Frechet Inception Distance and Kernel Inception Distance (float64 throughout).
+
+Below about 2,048 samples (the feature dimension) the covariance matrices are singular and
+FID is biased upwards and unstable: always report the sample counts, and read KID (unbiased,
+with its standard deviation over subsets) for small sets (REFERENCE.md §4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_features(feat) -> np.ndarray:
+    f = np.asarray(feat, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {f.shape}")
+    return f
+
+
+def feature_stats(feat) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and unbiased covariance (D, D) of features (N, D), float64."""
+    f = _as_features(feat)
+    if f.shape[0] < 2:
+        raise ValueError(f"need at least 2 samples for a covariance (got {f.shape[0]})")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64.
+
+    The matrix square root is scipy's ``sqrtm``; when it is not finite (singular product) both
+    covariances get ``eps`` added to their diagonals; the imaginary part that rounding leaves
+    in the root of a (near-)singular product is dropped.
+    """
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"mismatched statistics: {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape}")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(s1.shape[0]) * eps
+        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+
+
+def frechet_distance(feat1, feat2) -> float:
+    """FID between two feature sets (N1, D) and (N2, D)."""
+    mu1, s1 = feature_stats(feat1)
+    mu2, s2 = feature_stats(feat2)
+    return frechet_distance_from_stats(mu1, s1, mu2, s2)
+
+
+def polynomial_mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 of x (m, D) and y (n, D) with the kernel k(a, b) = (a.b / D + 1)^3."""
+    d = x.shape[1]
+    kxx = (x @ x.T / d + 1.0) ** 3
+    kyy = (y @ y.T / d + 1.0) ** 3
+    kxy = (x @ y.T / d + 1.0) ** 3
+    m, n = x.shape[0], y.shape[0]
+    if m < 2 or n < 2:
+        raise ValueError(f"KID needs at least 2 samples per set (got {m}, {n})")
+    xx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    yy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(xx + yy - 2.0 * kxy.mean())
+
+
+def kid(feat1, feat2, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance (Binkowski et al. 2018): (mean, std) over ``subsets`` random
+    subsets of ``min(subset_size, N1, N2)`` samples of each set, drawn without replacement
+    (seeded), of the unbiased polynomial-kernel MMD^2. It can be slightly negative."""
+    f1, f2 = _as_features(feat1), _as_features(feat2)
+    if f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature dimensions differ: {f1.shape[1]} vs {f2.shape[1]}")
+    if subsets < 1:
+        raise ValueError(f"subsets must be >= 1 (got {subsets})")
+    m = min(subset_size, f1.shape[0], f2.shape[0])
+    rng = np.random.default_rng(seed)
+    values = np.empty(subsets)
+    for i in range(subsets):
+        x = f1[rng.choice(f1.shape[0], m, replace=False)]
+        y = f2[rng.choice(f2.shape[0], m, replace=False)]
+        values[i] = polynomial_mmd2_unbiased(x, y)
+    return float(values.mean()), float(values.std())
+
+
+def fid_from_images(real01, fake01, *, batch_size: int = 50, device="cpu",
+                    kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
+                    progress: bool = False, resize: str = "tf") -> dict:
+    """FID and KID between two image sets (N, 3, H, W) in [0, 1] (tensors or numpy arrays).
+
+    Returns ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake"}``. FID from fewer than 2,048
+    images per set is not comparable to published values (see the module docstring).
+    """
+    from .inception import fid_features
+
+    f_real = fid_features(real01, batch_size=batch_size, device=device, progress=progress,
+                          resize=resize)
+    f_fake = fid_features(fake01, batch_size=batch_size, device=device, progress=progress,
+                          resize=resize)
+    kid_mean, kid_std = kid(f_real, f_fake, subsets=kid_subsets, subset_size=kid_subset_size,
+                            seed=seed)
+    return {
+        "fid": frechet_distance(f_real, f_fake),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "n_real": int(f_real.shape[0]),
+        "n_fake": int(f_fake.shape[0]),
+    }

@@ -1,0 +1,57 @@
+"""LPIPS as a metric: distances between images and the mean pairwise distance of a set.
+
+AlexNet is the trunk for the metric (REFERENCE.md §4). Modules come from the ``lpips`` loss
+plugin and are built once per (trunk, device).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_modules: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def _module(net: str, device: torch.device) -> torch.nn.Module:
+    key = (net, str(device))
+    if key not in _modules:
+        from ..plugins import get_loss
+
+        _modules[key] = get_loss("lpips", net=net).to(device).eval()
+    return _modules[key]
+
+
+def _to_lpips_range(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    lo, hi = value_range
+    x = (x.float() - lo) / (hi - lo) * 2 - 1
+    if x.ndim == 3:
+        x = x[None]
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x
+
+
+@torch.no_grad()
+def lpips_distance(x: torch.Tensor, y: torch.Tensor, *, net: str = "alex",
+                   value_range: tuple[float, float] = (-1.0, 1.0),
+                   batch_size: int = 64) -> torch.Tensor:
+    """Per-pair LPIPS (B,) of images x, y (B, 3, H, W) whose pixels lie in ``value_range``
+    (default [-1, 1], LPIPS's own; pass (0, 1) for [0, 1] images). One side may have B = 1."""
+    a, b = _to_lpips_range(x, value_range), _to_lpips_range(y, value_range)
+    if a.shape[0] == 1 and b.shape[0] > 1:
+        a = a.expand_as(b)
+    elif b.shape[0] == 1 and a.shape[0] > 1:
+        b = b.expand_as(a)
+    model = _module(net, a.device)
+    out = [model.distance(a[s:s + batch_size], b[s:s + batch_size])
+           for s in range(0, a.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+def pairwise_lpips(images: torch.Tensor, *, net: str = "alex",
+                   value_range: tuple[float, float] = (-1.0, 1.0)) -> float:
+    """Mean LPIPS over all unordered pairs of a set of images (n >= 2): its diversity."""
+    n = images.shape[0]
+    if n < 2:
+        raise ValueError(f"pairwise LPIPS needs at least 2 images (got {n})")
+    i, j = torch.triu_indices(n, n, offset=1)
+    return float(lpips_distance(images[i], images[j], net=net, value_range=value_range).mean())

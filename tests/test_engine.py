@@ -1,0 +1,201 @@
+"""The method on tiny models: inversion, shifting, aggregations, settings and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import gis
+from gis.engine import invert, run_gis, shift, shift_settings
+from gis.engine.invert import normalise_rows
+from gis.engine.pipeline import catalogue_ranks
+from gis.engine.settings import InvertSettings
+from gis.engine.targets import resolve_targets
+from gis.errors import GisUsageError, NonFiniteLossError, UnknownUserError
+
+
+class TinyGenerator(gis.Generator):
+    """A smooth, frozen random decoder: 16-d latent -> 8x8 RGB in [-1, 1]."""
+
+    def __init__(self, d=16, r=8):
+        super().__init__()
+        self.latent_dim, self.resolution, self.card = d, r, {"dataset": "tiny"}
+        g = torch.Generator().manual_seed(1)
+        self.net = nn.Sequential(nn.Linear(d, 64), nn.Tanh(), nn.Linear(64, 3 * r * r))
+        for p in self.net.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.5
+
+    def synthesize(self, z, *, labels=None):
+        return torch.tanh(self.net(z)).view(-1, 3, self.resolution, self.resolution)
+
+
+class ColourRecommender(gis.Recommender):
+    """phi = mean colour (K=3) at 16 px: users like some colours."""
+
+    def __init__(self, n_users=50):
+        super().__init__()
+        self.image_size, self.embedding_dim = 16, 3
+        self.user_ids = [f"u{i}" for i in range(n_users)]
+        self.card = {"dataset": "tiny"}
+        g = torch.Generator().manual_seed(2)
+        self.register_buffer("theta", torch.randn(n_users, 3, generator=g))
+
+    def embed(self, images):
+        assert images.shape[-1] == 16
+        return images.mean(dim=(2, 3))
+
+    @property
+    def user_vectors(self):
+        return self.theta
+
+
+class ConstantLpips(nn.Module):
+    def forward(self, x, y, reduction="mean"):
+        d = ((x - y) ** 2).flatten(1).mean(1)
+        return d if reduction == "none" else d.mean()
+
+
+@pytest.fixture
+def models():
+    return TinyGenerator(), ColourRecommender()
+
+
+FAST = dict(steps=60, n=4)
+
+
+def test_shift_raises_the_target_users_score(models):
+    gen, rec = models
+    z = normalise_rows(torch.randn(1, 16))
+    users = torch.tensor([0, 3, 7])
+    res = shift(z, users, gen, rec, **FAST)
+    base = res.scores["mean"]["base"][0]
+    assert max(res.scores["mean"]["variants"]) > base
+    assert res.images.shape == (4, 3, 8, 8) and 0 <= res.images.min() <= res.images.max() <= 1
+    assert res.shifts.abs().max() <= 0.4 + 1e-6  # bounded shifts
+    # the latents really are normalise(z + k)
+    torch.testing.assert_close(res.latents, normalise_rows(z + res.shifts))
+    assert set(res.history) >= {"ce", "mae", "pref", "total"} and len(res.history["pref"]) == 60
+
+
+def test_mean_aggregation_equals_mean_user_vector(models):
+    gen, rec = models
+    x = gen.synthesize(torch.randn(5, 16))
+    phi = rec.embed(rec.prepare(x, gen.output_range))
+    theta = rec.user_vectors
+    from gis import ops
+
+    full = (phi @ theta.T).mean(1)
+    torch.testing.assert_close(ops.preference_score(phi, theta, agg="mean"), full)
+    torch.testing.assert_close(ops.preference_score(phi, theta.mean(0, keepdim=True),
+                                                    agg="mean"), full)
+
+
+def test_same_seed_same_outputs(models):
+    gen, rec = models
+    z = normalise_rows(torch.randn(1, 16))
+    a = shift(z, torch.tensor([1]), gen, rec, seed=3, **FAST)
+    b = shift(z, torch.tensor([1]), gen, rec, seed=3, **FAST)
+    torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
+    c = shift(z, torch.tensor([1]), gen, rec, seed=4, **FAST)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_weight_zero_switches_a_term_off(models):
+    gen, rec = models
+    z = normalise_rows(torch.randn(1, 16))
+    res = shift(z, torch.tensor([1]), gen, rec, pref_weight=0.0, ce_weight=0.0, mae_weight=0.0,
+                **FAST)
+    # with every term off the shifts never move from their (clamped) initial values
+    p0 = torch.randn(4, 16, generator=torch.Generator().manual_seed(0)).clamp(-0.4, 0.4)
+    torch.testing.assert_close(res.shifts, p0)
+
+
+def test_official_code_recipe(models):
+    gen, rec = models
+    s = shift_settings("official-code", steps=10)
+    assert (s.n, s.eps, s.ce_weight, s.normalize, s.parametrization, s.permute) == \
+        (6, 0.5, 0.1, "batch", "scaled", True)
+    res = shift(normalise_rows(torch.randn(1, 16)), torch.tensor([0]), gen, rec, settings=s)
+    assert res.images.shape[0] == 6
+
+
+@pytest.mark.parametrize("agg", ["min", "softmin", "coverage"])
+def test_other_aggregations_run_and_report_all(models, agg):
+    gen, rec = models
+    cat_phi = torch.randn(30, 3) * 0.3
+    res = shift(normalise_rows(torch.randn(1, 16)), torch.arange(20), gen, rec,
+                aggregation=agg, catalogue_phi=cat_phi, temperature=0.5, top_k=5, **FAST)
+    assert set(res.scores) == {"mean", "min", "softmin", "coverage"}
+    assert max(res.scores[agg]["variants"]) >= res.scores[agg]["base"][0]
+
+
+def test_many_target_users(models):
+    gen, _ = models
+    rec = ColourRecommender(n_users=100_000)
+    res = shift(normalise_rows(torch.randn(1, 16)), torch.arange(100_000), gen, rec,
+                aggregation="softmin", steps=5, n=2)
+    assert res.user_scores == {}  # too many to keep per user
+    assert len(res.scores["softmin"]["variants"]) == 2
+
+
+@pytest.mark.parametrize("bad", [dict(n=1), dict(eps=0.0), dict(eps=-1.0), dict(steps=0),
+                                 dict(aggregation="max"), dict(lr=0), dict(ce_weight=-1)])
+def test_impossible_settings_are_refused(bad):
+    with pytest.raises(GisUsageError):
+        shift_settings(**bad)
+
+
+def test_non_finite_loss_names_the_term(models):
+    gen, rec = models
+    rec.theta[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="preference"):
+        shift(normalise_rows(torch.randn(1, 16)), torch.tensor([0]), gen, rec, **FAST)
+
+
+def test_inversion_recovers_a_generated_item(models):
+    gen, _ = models
+    z_true = normalise_rows(torch.randn(1, 16, generator=torch.Generator().manual_seed(5)))
+    with torch.no_grad():
+        item = gen.synthesize(z_true)
+    res = invert(item, gen, lpips=ConstantLpips(), steps=150, restarts=2, lr=0.05,
+                 loss_resolution=8)
+    assert res.history["total"][-1] < 0.5 * res.history["total"][0]
+    assert res.mse < 0.05
+    assert torch.allclose(res.latent.mean(), torch.tensor(0.0), atol=1e-5)
+    assert torch.allclose(res.latent.std(), torch.tensor(1.0), atol=1e-5)
+
+
+def test_run_gis_pipeline_and_ranks(models):
+    gen, rec = models
+    catalogue = torch.rand(40, 3, 16, 16) * 2 - 1
+    item = torch.rand(1, 3, 20, 20) * 2 - 1
+    run = run_gis(generator=gen, recommender=rec, users=torch.tensor([0, 1]), item=item,
+                  invert_settings=InvertSettings(steps=5, restarts=1, lpips_weight=0.0),
+                  shift_settings=shift_settings(n=3, steps=5), catalogue=catalogue)
+    assert set(run.ranks) == {"item", "base", "variants"}
+    assert run.ranks["variants"].shape == (3, 2)
+    assert run.bridge["resize"].startswith("bilinear") and set(run.item_scores) >= {"mean"}
+
+
+def test_catalogue_ranks_by_hand():
+    theta = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    cat = torch.tensor([[3.0, 0.0], [2.0, 5.0], [0.0, 1.0]])
+    img = torch.tensor([[2.5, 2.0]])
+    ranks = catalogue_ranks(img, theta, cat, tile=1)
+    assert ranks.tolist() == [[2, 2]]  # user 0: only 3.0 beats 2.5; user 1: only 5.0 beats 2
+
+
+def test_targets(models):
+    _, rec = models
+    assert resolve_targets(rec, users=["u3", "u1", "u3"]).tolist() == [3, 1]
+    a = resolve_targets(rec, n_users=10, seed=1)
+    assert len(a) == 10 and a.tolist() == resolve_targets(rec, n_users=10, seed=1).tolist()
+    with pytest.raises(UnknownUserError, match="'nobody'"):
+        resolve_targets(rec, users=["nobody"])
+    with pytest.raises(GisUsageError, match="empty"):
+        resolve_targets(rec, users=[" "])
+    with pytest.raises(GisUsageError, match="no target users"):
+        resolve_targets(rec)
+    with pytest.raises(GisUsageError, match="exceeds"):
+        resolve_targets(rec, n_users=51)
