@@ -113,7 +113,7 @@ class Registry(Generic[T]):
             return self._entries
         load_plugins()
         entries: dict[str, Entry[T]] = {}
-        aliases: dict[str, str] = {}
+        alias_map: dict[str, str] = {}
         hook = getattr(pm.hook, self.hook)
         for impl in hook.get_hookimpls():
             plugin_name = pm.get_name(impl.plugin) or "?"
@@ -122,17 +122,17 @@ class Registry(Generic[T]):
                          _plugin=plugin_name):
                 names = tuple(aliases)
                 for n in (name, *names):
-                    if n in entries or n in aliases:
-                        owner = entries[n].plugin if n in entries else entries[aliases[n]].plugin
+                    if n in entries or n in alias_map:
+                        owner = entries[n].plugin if n in entries else entries[alias_map[n]].plugin
                         raise errors.DuplicateRegistrationError(
                             f"{self.kind} name {n!r} registered by both {owner!r} and {_plugin!r}"
                         )
                 entries[name] = Entry(name, factory, _plugin, names, description, trainer)
                 for a in names:
-                    aliases[a] = name
+                    alias_map[a] = name
 
             impl.function(register=register)
-        self._entries, self._aliases = entries, aliases
+        self._entries, self._aliases = entries, alias_map
         return entries
 
     def reset(self) -> None:

@@ -1,7 +1,7 @@
 """Rebuild the fashion-colors archive shipped with the ``gis_fashion_colors`` plugin.
 
-    python scripts/build_fashion_colors.py            # writes plugins/gis_fashion_colors/fashion_colors.npz
-    python scripts/build_fashion_colors.py --check    # rebuild in memory, compare with the shipped file
+    python scripts/build_fashion_colors.py          # writes the plugin's fashion_colors.npz
+    python scripts/build_fashion_colors.py --check  # rebuild in memory, compare with it
 
 Equivalent to ``gis data build --source /usr/share/datasets/fashion-mnist --out
 plugins/gis_fashion_colors/fashion_colors.npz`` (seed 0), plus a report of the learnability
@@ -20,7 +20,8 @@ import numpy as np
 from gis.data import fashion_colors as fc
 from gis.data.split import activity, popularity_auc
 
-SHIPPED = Path(__file__).resolve().parents[1] / "plugins" / "gis_fashion_colors" / "fashion_colors.npz"
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "plugins" / "gis_fashion_colors" / "fashion_colors.npz"
 
 
 def main(argv=None) -> int:

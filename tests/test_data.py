@@ -16,8 +16,9 @@ from PIL import Image
 import gis
 from gis.data import (
     DEFAULT_ITEM_ID,
-    DataWarning,
     Dataset,
+    DataWarning,
+    default_item_id,
     dvbpr_split,
     load_dataset,
     load_npz,
@@ -124,8 +125,12 @@ def test_default_item_and_registry(default_ds):
     x = default_ds.item_image(DEFAULT_ITEM_ID)
     assert x.shape == (1, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
     where, idx = default_ds.find_item(DEFAULT_ITEM_ID)
-    assert where == "heldout"
-    assert default_ds.category_names[default_ds.heldout_categories[idx]] == "T-shirt/top"
+    assert where == "catalogue" and default_item_id(default_ds) == DEFAULT_ITEM_ID
+    assert default_ds.category_names[default_ds.categories[idx]] == "T-shirt/top"
+    assert fc.COLOR_NAMES[default_ds.attributes["color"][idx]] == "yellow"
+    held = default_ds.heldout_item_ids[5]
+    assert default_ds.find_item(held) == ("heldout", 5)
+    np.testing.assert_array_equal(default_ds.item_array(held), default_ds.heldout_images[5])
     assert default_ds.item_image(default_ds.item_ids[0], value_range=(0, 1)).min() >= 0
     with pytest.raises(GisUsageError, match="unknown item id"):
         default_ds.item_image("nope")
@@ -168,6 +173,10 @@ def test_build_is_deterministic(fake_mnist):
     assert not np.array_equal(a["train"], c["train"])
     ds = fc.from_compact(a)
     assert ds.num_items == 100 and ds.num_heldout == 20 and ds.num_users == 40
+    # an item looks the same in a bigger build (e.g. --full) with the same seed
+    big = fc.from_compact(fc.build_arrays(fake_mnist, seed=3, items=300, heldout=80, users=5))
+    for item in (ds.item_ids[7], ds.heldout_item_ids[3]):
+        assert np.array_equal(ds.item_array(item), big.item_array(item))
     assert (np.bincount(ds.categories) == 10).all()
     assert fc.oracle_auc(ds) > popularity_auc(ds)
 
@@ -225,6 +234,7 @@ def test_npz_roundtrip(tmp_path, heldout):
     assert back.category_names == ["a", "b", "c"] and back.meta["seed"] == 3
     assert np.array_equal(back.attributes["color"], ds.attributes["color"])
     assert np.allclose(back.tastes["w"], ds.tastes["w"])
+    assert default_item_id(back) == "item0"
     if heldout:
         assert back.heldout_item_ids == ["heldout-0", "heldout-1", "heldout-2"]
         assert np.array_equal(back.heldout_images, ds.heldout_images)

@@ -101,7 +101,7 @@ def images_for(model: DVBPR, n: int = 3, seed: int = 1) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------- model
 
-@pytest.mark.parametrize("layout,side,flat", [("32", 32, 4 * 4 * 96), ("128", 128, 4 * 4 * 256),
+@pytest.mark.parametrize("layout,side,flat", [("32", 32, 4 * 4 * 48), ("128", 128, 4 * 4 * 256),
                                               ("224", 224, 7 * 7 * 256)])
 def test_layout_shapes(layout, side, flat):
     full = LAYOUTS[layout]
@@ -272,10 +272,12 @@ def test_trainer_writes_loadable_checkpoint_and_card(dataset, tmp_path):
         _train(dataset, tmp_path)
 
 
-def test_trainer_learns_colour_tastes(dataset, tmp_path):
-    _train(dataset, tmp_path, epochs=6, lr=1e-2, width=0.25)
+def test_trainer_learns_colour_tastes(tmp_path):
+    ds = tiny_dataset(num_users=24, per_user=8)
+    _train(ds, tmp_path, epochs=4, lr=3e-3, width=0.5, batch_size=4, lambda_theta=0.1)
     card = json.loads((tmp_path / "tiny-colours.json").read_text())
-    assert card["metrics"]["val_auc"] > 0.8
+    assert card["metrics"]["val_auc"] > 0.8 > card["metrics"]["popularity"]["val_auc"]
+    assert card["metrics"]["test_auc"] > 0.7
 
 
 def test_resume_equals_uninterrupted(dataset, tmp_path):
@@ -371,9 +373,9 @@ def test_mismatched_checkpoints(tmp_path):
     # a gis checkpoint with a tensor of the wrong shape
     good = ckpt_mod.save_dvbpr(tiny_model(), tmp_path / "m.safetensors")
     tensors, meta = load_checkpoint(good)
-    tensors["cnn.conv2.weight"] = tensors["cnn.conv2.weight"][:, :2]
+    tensors["cnn.conv2.weight"] = tensors["cnn.conv2.weight"][:, :1]
     save_checkpoint(tmp_path / "bad.safetensors", tensors, meta)
-    with pytest.raises(CheckpointError, match=r"cnn|conv2.weight has shape \(8, 2, 5, 5\)"):
+    with pytest.raises(CheckpointError, match=r"conv2.weight has shape \(4, 1, 5, 5\), expected \(4, 2, 5, 5\)"):
         gis_dvbpr.create(checkpoint=tmp_path / "bad.safetensors")
     # missing keys
     del tensors["cnn.fc3.bias"]

@@ -39,7 +39,7 @@ class ColourRecommender(gis.Recommender):
         self.user_ids = [f"u{i}" for i in range(n_users)]
         self.card = {"dataset": "tiny"}
         g = torch.Generator().manual_seed(2)
-        self.register_buffer("theta", torch.randn(n_users, 3, generator=g))
+        self.register_buffer("theta", 10 * torch.randn(n_users, 3, generator=g))
 
     def embed(self, images):
         assert images.shape[-1] == 16

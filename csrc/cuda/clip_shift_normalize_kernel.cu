@@ -6,7 +6,7 @@
 // dL/dx done by ATen afterwards (deterministic, no atomics).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
 #include <c10/cuda/CUDAException.h>
@@ -118,7 +118,7 @@ at::Tensor clip_shift_normalize_cuda(const at::Tensor& z, const at::Tensor& k, d
   auto out = at::empty({n, d}, k.options());
   const Launch L = launch_shape(n, d, mode);
   const bool z_bcast = z.size(0) == 1 && n > 1;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "clip_shift_normalize_cuda", [&] {
     csn_forward_kernel<scalar_t><<<L.groups, L.threads, 0, stream>>>(
         zc.const_data_ptr<scalar_t>(), kc.const_data_ptr<scalar_t>(),
@@ -148,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor> clip_shift_normalize_backward_cuda(const at::
   auto grad_k = at::empty({n, d}, k.options());
   const Launch L = launch_shape(n, d, mode);
   const bool z_bcast = z.size(0) == 1 && n > 1;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "clip_shift_normalize_backward_cuda", [&] {
     csn_backward_kernel<scalar_t><<<L.groups, L.threads, 0, stream>>>(
         gc.const_data_ptr<scalar_t>(), zc.const_data_ptr<scalar_t>(),

@@ -9,7 +9,7 @@
 // d score / d phi. Peak extra memory: O(B * tile + tile * K + B * K), whatever U is.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -159,7 +159,7 @@ std::tuple<at::Tensor, at::Tensor> preference_cuda(const at::Tensor& phi, const 
   at::Tensor jac = accumulate ? at::zeros({B, K}, opts) : at::Tensor();
   at::Tensor tau;
   if (agg == kAggCoverage) tau = thresholds->to(dtype).contiguous();
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
 
   for (int64_t u0 = 0; u0 < U; u0 += tile) {
     const int64_t t = std::min(tile, U - u0);
@@ -233,7 +233,7 @@ at::Tensor preference_rank_cuda(const at::Tensor& phi, const at::Tensor& users,
   auto ranks = at::empty({B, U}, phi.options().dtype(at::kLong));
   if (B == 0) return ranks;
   auto sbuf = at::empty({B * tile}, phi.options());
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t u0 = 0; u0 < U; u0 += tile) {
     const int64_t t = std::min(tile, U - u0);
     auto s = sbuf.narrow(0, 0, B * t).view({B, t});

@@ -78,7 +78,8 @@ def info(dataset, trust, resolution, with_auc):
         click.echo(f"ground truth: hidden tastes ({', '.join(sorted(ds.tastes))})")
     try:
         where, _ = ds.find_item(DEFAULT_ITEM_ID)
-        click.echo(f"default item: {DEFAULT_ITEM_ID} ({where}; {_describe_item(ds, DEFAULT_ITEM_ID)})")
+        what = _describe_item(ds, DEFAULT_ITEM_ID)
+        click.echo(f"default item: {DEFAULT_ITEM_ID} ({where}; {what})")
     except GisUsageError:
         pass
     if with_auc:
@@ -162,10 +163,9 @@ def show(dataset, trust, resolution, out, count, by, heldout, seed):
     if heldout:
         if ds.heldout_images is None:
             raise GisUsageError(f"dataset {ds.meta.get('name', dataset)!r} has no held-out items")
-        images, cats, attrs, ids = (ds.heldout_images, ds.heldout_categories,
-                                    ds.heldout_attributes, ds.heldout_item_ids)
+        images, cats, attrs = ds.heldout_images, ds.heldout_categories, ds.heldout_attributes
     else:
-        images, cats, attrs, ids = ds.images, ds.categories, ds.attributes, ds.item_ids
+        images, cats, attrs = ds.images, ds.categories, ds.attributes
     color_names = ds.meta.get("color_names") if "color" in attrs else None
     rng = np.random.default_rng(seed)
     nrow = None

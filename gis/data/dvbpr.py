@@ -81,6 +81,7 @@ def read_dvbpr(path: str | Path, *, trust: bool = False, resolution: int | None 
     cats = np.zeros(itemnum, dtype=np.int64)
     good = np.zeros(itemnum, dtype=bool)
     ncat = 0
+    n_ok = 0
     it = range(itemnum)
     if progress:
         from tqdm import tqdm
@@ -97,10 +98,11 @@ def read_dvbpr(path: str | Path, *, trust: bool = False, resolution: int | None 
         if not isinstance(raw, bytes | bytearray | np.bytes_):
             continue
         try:
-            images[i] = decode_image(bytes(raw), size=size)
+            images[n_ok] = decode_image(bytes(raw), size=size)  # kept items packed in order
         except BadImageError:
             continue
         good[i] = True
+        n_ok += 1
     broken = int(itemnum - good.sum())
     if broken:
         warnings.warn(f"skipped {broken} of {itemnum} items whose image is missing or broken",
@@ -141,7 +143,7 @@ def read_dvbpr(path: str | Path, *, trust: bool = False, resolution: int | None 
     meta = {"name": path.stem, "source": str(path), "reader": "dvbpr", "resolution": size,
             "skipped_images": broken, "dropped_interactions": int(dropped)}
     return Dataset(
-        images=images[good], categories=cats[good], category_names=names,
+        images=images[:n_ok], categories=cats[good], category_names=names,
         user_ids=[str(u) for u in range(usernum)], train=train, val=val, test=test,
         item_ids=[str(i) for i in np.flatnonzero(good)], meta=meta,
     )

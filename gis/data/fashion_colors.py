@@ -4,8 +4,9 @@ Items. Fashion-MNIST garments (28x28 grey, 10 classes) are laid out like product
 2-pixel white margin (32x32 RGB), an off-white background (level 246..255), and the garment
 tinted with one colour of ``PALETTE``; the grey intensity is used both as opacity (faint
 pixels blend into the background) and as shading (``SHADE_MIN`` .. 1 of the tint). Colours
-are balanced within each category; each item's tint is its palette colour with a small random
-jitter. Rendering is deterministic from the stored grey sources (``render``).
+are balanced within each category, and subsets over (category, colour); each item's tint is
+its palette colour with a small random jitter. Rendering is deterministic from the stored grey
+sources (``render``). Item ids name the Fashion-MNIST image: ``train-01234``, ``test-00042``.
 
 Users. Each simulated user has a hidden taste (``Dataset.tastes``):
 
@@ -348,27 +349,34 @@ def build_arrays(source: str | Path = DEFAULT_SOURCE, *, items: int = SUBSET["it
                  seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
     """Build the compact fashion-colors arrays (what ``save_compact`` writes).
 
-    Catalogue: ``items`` images of the Fashion-MNIST train split, balanced per class (all of
-    them for 60000); held out: ``heldout`` images of the test split, coloured the same way;
-    ``users`` simulated users. Deterministic for a given ``seed`` and source.
+    Every Fashion-MNIST image first gets its look (palette colour, balanced within each class
+    of each split; jittered tint; background), so an item id such as ``test-00088`` looks the
+    same in every build with the same seed. The catalogue is then ``items`` images of the
+    train split (all of them for 60000) and the held-out set ``heldout`` images of the test
+    split, both balanced over (category, colour). ``users`` simulated users. Independent
+    random streams (looks, selection, users) keep this deterministic for a given ``seed``.
     """
     if items < 10 or users < 1 or heldout < 0:
         raise GisUsageError("need at least 10 items and 1 user")
     tr_x, tr_y, te_x, te_y = read_fashion_mnist(source)
-    rng = np.random.default_rng(seed)
-    cat_idx = stratified_indices(tr_y, items, rng)
-    held_idx = stratified_indices(te_y, heldout, rng) if heldout else np.zeros(0, np.int64)
+    rng_looks = np.random.default_rng([seed, 1])
+    rng_select = np.random.default_rng([seed, 2])
+    rng = np.random.default_rng([seed, 3])  # users
+    k = len(PALETTE)
     arrays: dict[str, np.ndarray] = {}
-    for prefix, idx, x, y in (("", cat_idx, tr_x, tr_y), ("heldout_", held_idx, te_x, te_y)):
-        cats = y[idx]
-        colors = assign_colors(cats, rng)
-        tint, bg = item_looks(colors, rng)
+    chosen = {}
+    for prefix, x, y, n in (("", tr_x, tr_y, items), ("heldout_", te_x, te_y, heldout)):
+        colors = assign_colors(y, rng_looks)
+        tint, bg = item_looks(colors, rng_looks)
+        idx = stratified_indices(y * k + colors, n, rng_select) if n else np.zeros(0, np.int64)
+        chosen[prefix] = idx
         arrays[prefix + "grey"] = x[idx]
-        arrays[prefix + "category"] = cats.astype(np.uint8)
-        arrays[prefix + "color"] = colors.astype(np.uint8)
-        arrays[prefix + "tint"] = tint
-        arrays[prefix + "background"] = bg
+        arrays[prefix + "category"] = y[idx].astype(np.uint8)
+        arrays[prefix + "color"] = colors[idx].astype(np.uint8)
+        arrays[prefix + "tint"] = tint[idx]
+        arrays[prefix + "background"] = bg[idx]
         arrays[prefix + "source_index"] = idx.astype(np.int32)
+    cat_idx, held_idx = chosen[""], chosen["heldout_"]
 
     tastes = sample_tastes(users, rng)
     rgb = measure_color(render(arrays["grey"], arrays["tint"], arrays["background"]))

@@ -52,8 +52,9 @@ def load_dataset(spec: str | os.PathLike | None = None, *, trust: bool = False,
     """Load a dataset from a registered name or a path.
 
     ``spec``: a dataset name registered by a plugin (``gis datasets`` lists them; None or
-    ``"default"`` mean ``DEFAULT_DATASET``), or a path: a directory (``folder`` reader), a ``.npy`` file (DVBPR's
-    pickled format; needs ``trust=True``), or a ``.npz`` file (gis's own formats, no pickle).
+    ``"default"`` mean ``DEFAULT_DATASET``), or a path: a directory (``folder`` reader), a
+    ``.npy`` file (DVBPR's pickled format; needs ``trust=True``), or a ``.npz`` file (gis's
+    own formats, no pickle).
     ``resolution`` resizes the images (external images are decoded straight at that size;
     default 64 for them). Other ``options`` go to the reader (e.g. ``seed`` for ``folder``).
     """
@@ -76,7 +77,9 @@ def load_dataset(spec: str | os.PathLike | None = None, *, trust: bool = False,
             from .store import load_npz
 
             if options:
-                raise GisUsageError(f"unexpected options for a .npz dataset: {sorted(options)}")
+                raise GisUsageError(
+                f"unexpected options for a .npz dataset: {', '.join(sorted(options))}"
+            )
             return with_resolution(load_npz(path), resolution)
         raise GisUsageError(
             f"cannot tell the format of {path}: expected a folder, a DVBPR .npy or a gis .npz"

@@ -62,8 +62,8 @@ def design(generator: Generator, recommender: Recommender, users: torch.Tensor, 
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    history["pref"].append(float(pref))
-                    history["realism"].append(float(real))
+                    history["pref"].append(float(pref.detach()))
+                    history["realism"].append(float(real.detach()))
                     bar.update(pref=pref, realism=real)
         with torch.no_grad():
             x = generator.synthesize(z, labels=labels)

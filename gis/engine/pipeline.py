@@ -45,18 +45,20 @@ def embed_catalogue(recommender: Recommender, images: torch.Tensor, *,
 
 @torch.no_grad()
 def catalogue_ranks(image_phi: torch.Tensor, theta: torch.Tensor, catalogue_phi: torch.Tensor,
-                    *, tile: int = 512) -> torch.Tensor:
+                    *, tile: int = 1024) -> torch.Tensor:
     """Rank (1 = best) of each image among the catalogue for each user: (B, U) long.
 
     rank = 1 + number of catalogue items the user scores strictly higher than the image.
-    Users are processed in tiles, so memory stays O(B x tile x N) booleans at most.
+    Users go through ``gis.ops.preference_rank`` a tile at a time, so at most a tile x N
+    block of catalogue scores exists at once.
     """
+    from .. import ops
+
     ranks = []
+    phi = image_phi.float()
     for start in range(0, theta.shape[0], tile):
         t = theta[start:start + tile].float()
-        cat = t @ catalogue_phi.T  # (tile, N)
-        s = image_phi.float() @ t.T  # (B, tile)
-        ranks.append((cat[None] > s[:, :, None]).sum(-1) + 1)
+        ranks.append(ops.preference_rank(phi, t, t @ catalogue_phi.float().T) + 1)
     return torch.cat(ranks, dim=1)
 
 

@@ -128,8 +128,8 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
     opt_p = torch.optim.Adam(predictor.parameters(), lr=settings.predictor_lr)
     labels_idx = torch.arange(n, device=device)
     w = settings
-    history: dict[str, list[float]] = {"ce": [], "mae": [], "pref": [], "identity": [],
-                                       "total": []}
+    history: dict[str, list[torch.Tensor]] = {"ce": [], "mae": [], "pref": [], "identity": [],
+                                              "total": []}
 
     with frozen(generator, recommender), loss_bar(w.steps, "shift", progress) as bar:
         for _ in range(w.steps):
@@ -163,7 +163,7 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
                     param.clamp_(-eps, eps)
             for name, v in (("ce", ce), ("mae", mae), ("pref", pref.mean()),
                             ("identity", ident), ("total", total)):
-                history[name].append(float(v))
+                history[name].append(v.detach())
             bar.update(pref=pref.mean(), ce=ce, mae=mae, **({"id": ident}
                                                           if w.identity_weight > 0 else {}))
 
@@ -183,6 +183,7 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
     return ShiftResult(
         base_latent=z.detach().cpu(), shifts=k.cpu(), latents=kz.cpu(),
         base_image=generator.to_unit(x0).cpu(), images=generator.to_unit(x).cpu(),
-        users=users.cpu(), scores=scores, user_scores=user_scores, history=history,
+        users=users.cpu(), scores=scores, user_scores=user_scores,
+        history={k: torch.stack(v).cpu().tolist() for k, v in history.items()},
         settings=settings,
     )

@@ -25,34 +25,50 @@ def feature_stats(feat) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(0), np.cov(f, rowvar=False)
 
 
-def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
+def _trace_sqrt_product_eigh(s1: np.ndarray, s2: np.ndarray) -> float:
+    """tr((S1 S2)^(1/2)) = tr((S1^(1/2) S2 S1^(1/2))^(1/2)) via two symmetric eigensolves."""
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root @ s2 @ root
+    e = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(e, 0, None)).sum())
+
+
+def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6,
+                                method: str = "sqrtm") -> float:
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64.
 
-    The matrix square root is scipy's ``sqrtm``; when it is not finite (singular product) both
-    covariances get ``eps`` added to their diagonals; the imaginary part that rounding leaves
-    in the root of a (near-)singular product is dropped.
+    ``method="sqrtm"``: scipy's ``linalg.sqrtm`` of S1 S2, as the reference FID code; when the
+    root is not finite (singular product) both covariances get ``eps`` added to their
+    diagonals, and the imaginary part that rounding leaves in the root of a (near-)singular
+    product is dropped. ``method="eigh"``: the same trace from two symmetric eigensolves
+    (real by construction, several times faster at D = 2048; agrees to about 1e-12).
     """
-    from scipy import linalg
-
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"mismatched statistics: {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape}")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(s1.shape[0]) * eps
-        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    if method == "eigh":
+        tr_covmean = _trace_sqrt_product_eigh(s1, s2)
+    elif method == "sqrtm":
+        from scipy import linalg
+
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+        tr_covmean = float(np.trace(covmean).real)
+    else:
+        raise ValueError(f"method must be 'sqrtm' or 'eigh' (got {method!r})")
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 
 
-def frechet_distance(feat1, feat2) -> float:
-    """FID between two feature sets (N1, D) and (N2, D)."""
+def frechet_distance(feat1, feat2, *, method: str = "sqrtm") -> float:
+    """FID between two feature sets (N1, D) and (N2, D) (see ``frechet_distance_from_stats``)."""
     mu1, s1 = feature_stats(feat1)
     mu2, s2 = feature_stats(feat2)
-    return frechet_distance_from_stats(mu1, s1, mu2, s2)
+    return frechet_distance_from_stats(mu1, s1, mu2, s2, method=method)
 
 
 def polynomial_mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
@@ -91,7 +107,7 @@ def kid(feat1, feat2, subsets: int = 100, subset_size: int = 1000,
 
 def fid_from_images(real01, fake01, *, batch_size: int = 50, device="cpu",
                     kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
-                    progress: bool = False, resize: str = "tf") -> dict:
+                    progress: bool = False, resize: str = "tf", method: str = "sqrtm") -> dict:
     """FID and KID between two image sets (N, 3, H, W) in [0, 1] (tensors or numpy arrays).
 
     Returns ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake"}``. FID from fewer than 2,048
@@ -106,7 +122,7 @@ def fid_from_images(real01, fake01, *, batch_size: int = 50, device="cpu",
     kid_mean, kid_std = kid(f_real, f_fake, subsets=kid_subsets, subset_size=kid_subset_size,
                             seed=seed)
     return {
-        "fid": frechet_distance(f_real, f_fake),
+        "fid": frechet_distance(f_real, f_fake, method=method),
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         "n_real": int(f_real.shape[0]),

@@ -12,16 +12,32 @@ from __future__ import annotations
 import argparse
 import sys
 
+#: built-in plugins (entry-point name -> module) that must be there even when gis is not installed
+BUILTINS = {"fashion_colors": "gis_fashion_colors", "dvbpr": "gis_dvbpr"}
+
+
+def _ensure_builtin_plugins() -> None:
+    """Run from a source checkout (PYTHONPATH=.:plugins), no entry points exist: register the
+    built-in plugins this command needs by hand."""
+    import importlib
+
+    from gis import plugins
+
+    plugins.load_plugins()
+    for name, module_name in BUILTINS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        if not plugins.pm.is_registered(module) and plugins.pm.get_plugin(name) is None:
+            plugins.register_plugin(module, name=name)
+
 
 def _load_dataset(name: str, trust: bool):
-    import gis.data
+    _ensure_builtin_plugins()
+    from gis.data import load_dataset
 
-    loader = getattr(gis.data, "load_dataset", None)
-    if loader is not None:
-        return loader(name, trust=trust)
-    import gis
-
-    return gis.get_dataset(name, trust=trust)
+    return load_dataset(name, trust=trust)
 
 
 def main(argv: list[str] | None = None) -> int:

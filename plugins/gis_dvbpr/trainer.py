@@ -195,6 +195,9 @@ def train_dvbpr(dataset, *, out, seed: int = 0, device: str = "cpu", resume: boo
         config = meta.get("config", {})
         lay = Layout.from_dict(config["layout"])
         k = int(config["k"])
+        stored = config.get("hyper", {})
+        batch_size = int(stored.get("batch_size", batch_size))  # step positions depend on it
+        lr = lr if lr is not None else stored.get("lr")
         if int(config.get("num_users", -1)) != dataset.num_users or \
                 int(config.get("num_items", -1)) != dataset.num_items:
             raise CheckpointError(f"{state_path} was trained on {config.get('num_users')} users"

@@ -36,7 +36,6 @@ def register_generators(register):
     register(
         "dvbpr-gan",
         _factory,
-        aliases=("dvbpr_gan",),
         description="Kang et al. 2017 class-conditional LSGAN (G and D) for the DVBPR "
                     "design baseline; 32x32 fashion-colors default",
         trainer=_trainer,

@@ -25,6 +25,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ from gis.training import progress as progress_bar
 
 from .generator import DVBPRGAN, GIS_TRAIN_FORMAT
 from .model import (
+    D_CHANNELS,
+    G_CHANNELS,
     DVBPRDiscriminator,
     DVBPRGANConfig,
     DVBPRGenerator,
@@ -70,11 +73,36 @@ def _reserve_s(minutes: float | None) -> float:
     return float(min(20.0, max(2.0, 0.04 * minutes * 60.0)))
 
 
+def train_step(G: DVBPRGenerator, D: DVBPRDiscriminator, opt_g: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer, real: torch.Tensor, y_real: torch.Tensor,
+               z: torch.Tensor, y_fake: torch.Tensor):
+    """One LSGAN iteration: a D step on (real, y_real) vs G(z, y_fake), then a G step on the
+    same fake batch with D frozen. ``real`` (B, 3, r, r) in [-1, 1]; ``y_*`` one-hot (B, C).
+    Returns detached (D loss, G loss, mean D(real), mean D(fake))."""
+    fake = G(z, y_fake)
+    d_real = D(real, y_real)
+    d_fake = D(fake.detach(), y_fake)
+    loss_d = lsgan_d_loss(d_real, d_fake)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    D.requires_grad_(False)
+    loss_g = lsgan_g_loss(D(fake, y_fake))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    return (loss_d.detach(), loss_g.detach(), d_real.detach().mean(),
+            d_fake.detach().mean())
+
+
 def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bool = False,
                     minutes: float | None = None, kimg: float | None = None,
                     max_steps: int | None = None, batch_size: int | None = None,
                     lr: float = 1e-4, betas=(0.5, 0.99), latent_dim: int = 256,
                     resolution: int | None = None, d_batchnorm: bool = True,
+                    base_channels: int = 256, g_channels: list[int] | None = None,
+                    d_channels: list[int] | None = None,
                     sample_every_s: float = 60.0, checkpoint_every_s: float = 120.0,
                     log_every: int = 50, threads: int | None = None, progress: bool = True,
                     export_dtype: str = "float16") -> Path:
@@ -122,8 +150,10 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
     else:
         cfg = DVBPRGANConfig(num_classes=len(names), latent_dim=int(latent_dim),
                              resolution=int(resolution or dataset.resolution),
-                             d_batchnorm=bool(d_batchnorm))
-        hyper = {"lr": lr, "betas": list(betas)}
+                             d_batchnorm=bool(d_batchnorm), base_channels=int(base_channels),
+                             g_channels=list(g_channels or G_CHANNELS),
+                             d_channels=list(d_channels or D_CHANNELS))
+        hyper = {"lr": lr, "betas": [float(b) for b in betas]}
         batch = int(batch_size or 16)
         st = {"step": 0, "images": 0, "elapsed_s": 0.0, "sessions": 0}
 
@@ -228,7 +258,8 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
     if max_steps is not None:
         total_steps = max_steps if total_steps is None else min(total_steps, max_steps)
     bar = progress_bar(total=total_steps, desc="dvbpr-gan", enabled=progress, unit="step",
-                       initial=st["step"])
+                       initial=st["step"],
+                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
     log_path = out / "log.jsonl"
     t_ckpt = t_sample = time.monotonic()
     pending: list[torch.Tensor] = []
@@ -242,30 +273,15 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
             if budget.exhausted():
                 break
             t0 = time.monotonic()
-            # --- D step
             idx = torch.randint(n_data, (batch,), generator=rng, device=dev)
             real = uint8_batch_to_float(data[idx])
             y_real = one_hot(labels[idx], cfg.num_classes)
             fidx = torch.randint(n_data, (batch,), generator=rng, device=dev)
             y_fake = one_hot(labels[fidx], cfg.num_classes)
             z = torch.randn(batch, cfg.latent_dim, generator=rng, device=dev)
-            fake = G(z, y_fake)
-            d_real = D(real, y_real)
-            d_fake = D(fake.detach(), y_fake)
-            loss_d = lsgan_d_loss(d_real, d_fake)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            # --- G step (D frozen; same fake batch, as in DCGAN-style trainers)
-            D.requires_grad_(False)
-            loss_g = lsgan_g_loss(D(fake, y_fake))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            D.requires_grad_(True)
-
-            pending.append(torch.stack([loss_d.detach(), loss_g.detach(),
-                                        d_real.detach().mean(), d_fake.detach().mean()]))
+            loss_d, loss_g, d_real, d_fake = train_step(G, D, opt_g, opt_d, real, y_real, z,
+                                                        y_fake)
+            pending.append(torch.stack([loss_d, loss_g, d_real, d_fake]))
             st["step"] += 1
             st["images"] += batch
             if len(pending) >= log_every:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gis.errors import GisUsageError
+
 LPIPS_NETS = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg"}
 AGGREGATIONS = ("mean", "min", "softmin", "coverage")
 
@@ -43,7 +45,7 @@ def build_lpips(net: str = "alex") -> nn.Module:
     from gis import assets
 
     if net not in LPIPS_NETS:
-        raise ValueError(f"unknown LPIPS net {net!r}; choose 'alex' or 'vgg'")
+        raise GisUsageError(f"unknown LPIPS net {net!r}; choose 'alex' or 'vgg'")
     net = LPIPS_NETS[net]
     trunk = assets.lpips_trunk_state_dict(net)  # raises MissingAssetError before any work
     import lpips
@@ -154,10 +156,10 @@ class PreferenceLoss(nn.Module):
                  thresholds: torch.Tensor | None = None):
         super().__init__()
         if agg not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {agg!r}; choose one of "
-                             f"{', '.join(AGGREGATIONS)}")
+            raise GisUsageError(f"unknown aggregation {agg!r}; choose one of "
+                                f"{', '.join(AGGREGATIONS)}")
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0 (got {temperature})")
+            raise GisUsageError(f"temperature must be > 0 (got {temperature})")
         self.agg = agg
         self.temperature = float(temperature)
         self.thresholds: torch.Tensor | None

@@ -35,7 +35,6 @@ def register_generators(register):
     register(
         "progan",
         _factory,
-        aliases=("pggan",),
         description="Progressive GAN (equalised lr, pixel norm, WGAN-GP, EMA); 32x32 "
                     "fashion-colors default; loads pro_gan_pytorch / GAN-zoo PGAN files",
         trainer=_trainer,

@@ -43,6 +43,7 @@ import copy
 import datetime as _dt
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,42 @@ def _setup_device(device: str) -> torch.device:
     return dev
 
 
+def train_step(G: ProGANGenerator, D: ProGANDiscriminator, ema: ProGANGenerator,
+               opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, real: torch.Tensor,
+               stage: int, alpha: float, *, rng: torch.Generator | None, step: int,
+               gp_weight: float = 10.0, drift: float = 0.001, ema_beta: float = 0.999):
+    """One critic step and one generator step at (``stage``, ``alpha``), then the EMA update.
+
+    ``real``: (B, 3, r, r) in [-1, 1] at the stage's resolution. Returns detached
+    (critic loss, generator loss, gradient penalty).
+    """
+    batch = real.shape[0]
+    latent = G.cfg.latent_dim
+    dev = real.device
+    # --- critic: E[D(fake)] - E[D(real)] + gp_weight * GP + drift * E[D(real)^2]
+    z = torch.randn(batch, latent, generator=rng, device=dev)
+    with torch.no_grad():
+        fake = G(z, stage, alpha)
+    d_real = D(real, stage, alpha)
+    d_fake = D(fake, stage, alpha)
+    gp = gradient_penalty(lambda x: D(x, stage, alpha), real, fake, generator=rng)
+    loss_d = wgan_gp_losses(d_real, d_fake, gp, gp_weight=gp_weight, drift=drift)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    # --- generator: -E[D(G(z))], critic frozen
+    D.requires_grad_(False)
+    z = torch.randn(batch, latent, generator=rng, device=dev)
+    loss_g = -D(G(z, stage, alpha), stage, alpha).mean()
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    # --- EMA, ramped up over the first steps
+    ema_update(ema, G, min(ema_beta, (1.0 + step) / (10.0 + step)))
+    return loss_d.detach(), loss_g.detach(), gp.detach()
+
+
 def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bool = False,
                  minutes: float | None = None, kimg_per_stage=None, stage_weights=None,
                  batch_size: int | None = None, lr: float = 1e-3, betas=(0.0, 0.99),
@@ -187,8 +224,9 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
     if resume and not resuming and progress:
         print(f"progan: no checkpoint in {out}; starting a new run")
 
-    hyper = {"lr": lr, "betas": tuple(betas), "gp_weight": gp_weight, "drift": drift,
-             "ema_beta": ema_beta, "fade": fade, "mirror": bool(mirror)}
+    hyper = {"lr": float(lr), "betas": tuple(float(b) for b in betas),
+             "gp_weight": float(gp_weight), "drift": float(drift), "ema_beta": float(ema_beta),
+             "fade": float(fade), "mirror": bool(mirror)}
     meta: dict[str, Any] = {}
     tensors: dict[str, torch.Tensor] = {}
     if resuming:
@@ -198,7 +236,7 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
                                   f"(format {meta.get('format')!r})")
         cfg = ProGANConfig.from_dict(meta["config"])
         hyper = {**HYPER_DEFAULTS, **meta["hyper"]}
-        hyper["betas"] = tuple(hyper["betas"])
+        hyper["betas"] = tuple(float(b) for b in hyper["betas"])
         batch = int(meta["batch_size"])
         plan = Plan(**meta["plan"])
         seed = int(meta["seed"])
@@ -267,6 +305,8 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
         minutes) / 60.0))
     last = {"loss_d": float("nan"), "loss_g": float("nan"), "gp": float("nan")}
     st["sessions"] = int(st.get("sessions", 0)) + 1
+
+    hyper_step = {k: hyper[k] for k in ("gp_weight", "drift", "ema_beta")}
 
     def real_batch(stage: int, alpha: float) -> torch.Tensor:
         idx = torch.randint(n_data, (batch,), generator=gen_rng, device=dev)
@@ -340,7 +380,10 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
 
     per_unit = 1000.0 if plan.unit == "img" else 1.0
     bar = progress_bar(total=round(plan.total / per_unit, 3), desc="progan", enabled=progress,
-                       unit="kimg" if plan.unit == "img" else "s")
+                       unit="kimg" if plan.unit == "img" else "s",
+                       bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} {unit} "
+                                  "[{elapsed}<{remaining}{postfix}]",
+                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
     bar.update(min(plan.total, sum(plan.lengths[:st["stage"]]) + st["stage_progress"])
                / per_unit)
     log_path = out / "log.jsonl"
@@ -359,33 +402,9 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
             stage = st["stage"]
             alpha = plan.alpha(stage, st["stage_progress"])
 
-            # --- critic step
             real = real_batch(stage, alpha)
-            z = torch.randn(batch, cfg.latent_dim, generator=gen_rng, device=dev)
-            with torch.no_grad():
-                fake = G(z, stage, alpha)
-            d_real = D(real, stage, alpha)
-            d_fake = D(fake, stage, alpha)
-            gp = gradient_penalty(lambda x, s=stage, a=alpha: D(x, s, a), real, fake,
-                                  generator=gen_rng)
-            loss_d = wgan_gp_losses(d_real, d_fake, gp, gp_weight=hyper["gp_weight"],
-                                    drift=hyper["drift"])
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            # --- generator step (critic frozen)
-            D.requires_grad_(False)
-            z = torch.randn(batch, cfg.latent_dim, generator=gen_rng, device=dev)
-            loss_g = -D(G(z, stage, alpha), stage, alpha).mean()
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            D.requires_grad_(True)
-
-            # --- EMA
-            t = st["step"]
-            ema_update(ema, G, min(hyper["ema_beta"], (1.0 + t) / (10.0 + t)))
+            loss_d, loss_g, gp = train_step(G, D, ema, opt_g, opt_d, real, stage, alpha,
+                                            rng=gen_rng, step=st["step"], **hyper_step)
 
             # --- bookkeeping / schedule
             pending.append((loss_d.detach(), loss_g.detach(), gp.detach()))
