@@ -10,8 +10,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -19,43 +17,53 @@
 #include <cmath>
 
 #include "../gis_ops.h"
+#include "lanes.h"
 
 namespace gis {
 namespace {
 
-using at::vec::Vectorized;
+// Inner loops are plain restrict loops the compiler vectorises (`omp simd`, honoured with
+// -fopenmp-simd, no OpenMP runtime); reductions keep independent lanes (lanes.h).
 
 // Elements per parallel chunk; below this a call runs on the calling thread.
 constexpr int64_t kGrainElems = 32768;
-
-template <typename T>
-struct Add {
-  Vectorized<T> operator()(const Vectorized<T>& a, const Vectorized<T>& b) const { return a + b; }
-};
 
 // dst = z + clamp(k, -eps, eps); returns sum(dst).
 template <typename T>
 T shift_row(const T* __restrict__ z, const T* __restrict__ k, T eps, T* __restrict__ dst,
             int64_t d) {
+#pragma omp simd
   for (int64_t j = 0; j < d; ++j) {
     const T kv = k[j];
     // NaN in k stays NaN (both comparisons fail), as with torch.clamp.
     dst[j] = z[j] + (kv < -eps ? -eps : (kv > eps ? eps : kv));
   }
-  return at::vec::reduce_all<T>(Add<T>(), dst, d);
+  return cpu::lane_sum<T>(d, [dst](int64_t j) { return dst[j]; });
 }
 
 // sum((x - m)^2)
 template <typename T>
-T centered_sumsq(const T* x, T m, int64_t d) {
-  using Vec = Vectorized<T>;
-  const Vec mv(m);
-  return at::vec::map_reduce_all<T>(
-      [mv](Vec v) {
-        const Vec c = v - mv;
-        return c * c;
+T centered_sumsq(const T* __restrict__ x, T m, int64_t d) {
+  return cpu::lane_sum<T>(d, [x, m](int64_t j) {
+    const T c = x[j] - m;
+    return c * c;
+  });
+}
+
+// sum((x - m)^2), sum(g), sum(g * (x - m))
+template <typename T>
+std::array<T, 3> backward_sums(const T* __restrict__ x, const T* __restrict__ g, T m, int64_t d) {
+  std::array<T, 3> s;
+  cpu::lane_sum3<T>(
+      d,
+      [x, g, m](int64_t j, T& a, T& b, T& c) {
+        const T xc = x[j] - m;
+        a += xc * xc;
+        b += g[j];
+        c += g[j] * xc;
       },
-      Add<T>(), x, d);
+      s.data());
+  return s;
 }
 
 // 1 / max(std, floor) from a centered sum of squares over n entries; sets `floored`.
@@ -69,6 +77,7 @@ T inv_std(double m2, int64_t n, bool* floored) {
 
 template <typename T>
 void normalise_row(T* __restrict__ x, T m, T r, int64_t d) {
+#pragma omp simd
   for (int64_t j = 0; j < d; ++j) x[j] = (x[j] - m) * r;
 }
 
@@ -77,6 +86,7 @@ template <typename T>
 void backward_row(T* __restrict__ gx, const T* __restrict__ g, const T* __restrict__ k,
                   T* __restrict__ gk, T eps, T m, T r, T c1, T c2, int64_t d) {
   const T rc2 = r * c2;
+#pragma omp simd
   for (int64_t j = 0; j < d; ++j) {
     const T v = r * (g[j] - c1 - (gx[j] - m) * rc2);
     gx[j] = v;
@@ -141,7 +151,6 @@ template <typename T>
 std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad, const at::Tensor& z,
                                                  const at::Tensor& k, double eps_d,
                                                  int64_t mode) {
-  using Vec = Vectorized<T>;
   const int64_t n = k.size(0), d = k.size(1);
   const bool z_bcast = z.size(0) == 1 && n > 1;
   auto grad_k = at::empty({n, d}, k.options());
@@ -155,18 +164,7 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad, const a
   const T eps = static_cast<T>(eps_d);
   const int64_t grain_rows = std::max<int64_t>(1, kGrainElems / d);
   auto zrow = [&](int64_t i) { return zp + (z_bcast ? 0 : i * d); };
-  // sum((x - m)^2), sum(g), sum(g * (x - m)) over one row
-  auto row_stats = [&](int64_t i, T m) {
-    const T* x = gxp + i * d;
-    const T* g = gp + i * d;
-    const Vec mv(m);
-    std::array<T, 3> s;
-    s[0] = centered_sumsq<T>(x, m, d);
-    s[1] = at::vec::reduce_all<T>(Add<T>(), g, d);
-    s[2] = at::vec::map2_reduce_all<T>([mv](Vec xv, Vec gv) { return (xv - mv) * gv; }, Add<T>(),
-                                       x, g, d);
-    return s;
-  };
+  auto row_stats = [&](int64_t i, T m) { return backward_sums<T>(gxp + i * d, gp + i * d, m, d); };
 
   if (mode == kModeVector) {
     at::parallel_for(0, n, grain_rows, [&](int64_t begin, int64_t end) {

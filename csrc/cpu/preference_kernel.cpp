@@ -17,8 +17,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -27,11 +25,10 @@
 #include <vector>
 
 #include "../gis_ops.h"
+#include "lanes.h"
 
 namespace gis {
 namespace {
-
-using at::vec::Vectorized;
 
 // Users per tile when the caller passes tile = 0: the score tile (B x tile) and the upcast
 // users tile (tile x K) of each thread should sit in L2.
@@ -63,16 +60,16 @@ void for_each_chunk(int64_t n_chunks, const F& body) {
   });
 }
 
+// Row reductions with independent lanes (lanes.h), vectorised by the compiler.
 template <typename T>
-struct VecAdd {
-  Vectorized<T> operator()(const Vectorized<T>& a, const Vectorized<T>& b) const { return a + b; }
-};
+T row_sum(const T* __restrict__ x, int64_t n) {
+  return cpu::lane_sum<T>(n, [x](int64_t j) { return x[j]; });
+}
+
 template <typename T>
-struct VecMax {
-  Vectorized<T> operator()(const Vectorized<T>& a, const Vectorized<T>& b) const {
-    return at::vec::maximum(a, b);
-  }
-};
+T row_max(const T* __restrict__ x, int64_t n) {
+  return cpu::lane_max<T>(x, n, -std::numeric_limits<T>::infinity());
+}
 
 // ---------------------------------------------------------------------------------------
 // mean: one pass over the users for their column means, then a matrix-vector product.
@@ -133,7 +130,6 @@ template <typename T>
 ChunkState<T> run_chunk(const at::Tensor& phi, const at::Tensor& users, int64_t agg, T inv_t,
                         const T* tau_scaled, int64_t tile, int64_t tile_begin, int64_t tile_end,
                         bool need_jac) {
-  using Vec = Vectorized<T>;
   const int64_t B = phi.size(0), K = phi.size(1), U = users.size(0);
   const auto opts = phi.options();
   ChunkState<T> st;
@@ -182,23 +178,26 @@ ChunkState<T> run_chunk(const at::Tensor& phi, const at::Tensor& users, int64_t 
       at::addmm_out(s, s, phi, ut.t(), /*beta=*/0, /*alpha=*/-inv_t);  // a = -s / T
       for (int64_t b = 0; b < B; ++b) {
         T* row = sp + b * t;
-        const double tmax = static_cast<double>(at::vec::reduce_all<T>(VecMax<T>(), row, t));
+        const double tmax = static_cast<double>(row_max<T>(row, t));
         const double m_new = std::max(st.m[b], tmax);
         scale[b] = st.m[b] == minus_inf ? T(0) : static_cast<T>(std::exp(st.m[b] - m_new));
         st.m[b] = m_new;
         const T mt = static_cast<T>(m_new);
+#pragma omp simd
         for (int64_t j = 0; j < t; ++j) row[j] -= mt;
       }
       s.exp_();  // ATen's vectorised exp
       for (int64_t b = 0; b < B; ++b) {
-        const T sum = at::vec::reduce_all<T>(VecAdd<T>(), sp + b * t, t);
+        const T sum = row_sum<T>(sp + b * t, t);
         st.l[b] = st.l[b] * static_cast<double>(scale[b]) + static_cast<double>(sum);
       }
       if (accumulate) {
         T* jp = st.jac.template mutable_data_ptr<T>();
         for (int64_t b = 0; b < B; ++b) {
-          const Vec sv(scale[b]);
-          at::vec::map<T>([sv](Vec x) { return x * sv; }, jp + b * K, jp + b * K, K);
+          T* __restrict__ jrow = jp + b * K;
+          const T f = scale[b];
+#pragma omp simd
+          for (int64_t j = 0; j < K; ++j) jrow[j] *= f;
         }
         st.jac.addmm_(s, ut);
       }
@@ -207,14 +206,17 @@ ChunkState<T> run_chunk(const at::Tensor& phi, const at::Tensor& users, int64_t 
       const T* tau = tau_scaled + u0;
       for (int64_t b = 0; b < B; ++b) {
         T* __restrict__ row = sp + b * t;
+#pragma omp simd
         for (int64_t j = 0; j < t; ++j) row[j] -= tau[j];
       }
       s.sigmoid_();
       for (int64_t b = 0; b < B; ++b) {
         T* __restrict__ row = sp + b * t;
-        st.l[b] += static_cast<double>(at::vec::reduce_all<T>(VecAdd<T>(), row, t));
-        if (accumulate)
+        st.l[b] += static_cast<double>(row_sum<T>(row, t));
+        if (accumulate) {
+#pragma omp simd
           for (int64_t j = 0; j < t; ++j) row[j] = row[j] * (T(1) - row[j]);
+        }
       }
       if (accumulate) st.jac.addmm_(s, ut);
     }
