@@ -66,7 +66,7 @@ def _extensions():
     )
     # -g0: no debug info (Python's own CFLAGS add -g); -fopenmp-simd: honour `omp simd` on the
     # CPU kernels' reductions (no OpenMP runtime). The C++ standard is the one torch picks.
-    extra = {"cxx": ["-O3", "-g0", "-fopenmp-simd", "-Wno-unknown-pragmas"]}
+    extra = {"cxx": ["-O3", "-g0", "-fopenmp-simd", "-Wno-unknown-pragmas", "-Wno-psabi"]}
     define_macros = []
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")

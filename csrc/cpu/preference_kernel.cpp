@@ -60,15 +60,15 @@ void for_each_chunk(int64_t n_chunks, const F& body) {
   });
 }
 
-// Row reductions with independent lanes (lanes.h), vectorised by the compiler.
+// Row reductions with explicit vector accumulators (lanes.h).
 template <typename T>
 T row_sum(const T* __restrict__ x, int64_t n) {
-  return cpu::lane_sum<T>(n, [x](int64_t j) { return x[j]; });
+  return cpu::sum<T>(x, n);
 }
 
 template <typename T>
 T row_max(const T* __restrict__ x, int64_t n) {
-  return cpu::lane_max<T>(x, n, -std::numeric_limits<T>::infinity());
+  return cpu::max<T>(x, n, -std::numeric_limits<T>::infinity());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -51,16 +51,20 @@ _native_error = ""
 _warned = False
 
 
+_ops = None  # torch.ops.gis once loaded
+_with_cuda = False
+
+
 def _load_native() -> bool:
-    global _native, _native_error
+    global _native, _native_error, _ops, _with_cuda
     if _native is None:
         try:
-            from .. import _C  # noqa: F401  (importing registers torch.ops.gis.*)
+            from .. import _C  # importing registers torch.ops.gis.*
             from . import _registration  # noqa: F401  (autograd and fake kernels)
         except ImportError as exc:  # not built, or built against another torch
             _native, _native_error = False, f"{type(exc).__name__}: {exc}"
         else:
-            _native = True
+            _native, _ops, _with_cuda = True, torch.ops.gis, bool(getattr(_C, "WITH_CUDA", 0))
     return _native
 
 
@@ -71,13 +75,7 @@ def native_available(device: str | torch.device | None = None) -> bool:
     if device is None:
         return True
     kind = torch.device(device).type
-    if kind == "cpu":
-        return True
-    if kind == "cuda":
-        from .. import _C
-
-        return bool(getattr(_C, "WITH_CUDA", 0))
-    return False
+    return kind == "cpu" or (kind == "cuda" and _with_cuda)
 
 
 def _fallback_reason(device: torch.device) -> str:
@@ -91,7 +89,12 @@ def _use_native(impl: str | None, device: torch.device) -> bool:
     global _warned
     source = "impl"
     if impl is None:
-        impl, source = os.environ.get("GIS_OPS", "").strip().lower() or "auto", "GIS_OPS"
+        impl, source = os.environ.get("GIS_OPS") or "auto", "GIS_OPS"
+    if _native and impl != "reference" and (device.type == "cpu" or (
+            _with_cuda and device.type == "cuda")):
+        if impl in IMPLS or impl == "auto":
+            return True  # the common case, decided without further look-ups
+    impl = impl.strip().lower()
     if impl not in (*IMPLS, "auto"):
         raise GisUsageError(f"{source} must be 'native', 'reference' or 'auto', got {impl!r}")
     if impl == "reference":
@@ -132,7 +135,7 @@ def clip_shift_normalize(
         z = z.unsqueeze(0)
     if not _use_native(impl, k.device):
         return reference.clip_shift_normalize(z, k, eps, mode)
-    return torch.ops.gis.clip_shift_normalize(z, k, float(eps), MODES[mode])
+    return _ops.clip_shift_normalize.default(z, k, float(eps), MODES[mode])
 
 
 def _check_pref(agg: str, temperature: float, thresholds: torch.Tensor | None, tile: int | None):
@@ -173,8 +176,8 @@ def preference_score(
         )
     args = (phi, users, AGGS[agg], float(temperature), thresholds, int(tile or 0))
     if torch.is_grad_enabled() and phi.requires_grad:
-        return torch.ops.gis.preference_score_with_grad(*args)[0]
-    return torch.ops.gis.preference_score(*args)
+        return _ops.preference_score_with_grad.default(*args)[0]
+    return _ops.preference_score.default(*args)
 
 
 def preference_rank(
@@ -197,4 +200,4 @@ def preference_rank(
         catalogue_scores = catalogue_scores.sort(dim=1).values
     if not _use_native(impl, phi.device):
         return reference.preference_rank(phi, users, catalogue_scores)
-    return torch.ops.gis.preference_rank(phi, users, catalogue_scores, int(tile or 0))
+    return _ops.preference_rank.default(phi, users, catalogue_scores, int(tile or 0))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 
 _lib = "gis::"
+_CSN_BACKWARD = torch.ops.gis.clip_shift_normalize_backward.default
+_PREF_BACKWARD = torch.ops.gis.preference_score_backward.default
 
 
 # ---- clip_shift_normalize -------------------------------------------------------------
@@ -33,7 +35,7 @@ def _csn_setup(ctx, inputs, output):
 
 def _csn_backward(ctx, grad):
     z, k = ctx.saved_tensors
-    grad_z, grad_k = torch.ops.gis.clip_shift_normalize_backward(grad, z, k, ctx.eps, ctx.mode)
+    grad_z, grad_k = _CSN_BACKWARD(grad, z, k, ctx.eps, ctx.mode)
     return (
         grad_z if ctx.needs_input_grad[0] else None,
         grad_k if ctx.needs_input_grad[1] else None,
@@ -80,7 +82,7 @@ def _pref_backward(ctx, grad):
     phi, users, thresholds = ctx.saved_tensors
     grad_phi = None
     if ctx.needs_input_grad[0]:
-        grad_phi = torch.ops.gis.preference_score_backward(
+        grad_phi = _PREF_BACKWARD(
             grad, phi, users, ctx.agg, ctx.temperature, thresholds, ctx.tile
         )
     return grad_phi, None, None, None, None, None

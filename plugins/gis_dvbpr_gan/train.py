@@ -261,7 +261,8 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                        initial=st["step"],
                        mininterval=1.0 if sys.stderr.isatty() else 30.0)
     log_path = out / "log.jsonl"
-    t_ckpt = t_sample = time.monotonic()
+    budget.restart()
+    t_ckpt = t_sample = t_prev = time.monotonic()
     pending: list[torch.Tensor] = []
     failed = False
     G.train()
@@ -272,7 +273,6 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                 break
             if budget.exhausted():
                 break
-            t0 = time.monotonic()
             idx = torch.randint(n_data, (batch,), generator=rng, device=dev)
             real = uint8_batch_to_float(data[idx])
             y_real = one_hot(labels[idx], cfg.num_classes)
@@ -297,10 +297,11 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                     fh.write(json.dumps({"step": st["step"], "kimg": st["images"] / 1000.0,
                                          "elapsed_s": round(st["elapsed_s"], 2), **last})
                              + "\n")
-            st["elapsed_s"] += time.monotonic() - t0
+            now = time.monotonic()
+            st["elapsed_s"] += now - t_prev
+            t_prev = now
             budget.tick()
             bar.update(1)
-            now = time.monotonic()
             if now - t_sample >= sample_every_s:
                 sample_grid(f"step{st['step']:07d}")
                 t_sample = now
@@ -339,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trust", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    from gis.data import load_dataset
+    from gis_progan.common import load_training_dataset
 
-    dataset = load_dataset(a.data, trust=a.trust)
+    dataset = load_training_dataset(a.data, trust=a.trust)
     path = train_dvbpr_gan(
         dataset, out=a.out, seed=a.seed, device=a.device, resume=a.resume, minutes=a.minutes,
         kimg=a.kimg, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,

@@ -180,6 +180,62 @@ def missing_default(plugin: str, weights: Path, command: str) -> MissingAssetErr
     )
 
 
+# ----------------------------------------------------------------------------- datasets
+
+
+def load_training_dataset(spec: str, *, trust: bool = False):
+    """``gis.data.load_dataset(spec)`` for the ``python -m ...train`` entry points, also on a
+    bare GPU machine without Pillow.
+
+    ``gis.data`` imports ``gis.images``, which imports Pillow at module level, although the
+    embedded ``fashion-colors`` dataset and gis ``.npz`` files need no image decoding. When
+    Pillow is missing, an inert placeholder ``PIL`` package is registered (any use of it
+    raises a clear error), so those datasets still load.
+    """
+    import sys
+
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        if "PIL" not in sys.modules or sys.modules["PIL"] is None:
+            sys.modules.pop("PIL", None)
+            _install_pil_placeholder()
+    from gis.data import load_dataset
+
+    return load_dataset(spec, trust=trust)
+
+
+class _NoPillow:
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        raise GisUsageError(f"PIL.{self._name}.{attr}: decoding or drawing images needs "
+                            "Pillow (pip install pillow)")
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        raise GisUsageError(f"PIL.{self._name}: decoding or drawing images needs Pillow "
+                            "(pip install pillow)")
+
+
+def _install_pil_placeholder() -> None:
+    import sys
+
+    pil = types.ModuleType("PIL")
+    pil.__gis_placeholder__ = True  # type: ignore[attr-defined]
+    for name in ("Image", "ImageDraw", "ImageFont", "ImageOps"):
+        sub = types.ModuleType(f"PIL.{name}")
+        sub.__getattr__ = _NoPillow(name).__getattr__  # type: ignore[attr-defined]
+        setattr(pil, name, sub)
+        sys.modules[f"PIL.{name}"] = sub
+
+    class UnidentifiedImageError(OSError):
+        pass
+
+    pil.UnidentifiedImageError = UnidentifiedImageError  # type: ignore[attr-defined]
+    sys.modules["PIL"] = pil
+
+
 # ----------------------------------------------------------------------------- data on device
 
 

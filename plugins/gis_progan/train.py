@@ -138,7 +138,8 @@ def make_plan(n_stages: int, *, minutes: float | None, kimg_per_stage, stage_wei
         n_stages)
     if len(weights) != n_stages:
         raise GisUsageError(f"stage_weights needs {n_stages} values, got {len(weights)}")
-    total = max(1.0, minutes * 60.0 - reserve_s)
+    # 0.5 % slack: the plan completes just before the (equal) wall-clock budget runs out
+    total = max(1.0, 0.995 * (minutes * 60.0 - reserve_s))
     s = float(sum(weights))
     return Plan("s", [total * w / s for w in weights], fade)
 
@@ -387,7 +388,8 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
     bar.update(min(plan.total, sum(plan.lengths[:st["stage"]]) + st["stage_progress"])
                / per_unit)
     log_path = out / "log.jsonl"
-    t_ckpt = t_sample = time.monotonic()
+    budget.restart()  # the time plan and the budget both count from here
+    t_ckpt = t_sample = t_prev = time.monotonic()
     pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     G.train()
     D.train()
@@ -398,7 +400,6 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
                 break
             if budget.exhausted():
                 break
-            t0 = time.monotonic()
             stage = st["stage"]
             alpha = plan.alpha(stage, st["stage_progress"])
 
@@ -427,7 +428,10 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
                                          "stage": stage, "alpha": round(alpha, 4),
                                          "elapsed_s": round(st["elapsed_s"], 2), **last})
                              + "\n")
-            dt = time.monotonic() - t0
+            # wall time since the previous step, sample grids and checkpoints included, so
+            # that a time plan and the budget end together
+            now = time.monotonic()
+            dt, t_prev = now - t_prev, now
             budget.tick()
             st["elapsed_s"] += dt
             advance = float(batch) if plan.unit == "img" else dt
@@ -439,7 +443,6 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
                     st["stage"], st["stage_progress"] = stage + 1, 0.0
                 else:
                     st["done"] = True
-            now = time.monotonic()
             if now - t_sample >= sample_every_s:
                 sample_grid(f"step{st['step']:07d}-{4 * 2 ** st['stage']}px")
                 t_sample = now
@@ -490,9 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trust", action="store_true", help="allow pickle-based data files")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    from gis.data import load_dataset
+    from .common import load_training_dataset
 
-    dataset = load_dataset(a.data, trust=a.trust)
+    dataset = load_training_dataset(a.data, trust=a.trust)
     path = train_progan(
         dataset, out=a.out, seed=a.seed, device=a.device, resume=a.resume, minutes=a.minutes,
         kimg_per_stage=a.kimg_per_stage, batch_size=a.batch_size, lr=a.lr,
