@@ -7,6 +7,7 @@ Plugins (built-in ones included) are found through the ``gis`` entry-point group
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import sys
@@ -23,6 +24,12 @@ PLUGINS_ENV = "GIS_PLUGINS"
 
 pm = pluggy.PluginManager("gis")
 pm.add_hookspecs(hookspecs)
+
+#: The built-in plugins, as declared in gis's own entry points (pyproject.toml). Used only when
+#: gis runs from a source tree that is not installed (no entry-point metadata), e.g. with
+#: PYTHONPATH=.:plugins on a machine where nothing may be installed.
+BUILTIN_PLUGINS = {"losses": "gis_losses", "fashion_colors": "gis_fashion_colors",
+                   "dvbpr": "gis_dvbpr", "progan": "gis_progan", "dvbpr_gan": "gis_dvbpr_gan"}
 
 _loaded = False
 _sources: dict[str, str] = {}  # plugin name -> where it came from ("entry point pkg==ver", ...)
@@ -50,7 +57,21 @@ def load_plugins() -> None:
         dist = getattr(ep, "dist", None)
         origin = f"{dist.name} {dist.version}" if dist is not None else ep.value
         _sources[ep.name] = f"entry point {ep.name} = {ep.value} ({origin})"
+    if not _gis_installed():
+        for name, module_name in BUILTIN_PLUGINS.items():
+            if (allow is not None and name not in allow) or pm.get_plugin(name) is not None:
+                continue
+            pm.register(importlib.import_module(module_name), name=name)
+            _sources[name] = f"built-in {module_name} (source tree, gis not installed)"
     pm.check_pending()
+
+
+def _gis_installed() -> bool:
+    try:
+        importlib.metadata.distribution("gis")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def register_plugin(plugin: Any, name: str | None = None) -> str:
