@@ -124,9 +124,9 @@ _MEMORY_SCRIPT = textwrap.dedent(
     from gis import ops
     impl, agg, b, u, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     torch.set_num_threads(int(sys.argv[6]))
-    users = 0.1 * torch.randn(u, k)
+    users = torch.randn(u, k).mul_(0.1)  # in place: no temporary raises the high-water mark
     phi = torch.randn(b, k, requires_grad=True)
-    ops.preference_score(phi[:, :], users[:1], agg, impl=impl).sum().backward()  # load, warm up
+    ops.preference_score(phi, users[:1000], agg, impl=impl).sum().backward()  # load, warm up
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     s = ops.preference_score(phi, users, agg, impl=impl)
     s.sum().backward()

@@ -9,6 +9,8 @@ are marked `cuda` and skip without a GPU.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -387,3 +389,26 @@ def test_cuda_matches_cpu_large(device):
         want = ops.preference_score(phi, users, agg, temperature=0.5, thresholds=thr,
                                     impl="native")
         torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
+
+
+@needs_native
+def test_baseline_isa_copy_matches():
+    """The CPU loops are compiled for the baseline ISA and for AVX2; check the baseline copy."""
+    code = (
+        "import torch; from gis import ops; from gis.ops import reference as ref\n"
+        "torch.manual_seed(0)\n"
+        "for mode in ('vector', 'batch'):\n"
+        "    z = torch.randn(1, 515, dtype=torch.float64)\n"
+        "    k = torch.randn(9, 515, dtype=torch.float64, requires_grad=True)\n"
+        "    out = ops.clip_shift_normalize(z, k, 0.4, mode, impl='native')\n"
+        "    want = ref.clip_shift_normalize(z, k, 0.4, mode)\n"
+        "    torch.testing.assert_close(out, want)\n"
+        "    g = torch.randn_like(out)\n"
+        "    torch.testing.assert_close(torch.autograd.grad(out, k, g)[0],\n"
+        "                               torch.autograd.grad(want, k, g)[0])\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "GIS_CPU_ISA": "default"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

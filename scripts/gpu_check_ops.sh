@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# GPU check of the compiled operators, for a lent H100/H200 (no network needed):
+#   1. builds gis._C in place with CUDA for sm_90 (python3 setup.py build_ext --inplace);
+#   2. runs tests/test_ops.py: the CUDA cases (-m cuda), then the rest;
+#   3. runs the CUDA benchmarks of benchmarks/test_ops_bench.py (JSON + table).
+# Everything lands in $OUT (default out/gpu_check_ops): env.txt, build.log, test_ops_*.log/xml,
+# bench_ops_cuda.json/log, summary.txt. About 3-4 minutes; exit status 1 if a step failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-out/gpu_check_ops}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+export GIS_REQUIRE_NATIVE=1
+status=0
+summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
+: > "$OUT/summary.txt"
+
+{
+  date -u
+  nvidia-smi || true
+  nvcc --version || true
+  "$PY" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
+} > "$OUT/env.txt" 2>&1
+
+# 1. build (CUDA + CPU kernels)
+start=$(date +%s)
+if timeout 300 "$PY" setup.py build_ext --inplace > "$OUT/build.log" 2>&1; then
+  summary "build: ok in $(( $(date +%s) - start )) s ($(grep -m1 'gis._C:' "$OUT/build.log"))"
+else
+  summary "build: FAILED after $(( $(date +%s) - start )) s; last lines:"
+  tail -40 "$OUT/build.log" | tee -a "$OUT/summary.txt"
+  exit 1
+fi
+"$PY" -c 'import torch, gis._C as C; assert C.WITH_CUDA, "gis._C built without CUDA"' \
+  >> "$OUT/build.log" 2>&1 || { summary "gis._C has no CUDA kernels"; status=1; }
+
+# 2. tests: CUDA cases first (quick signal), then everything else in the file
+run_tests() {  # name, marker expression
+  local name=$1 expr=$2
+  if timeout 300 "$PY" -m pytest tests/test_ops.py -m "$expr" -q -p no:cacheprovider \
+      --junitxml="$OUT/test_ops_$name.xml" > "$OUT/test_ops_$name.log" 2>&1; then
+    summary "tests ($expr): $(tail -1 "$OUT/test_ops_$name.log")"
+  else
+    status=1
+    summary "tests ($expr): FAILED: $(tail -1 "$OUT/test_ops_$name.log")"
+    grep -E "^(FAILED|ERROR)" "$OUT/test_ops_$name.log" | head -20 | tee -a "$OUT/summary.txt"
+  fi
+}
+run_tests cuda "cuda"
+run_tests cpu "not cuda"
+
+# 3. CUDA benchmarks (each asserts its result against the reference before timing)
+if timeout 420 "$PY" -m pytest benchmarks/test_ops_bench.py -k cuda -p no:cacheprovider \
+    --benchmark-enable --benchmark-min-rounds=5 --benchmark-max-time=0.5 \
+    --benchmark-columns=min,median,mean,rounds --benchmark-sort=name \
+    --benchmark-json="$OUT/bench_ops_cuda.json" -s > "$OUT/bench_ops_cuda.log" 2>&1; then
+  summary "benchmarks: ok ($(grep -cE '^test_' "$OUT/bench_ops_cuda.log") rows), $OUT/bench_ops_cuda.json"
+else
+  status=1
+  summary "benchmarks: FAILED: $(tail -1 "$OUT/bench_ops_cuda.log")"
+fi
+grep -E "peak extra memory" "$OUT/bench_ops_cuda.log" | tee -a "$OUT/summary.txt" || true
+exit $status
