@@ -122,10 +122,15 @@ def _atomic_target(path: Path) -> tuple[int, str]:
     """A temporary file beside ``path`` with ordinary permissions (mkstemp makes it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _ordinary_mode(tmp)
+    return fd, tmp
+
+
+def _ordinary_mode(path: str) -> None:
+    """rw for the owner, r for the rest as the umask allows (what open() would have made)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
+    os.chmod(path, 0o666 & ~umask)
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
@@ -142,6 +147,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]
     os.close(fd)
     try:
         save_file(cpu, tmp, metadata=header)
+        _ordinary_mode(tmp)  # safetensors writes 0600 files
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

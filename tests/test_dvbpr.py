@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ from gis_dvbpr.trainer import (  # noqa: E402
     STATE_FILE,
     ItemImages,
     bpr_loss,
+    dataset_fingerprint,
     sample_triplets,
     train_dvbpr,
 )
@@ -299,6 +301,16 @@ def test_resume_equals_uninterrupted(dataset, tmp_path):
     assert ma["train_state"]["step"] == mb["train_state"]["step"] == steps
 
 
+def test_resume_refuses_other_data(dataset, tmp_path):
+    _train(dataset, tmp_path, max_steps=1)
+    other = tiny_dataset(seed=1)
+    assert (other.num_users, other.num_items) == (dataset.num_users, dataset.num_items)
+    with pytest.raises(CheckpointError, match="trained on other data"):
+        _train(other, tmp_path, resume=True)
+    card = json.loads((tmp_path / "tiny-colours.json").read_text())
+    assert card["dataset"]["fingerprint"] == dataset_fingerprint(dataset)
+
+
 def test_trainer_rejects_unknown_option(dataset, tmp_path):
     with pytest.raises(GisUsageError, match="unknown dvbpr trainer option"):
         _train(dataset, tmp_path, learning_rate=1)
@@ -409,6 +421,7 @@ def test_checkpoint_helpers_roundtrip(tmp_path):
                             **rng_state_tensors({"g": gen})},
                            {**opt_m, **state.to_meta(), "note": np.float32(1.5)})
     assert [p.name for p in path.parent.iterdir()] == ["c.safetensors"]  # no temp file left
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
     tensors, meta = load_checkpoint(path)
     assert TrainState.from_meta(meta) == state and meta["note"] == 1.5
     net2 = torch.nn.Linear(4, 3)
@@ -426,6 +439,12 @@ def test_checkpoint_helpers_roundtrip(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint(tmp_path / "junk.safetensors")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_budget():

@@ -25,7 +25,6 @@
 #include <vector>
 
 #include "../gis_ops.h"
-#include "lanes.h"
 
 namespace gis {
 namespace {
@@ -60,17 +59,6 @@ void for_each_chunk(int64_t n_chunks, const F& body) {
     at::ThreadLocalStateGuard guard(tls);
     for (int64_t c = begin; c < end; ++c) body(c);
   });
-}
-
-// Row reductions with explicit vector accumulators (lanes.h).
-template <typename T>
-T row_sum(const T* __restrict__ x, int64_t n) {
-  return cpu::sum<T>(x, n);
-}
-
-template <typename T>
-T row_max(const T* __restrict__ x, int64_t n) {
-  return cpu::max<T>(x, n, -std::numeric_limits<T>::infinity());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -143,10 +131,17 @@ ChunkState<T> run_chunk(const at::Tensor& phi, const at::Tensor& users, int64_t 
   if (accumulate) st.jac = at::zeros({B, K}, opts);
   if (tile_begin >= tile_end) return st;
 
-  auto sbuf = at::empty({B * tile}, opts);
+  // The score tile is kept transposed, s^T (t x B): users x images. GEMMs with the users
+  // tile as the big left operand run faster in MKL for small B, and the per-image running
+  // state is then updated with loops that are contiguous (vectorised) over images.
+  auto sbuf = at::empty({tile * B}, opts);
   at::Tensor ubuf;  // users upcast to phi's dtype, one tile at a time
   if (users.scalar_type() != phi.scalar_type()) ubuf = at::empty({tile, K}, opts);
-  std::vector<T> scale(B);
+  const auto phi_t = phi.t();
+  std::vector<T> scale(B), mt(B), colsum(B);
+  T* __restrict__ sc = scale.data();
+  T* __restrict__ mtp = mt.data();
+  T* __restrict__ cs = colsum.data();
 
   for (int64_t ti = tile_begin; ti < tile_end; ++ti) {
     const int64_t u0 = ti * tile;
@@ -157,70 +152,81 @@ ChunkState<T> run_chunk(const at::Tensor& phi, const at::Tensor& users, int64_t 
       dst.copy_(ut);
       ut = dst;
     }
-    auto s = sbuf.narrow(0, 0, B * t).view({B, t});
+    auto s = sbuf.narrow(0, 0, t * B).view({t, B});  // s[j, b] for user u0 + j, image b
     T* sp = s.mutable_data_ptr<T>();
+    // column sums of s over the tile's users -> cs
+    auto column_sums = [&] {
+      std::fill(colsum.begin(), colsum.end(), T(0));
+      for (int64_t j = 0; j < t; ++j) {
+        const T* __restrict__ row = sp + j * B;
+#pragma omp simd
+        for (int64_t b = 0; b < B; ++b) cs[b] += row[b];
+      }
+    };
 
     if (agg == kAggMin) {
-      at::mm_out(s, phi, ut.t());
-      for (int64_t b = 0; b < B; ++b) {
-        const T* row = sp + b * t;
-        double best = st.m[b];
-        int64_t arg = st.idx[b];
-        for (int64_t j = 0; j < t; ++j) {
-          const double v = static_cast<double>(row[j]);
-          if (arg < 0 || v < best) {
-            best = v;
-            arg = u0 + j;
+      at::mm_out(s, ut, phi_t);
+      for (int64_t j = 0; j < t; ++j) {
+        const T* row = sp + j * B;
+        for (int64_t b = 0; b < B; ++b) {
+          const double v = static_cast<double>(row[b]);
+          if (st.idx[b] < 0 || v < st.m[b]) {
+            st.m[b] = v;
+            st.idx[b] = u0 + j;
           }
         }
-        st.m[b] = best;
-        st.idx[b] = arg;
       }
     } else if (agg == kAggSoftmin) {
-      at::addmm_out(s, s, phi, ut.t(), /*beta=*/0, /*alpha=*/-inv_t);  // a = -s / T
-      for (int64_t b = 0; b < B; ++b) {
-        T* row = sp + b * t;
-        const double tmax = static_cast<double>(row_max<T>(row, t));
-        const double m_new = std::max(st.m[b], tmax);
-        scale[b] = st.m[b] == minus_inf ? T(0) : static_cast<T>(std::exp(st.m[b] - m_new));
-        st.m[b] = m_new;
-        const T mt = static_cast<T>(m_new);
+      at::addmm_out(s, s, ut, phi_t, /*beta=*/0, /*alpha=*/-inv_t);  // a = -s / T
+      for (int64_t b = 0; b < B; ++b) mtp[b] = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < t; ++j) {
+        const T* __restrict__ row = sp + j * B;
 #pragma omp simd
-        for (int64_t j = 0; j < t; ++j) row[j] -= mt;
+        for (int64_t b = 0; b < B; ++b) mtp[b] = row[b] > mtp[b] ? row[b] : mtp[b];
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        const double m_new = std::max(st.m[b], static_cast<double>(mtp[b]));
+        sc[b] = st.m[b] == minus_inf ? T(0) : static_cast<T>(std::exp(st.m[b] - m_new));
+        st.m[b] = m_new;
+        mtp[b] = static_cast<T>(m_new);
+      }
+      for (int64_t j = 0; j < t; ++j) {
+        T* __restrict__ row = sp + j * B;
+#pragma omp simd
+        for (int64_t b = 0; b < B; ++b) row[b] -= mtp[b];
       }
       s.exp_();  // ATen's vectorised exp
-      for (int64_t b = 0; b < B; ++b) {
-        const T sum = row_sum<T>(sp + b * t, t);
-        st.l[b] = st.l[b] * static_cast<double>(scale[b]) + static_cast<double>(sum);
-      }
+      column_sums();
+      for (int64_t b = 0; b < B; ++b)
+        st.l[b] = st.l[b] * static_cast<double>(sc[b]) + static_cast<double>(cs[b]);
       if (accumulate) {
         T* jp = st.jac.template mutable_data_ptr<T>();
         for (int64_t b = 0; b < B; ++b) {
           T* __restrict__ jrow = jp + b * K;
-          const T f = scale[b];
+          const T f = sc[b];
 #pragma omp simd
-          for (int64_t j = 0; j < K; ++j) jrow[j] *= f;
+          for (int64_t k = 0; k < K; ++k) jrow[k] *= f;
         }
-        st.jac.addmm_(s, ut);
+        st.jac.addmm_(s.t(), ut);  // jac += p^T @ users[tile]
       }
     } else {  // coverage
-      at::addmm_out(s, s, phi, ut.t(), /*beta=*/0, /*alpha=*/inv_t);  // s / T
+      at::addmm_out(s, s, ut, phi_t, /*beta=*/0, /*alpha=*/inv_t);  // s / T
       const T* tau = tau_scaled + u0;
-      for (int64_t b = 0; b < B; ++b) {
-        T* __restrict__ row = sp + b * t;
+      for (int64_t j = 0; j < t; ++j) {
+        T* __restrict__ row = sp + j * B;
+        const T tj = tau[j];
 #pragma omp simd
-        for (int64_t j = 0; j < t; ++j) row[j] -= tau[j];
+        for (int64_t b = 0; b < B; ++b) row[b] -= tj;
       }
       s.sigmoid_();
-      for (int64_t b = 0; b < B; ++b) {
-        T* __restrict__ row = sp + b * t;
-        st.l[b] += static_cast<double>(row_sum<T>(row, t));
-        if (accumulate) {
+      column_sums();
+      for (int64_t b = 0; b < B; ++b) st.l[b] += static_cast<double>(cs[b]);
+      if (accumulate) {
+        const int64_t n = t * B;
 #pragma omp simd
-          for (int64_t j = 0; j < t; ++j) row[j] = row[j] * (T(1) - row[j]);
-        }
+        for (int64_t e = 0; e < n; ++e) sp[e] = sp[e] * (T(1) - sp[e]);
+        st.jac.addmm_(s.t(), ut);
       }
-      if (accumulate) st.jac.addmm_(s, ut);
     }
   }
   return st;

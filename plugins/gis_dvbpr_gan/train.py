@@ -339,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every-s", type=float, default=120.0)
     p.add_argument("--trust", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-d-batchnorm", action="store_true",
+                   help="plain discriminator convs, as Kang et al. describe D")
     a = p.parse_args(argv)
     from gis_progan.common import load_training_dataset
 
@@ -347,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset, out=a.out, seed=a.seed, device=a.device, resume=a.resume, minutes=a.minutes,
         kimg=a.kimg, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
         threads=a.threads, sample_every_s=a.sample_every_s,
-        checkpoint_every_s=a.checkpoint_every_s, progress=not a.no_progress)
+        checkpoint_every_s=a.checkpoint_every_s, progress=not a.no_progress,
+        d_batchnorm=not a.no_d_batchnorm)
     print(f"checkpoint: {path}")
     return 0
 
