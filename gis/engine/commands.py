@@ -95,7 +95,10 @@ def _item_index(dataset, key) -> int:
 def _dataset_for(recommender, data, trust):
     from ..data import load_dataset
 
-    name = data or (recommender.card.get("dataset") if recommender is not None else None)
+    name = data
+    if name is None and recommender is not None:
+        trained_on = recommender.card.get("dataset")
+        name = trained_on.get("name") if isinstance(trained_on, dict) else trained_on
     return load_dataset(name or "fashion-colors", trust=trust)
 
 
