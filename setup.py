@@ -6,7 +6,7 @@ Always compiles csrc/**/*.cpp; adds csrc/**/*.cu (and defines WITH_CUDA) only wh
 toolkit (nvcc under CUDA_HOME) and a CUDA build of torch are both present. Environment:
   GIS_NO_CUDA=1             CPU-only build even where CUDA is available
   CUDA_HOME                 toolkit root; unset, /usr/local/cuda is preferred when it holds nvcc
-  TORCH_CUDA_ARCH_LIST      GPU architectures (default "9.0": H100/H200)
+  TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0": A100, H100/H200)
   MAX_JOBS                  parallel compile jobs (torch's ninja build)
 Nothing is compiled at import time: without a build, gis.ops falls back to pure PyTorch.
 """
@@ -69,7 +69,7 @@ def _extensions():
     extra = {"cxx": ["-O3", "-g0", "-fopenmp-simd", "-Wno-unknown-pragmas", "-Wno-psabi"]}
     define_macros = []
     if use_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")  # A100, H100/H200
         extra["nvcc"] = ["-O3"]
         define_macros.append(("WITH_CUDA", None))
         ext_cls = cpp_extension.CUDAExtension

@@ -2,16 +2,23 @@
 
 Run:  pytest benchmarks --benchmark-enable [--benchmark-min-rounds=3] [--benchmark-json=out.json]
 (pyproject's addopts disable timing by default, so a plain run only checks the results.)
+GIS_BENCH_THREADS=n pins torch's CPU threads (OpenMP spin-waits make multi-threaded timings
+meaningless on a machine that other jobs keep busy).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from functools import cache
 
 import pytest
 import torch
+
+
+if os.environ.get("GIS_BENCH_THREADS"):
+    torch.set_num_threads(int(os.environ["GIS_BENCH_THREADS"]))
 
 
 @cache

@@ -6,8 +6,8 @@
 One group per operation and size, so each table compares the implementations directly;
 every case checks its result against the reference before it is timed. Preference scoring
 groups carry a plain GEMM of the same size (phi @ users.T, B x U output) as a yardstick.
-Peak extra memory of preference fwd+bwd is measured in a fresh process (ru_maxrss) on the
-CPU, with torch.cuda.max_memory_allocated on a GPU, and stored in extra_info["peak_extra_mib"].
+Peak extra memory of preference fwd+bwd is measured in a fresh process on the
+CPU (Linux VmHWM, reset before the call), with torch.cuda.max_memory_allocated on a GPU, and stored in extra_info["peak_extra_mib"].
 """
 
 from __future__ import annotations
@@ -119,19 +119,25 @@ def test_preference_score(record, impl, agg, b, u, device):
 # ---- peak memory --------------------------------------------------------------------------
 _MEMORY_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     import torch
     from gis import ops
+
+    def status_kib(field):  # VmRSS (now) or VmHWM (peak) of this process
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
     impl, agg, b, u, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     torch.set_num_threads(int(sys.argv[6]))
-    users = torch.randn(u, k).mul_(0.1)  # in place: no temporary raises the high-water mark
+    users = torch.randn(u, k).mul_(0.1)
     phi = torch.randn(b, k, requires_grad=True)
     ops.preference_score(phi, users[:1000], agg, impl=impl).sum().backward()  # load, warm up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident set
+    before = status_kib("VmRSS")
     s = ops.preference_score(phi, users, agg, impl=impl)
     s.sum().backward()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_extra_mib": (after - before) / 1024.0}))
+    print(json.dumps({"peak_extra_mib": (status_kib("VmHWM") - before) / 1024.0}))
     """
 )
 

@@ -277,11 +277,30 @@ def _linear_state_dict(path: str) -> dict:
     return sd
 
 
+def _exported(key: str) -> dict | None:
+    """Weights from ``$GIS_ASSETS_DIR/<key>.safetensors`` (written by ``export``), if any."""
+    root = os.environ.get(ASSETS_ENV)
+    path = Path(root) / f"{key}.safetensors" if root else None
+    if path is None or not path.is_file():
+        return None
+    return _load_exported(str(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_exported(path: str) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(path).items()}
+
+
 def lpips_trunk_state_dict(net: str) -> dict:
     """ImageNet trunk weights of ``net`` as a torch state dict for ``lpips.LPIPS(...).net``
     (keys like ``slice1.0.weight``). Converted once and cached in memory; the tensors are
     shared, so load them (``load_state_dict`` copies) rather than modify them."""
     key = _net_key(net)
+    exported = _exported(key)
+    if exported is not None:
+        return {k[len("trunk."):]: v for k, v in exported.items() if k.startswith("trunk.")}
     return dict(_trunk_state_dict(key, str(asset_path(key))))
 
 
@@ -290,10 +309,40 @@ def lpips_linear_state_dict(net: str) -> dict:
     ``use_dropout=True`` (``lin{i}.model.1.weight``). Identical to the ``lpips`` package's own
     ``weights/v0.1/{alex,vgg}.pth``. Cached; do not modify."""
     key = _net_key(net)
+    exported = _exported(key)
+    if exported is not None:
+        return {k[len("lin."):]: v for k, v in exported.items() if k.startswith("lin.")}
     return dict(_linear_state_dict(str(asset_path(key))))
 
 
+def export(directory: str | os.PathLike, *, half: bool = False) -> list[Path]:
+    """Write the LPIPS weights as ``<dir>/lpips-{alex,vgg}.safetensors`` (no pickle), for a
+    machine where the asset packages cannot be installed: point ``GIS_ASSETS_DIR`` at the
+    folder there. ``half`` stores float16 (half the size; values rounded, LPIPS moves ~1e-3)."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for net in ("alex", "vgg"):
+        key = _net_key(net)
+        tensors = {**{f"trunk.{k}": v for k, v in lpips_trunk_state_dict(net).items()},
+                   **{f"lin.{k}": v for k, v in lpips_linear_state_dict(net).items()}}
+        if half:
+            tensors = {k: v.half() for k, v in tensors.items()}
+        path = out / f"{key}.safetensors"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
+                  metadata={"source": str(asset_path(key)), "dtype": "float16" if half else
+                            "float32"})
+        written.append(path)
+    return written
+
+
 def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "export":
+        for path in export(sys.argv[2], half="--half" in sys.argv):
+            print(path)
+        return 0
     missing = 0
     for key, path, command in status():
         if path is None:

@@ -20,11 +20,10 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "../gis_ops.h"
+#include "isa.h"
 
 namespace gis {
 namespace {
@@ -33,8 +32,7 @@ namespace isa_default {
 #include "clip_shift_normalize_impl.inc"
 }  // namespace isa_default
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define GIS_HAVE_AVX2_COPY 1
+#ifdef GIS_HAVE_AVX2_COPY
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace isa_avx2 {
@@ -43,15 +41,7 @@ namespace isa_avx2 {
 #pragma GCC pop_options
 #endif
 
-bool use_avx2() {
-#ifdef GIS_HAVE_AVX2_COPY
-  static const bool cpu_has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const char* isa = std::getenv("GIS_CPU_ISA");
-  return cpu_has && !(isa != nullptr && std::string(isa) == "default");
-#else
-  return false;
-#endif
-}
+using cpu::use_avx2;
 
 template <typename T>
 at::Tensor forward_impl(const at::Tensor& z, const at::Tensor& k, double eps, int64_t mode) {

@@ -1,10 +1,13 @@
 // CPU kernels of gis::preference_score(_backward, _with_grad) and gis::preference_rank.
 //
-// Scores s[b, u] = phi[b] . users[u] are produced tile users at a time (one GEMM per tile),
-// folded into a running per-image state and dropped: peak extra memory is
-// O(threads * (B * tile + tile * K + B * K)), whatever U is. The user tiles are split into one
-// contiguous chunk per thread; chunk states are merged in chunk order, so a result does not
-// depend on scheduling (only on the thread count).
+// Scores s[b, u] = phi[b] . users[u] are produced a few tiles of users at a time, folded into
+// a running per-image state and dropped: peak extra memory is O(lanes * tile * (B + K) + B * K)
+// whatever U is. Work is split into `lanes` (one per thread): each round hands lane p one
+// tile of consecutive users; a lane keeps its own running state, and lanes are merged at the
+// end in lane order, so results do not depend on scheduling (only on the thread count).
+// The GEMMs of a round are single batched ATen calls made from the calling thread (MKL
+// threads them); only pointer loops run inside at::parallel_for. (Calling MKL from inside an
+// OpenMP region makes it start nested teams: torch disables MKL's dynamic threading.)
 //
 // Per image b, with a = -s / T:
 //   mean      score = phi . mean_u(users)                         jac = mean_u(users)
@@ -16,49 +19,102 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "../gis_ops.h"
+#include "isa.h"
 
 namespace gis {
 namespace {
 
-// Users per tile when the caller passes tile = 0: the score tile (B x tile, <= 128 KiB of
-// float) stays in L2 between the GEMM that fills it, the exp pass and the GEMM that reads it.
-// (Measured on a 2-core EPYC at U = 1e6, K = 100: flat between 512 and 4096.)
-int64_t default_cpu_tile(int64_t B, int64_t /*K*/) {
-  return std::clamp<int64_t>(32768 / std::max<int64_t>(B, 1), 512, 4096);
+namespace isa_default {
+#include "preference_impl.inc"
+}  // namespace isa_default
+
+#ifdef GIS_HAVE_AVX2_COPY
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace isa_avx2 {
+#include "preference_impl.inc"
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#endif
+
+// Images up to which jac is accumulated by accumulate_weighted_rows instead of MKL.
+constexpr int64_t kSmallBatch = 16;
+
+template <typename T>
+void accumulate_weighted_rows(T* jac, const T* w, const T* u, int64_t t, int64_t B, int64_t K) {
+#ifdef GIS_HAVE_AVX2_COPY
+  if (cpu::use_avx2()) return isa_avx2::accumulate_weighted_rows<T>(jac, w, u, t, B, K);
+#endif
+  isa_default::accumulate_weighted_rows<T>(jac, w, u, t, B, K);
 }
 
-struct Chunks {
-  int64_t n_tiles, n_chunks;
-  int64_t first(int64_t c) const { return c * n_tiles / n_chunks; }
-};
+// s (t x B) = u (t x K) @ phi^T for B <= kSmallBatch; phi_t_pad: (K x kSmallBatch or 8).
+template <typename T>
+void scores_small_batch(T* s, const T* u, const T* phi_t_pad, int64_t t, int64_t B, int64_t K) {
+#ifdef GIS_HAVE_AVX2_COPY
+  if (cpu::use_avx2()) {
+    if (B <= 8) return isa_avx2::scores_small_batch<T, 8>(s, u, phi_t_pad, t, B, K);
+    return isa_avx2::scores_small_batch<T, kSmallBatch>(s, u, phi_t_pad, t, B, K);
+  }
+#endif
+  if (B <= 8) return isa_default::scores_small_batch<T, 8>(s, u, phi_t_pad, t, B, K);
+  isa_default::scores_small_batch<T, kSmallBatch>(s, u, phi_t_pad, t, B, K);
+}
 
-// One chunk per thread, but no more chunks than tiles, and about 4 MFLOP of GEMM at least
-// per chunk (below that, starting threads costs more than it saves).
-Chunks split_tiles(int64_t B, int64_t K, int64_t U, int64_t tile) {
-  const int64_t n_tiles = (U + tile - 1) / tile;
+// phi^T (K x 8 or K x kSmallBatch), zero-padded, for scores_small_batch.
+at::Tensor padded_phi_t(const at::Tensor& phi) {
+  const int64_t B = phi.size(0), K = phi.size(1);
+  auto out = at::zeros({K, B <= 8 ? 8 : kSmallBatch}, phi.options());
+  out.narrow(1, 0, B).copy_(phi.t());
+  return out;
+}
+
+// Users per lane and round when the caller passes tile = 0: a lane's score tile (tile x B)
+// holds about 128K entries (512 KiB of float), so it is still in cache when the exp pass and
+// the jac accumulation read it back, and a call makes few rounds (each round opens a few
+// OpenMP regions). Measured at U = 1e6, K = 100 on a 2-core EPYC: flat from 512 to 16384.
+int64_t default_cpu_tile(int64_t B) {
+  return std::clamp<int64_t>(131072 / std::max<int64_t>(B, 1), 512, 16384);
+}
+
+// One lane per thread, and about 4 MFLOP of GEMM at least per lane (below that, threads
+// cost more than they save).
+int64_t lanes_for(int64_t B, int64_t K, int64_t U) {
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const int64_t by_work = std::max<int64_t>(1, 2 * B * K * U / (int64_t{1} << 22));
-  return {n_tiles, std::max<int64_t>(1, std::min({n_tiles, threads, by_work}))};
+  return std::max<int64_t>(1, std::min({threads, by_work, U}));
 }
 
-// Runs body(chunk) for every chunk, on the ATen intra-op pool, with the caller's
-// thread-local state (grad mode, inference mode, ...) so ATen calls inside behave as outside.
+// Rounds over the users: round r gives each of `lanes` lanes `t` consecutive users, lane p
+// getting [u0 + p * t, u0 + (p + 1) * t). Full rounds use t = tile; the rest of the users
+// is spread evenly over the lanes (a last round or two with fewer lanes or users picks up
+// the remainder).
+struct Round {
+  int64_t u0, lanes, t;
+};
+
 template <typename F>
-void for_each_chunk(int64_t n_chunks, const F& body) {
-  const at::ThreadLocalState tls;
-  at::parallel_for(0, n_chunks, 1, [&](int64_t begin, int64_t end) {
-    at::ThreadLocalStateGuard guard(tls);
-    for (int64_t c = begin; c < end; ++c) body(c);
-  });
+void for_each_round(int64_t U, int64_t max_lanes, int64_t tile, const F& body) {
+  for (int64_t u0 = 0; u0 < U;) {
+    const int64_t left = U - u0;
+    Round r{u0, max_lanes, tile};
+    if (left < max_lanes * tile) {
+      r.lanes = std::min(max_lanes, left);
+      r.t = left / r.lanes;
+    }
+    body(r);
+    u0 += r.lanes * r.t;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -107,212 +163,212 @@ std::tuple<at::Tensor, at::Tensor> mean_impl(const at::Tensor& phi, const at::Te
 }
 
 // ---------------------------------------------------------------------------------------
-// min / softmin / coverage: tiles of users, one running state per chunk.
-template <typename T>
-struct ChunkState {
-  std::vector<double> m;      // min: running min score; softmin: running max of a = -s/T
-  std::vector<double> l;      // softmin: sum exp(a - m); coverage: sum of sigmoids
-  std::vector<int64_t> idx;   // min: index of the running min
-  at::Tensor jac;             // (B, K) unnormalised jac accumulator (softmin, coverage)
-};
-
-template <typename T>
-ChunkState<T> run_chunk(const at::Tensor& phi, const at::Tensor& users, int64_t agg, T inv_t,
-                        const T* tau_scaled, int64_t tile, int64_t tile_begin, int64_t tile_end,
-                        bool need_jac) {
-  const int64_t B = phi.size(0), K = phi.size(1), U = users.size(0);
-  const auto opts = phi.options();
-  ChunkState<T> st;
-  const double minus_inf = -std::numeric_limits<double>::infinity();
-  st.m.assign(B, agg == kAggMin ? std::numeric_limits<double>::quiet_NaN() : minus_inf);
-  st.l.assign(B, 0.0);
-  st.idx.assign(B, -1);
-  const bool accumulate = need_jac && agg != kAggMin;
-  if (accumulate) st.jac = at::zeros({B, K}, opts);
-  if (tile_begin >= tile_end) return st;
-
-  // The score tile is kept transposed, s^T (t x B): users x images. GEMMs with the users
-  // tile as the big left operand run faster in MKL for small B, and the per-image running
-  // state is then updated with loops that are contiguous (vectorised) over images.
-  auto sbuf = at::empty({tile * B}, opts);
-  at::Tensor ubuf;  // users upcast to phi's dtype, one tile at a time
-  if (users.scalar_type() != phi.scalar_type()) ubuf = at::empty({tile, K}, opts);
-  const auto phi_t = phi.t();
-  std::vector<T> scale(B), mt(B), colsum(B);
-  T* __restrict__ sc = scale.data();
-  T* __restrict__ mtp = mt.data();
-  T* __restrict__ cs = colsum.data();
-
-  for (int64_t ti = tile_begin; ti < tile_end; ++ti) {
-    const int64_t u0 = ti * tile;
-    const int64_t t = std::min(tile, U - u0);
-    at::Tensor ut = users.narrow(0, u0, t);
-    if (ubuf.defined()) {
-      auto dst = ubuf.narrow(0, 0, t);
-      dst.copy_(ut);
-      ut = dst;
-    }
-    auto s = sbuf.narrow(0, 0, t * B).view({t, B});  // s[j, b] for user u0 + j, image b
-    T* sp = s.mutable_data_ptr<T>();
-    // column sums of s over the tile's users -> cs
-    auto column_sums = [&] {
-      std::fill(colsum.begin(), colsum.end(), T(0));
-      for (int64_t j = 0; j < t; ++j) {
-        const T* __restrict__ row = sp + j * B;
-#pragma omp simd
-        for (int64_t b = 0; b < B; ++b) cs[b] += row[b];
-      }
-    };
-
-    if (agg == kAggMin) {
-      at::mm_out(s, ut, phi_t);
-      for (int64_t j = 0; j < t; ++j) {
-        const T* row = sp + j * B;
-        for (int64_t b = 0; b < B; ++b) {
-          const double v = static_cast<double>(row[b]);
-          if (st.idx[b] < 0 || v < st.m[b]) {
-            st.m[b] = v;
-            st.idx[b] = u0 + j;
-          }
-        }
-      }
-    } else if (agg == kAggSoftmin) {
-      at::addmm_out(s, s, ut, phi_t, /*beta=*/0, /*alpha=*/-inv_t);  // a = -s / T
-      for (int64_t b = 0; b < B; ++b) mtp[b] = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < t; ++j) {
-        const T* __restrict__ row = sp + j * B;
-#pragma omp simd
-        for (int64_t b = 0; b < B; ++b) mtp[b] = row[b] > mtp[b] ? row[b] : mtp[b];
-      }
-      for (int64_t b = 0; b < B; ++b) {
-        const double m_new = std::max(st.m[b], static_cast<double>(mtp[b]));
-        sc[b] = st.m[b] == minus_inf ? T(0) : static_cast<T>(std::exp(st.m[b] - m_new));
-        st.m[b] = m_new;
-        mtp[b] = static_cast<T>(m_new);
-      }
-      for (int64_t j = 0; j < t; ++j) {
-        T* __restrict__ row = sp + j * B;
-#pragma omp simd
-        for (int64_t b = 0; b < B; ++b) row[b] -= mtp[b];
-      }
-      s.exp_();  // ATen's vectorised exp
-      column_sums();
-      for (int64_t b = 0; b < B; ++b)
-        st.l[b] = st.l[b] * static_cast<double>(sc[b]) + static_cast<double>(cs[b]);
-      if (accumulate) {
-        T* jp = st.jac.template mutable_data_ptr<T>();
-        for (int64_t b = 0; b < B; ++b) {
-          T* __restrict__ jrow = jp + b * K;
-          const T f = sc[b];
-#pragma omp simd
-          for (int64_t k = 0; k < K; ++k) jrow[k] *= f;
-        }
-        st.jac.addmm_(s.t(), ut);  // jac += p^T @ users[tile]
-      }
-    } else {  // coverage
-      at::addmm_out(s, s, ut, phi_t, /*beta=*/0, /*alpha=*/inv_t);  // s / T
-      const T* tau = tau_scaled + u0;
-      for (int64_t j = 0; j < t; ++j) {
-        T* __restrict__ row = sp + j * B;
-        const T tj = tau[j];
-#pragma omp simd
-        for (int64_t b = 0; b < B; ++b) row[b] -= tj;
-      }
-      s.sigmoid_();
-      column_sums();
-      for (int64_t b = 0; b < B; ++b) st.l[b] += static_cast<double>(cs[b]);
-      if (accumulate) {
-        const int64_t n = t * B;
-#pragma omp simd
-        for (int64_t e = 0; e < n; ++e) sp[e] = sp[e] * (T(1) - sp[e]);
-        st.jac.addmm_(s.t(), ut);
-      }
-    }
-  }
-  return st;
-}
-
+// min / softmin / coverage: rounds of tiles, one running state per lane.
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> tiled_impl(const at::Tensor& phi, const at::Tensor& users,
                                               int64_t agg, double temperature,
                                               const at::Tensor& thresholds, int64_t tile,
                                               bool need_jac) {
   const int64_t B = phi.size(0), K = phi.size(1), U = users.size(0);
+  const auto opts = phi.options();
   const T inv_t = static_cast<T>(1.0 / temperature);
   at::Tensor tau_scaled;  // tau / T in phi's dtype (coverage only), (U,)
   if (agg == kAggCoverage) tau_scaled = (thresholds.to(phi.scalar_type()) * inv_t).contiguous();
   const T* tau_p = tau_scaled.defined() ? tau_scaled.const_data_ptr<T>() : nullptr;
 
-  const Chunks ch = split_tiles(B, K, U, tile);
-  std::vector<ChunkState<T>> states(ch.n_chunks);
-  for_each_chunk(ch.n_chunks, [&](int64_t c) {
-    states[c] = run_chunk<T>(phi, users, agg, inv_t, tau_p, tile, ch.first(c), ch.first(c + 1),
-                             need_jac);
+  const int64_t P = lanes_for(B, K, U);
+  tile = std::min(tile, (U + P - 1) / P);
+  const bool accumulate = need_jac && agg != kAggMin;
+  const double minus_inf = -std::numeric_limits<double>::infinity();
+  // Lane state, lane-major (P x B): min: running min and its user; softmin: running max of
+  // a and sum exp(a - max); coverage: sum of sigmoids. jac: (P, B, K) unnormalised.
+  std::vector<double> m(P * B, agg == kAggMin ? 0.0 : minus_inf), l(P * B, 0.0);
+  std::vector<int64_t> idx(P * B, -1);
+  std::vector<T> scale(P * B), colmax(P * B);
+  at::Tensor jac = accumulate ? at::zeros({P, B, K}, opts) : at::Tensor();
+  auto sbuf = at::empty({P * tile * B}, opts);  // s^T tiles: (lanes, t, B)
+  at::Tensor ubuf;                               // users upcast to phi's dtype, per round
+  if (users.scalar_type() != phi.scalar_type()) ubuf = at::empty({P * tile, K}, opts);
+  const auto phi_t = phi.t();                    // (K, B)
+  // Small batches (GIS generates n = 8 images per step) use the loops of preference_impl.inc
+  // instead of MKL, whose GEMMs run far below peak when one side has so few rows.
+  const bool small_batch = B <= kSmallBatch;
+  const at::Tensor phi_pad_t = small_batch ? padded_phi_t(phi) : at::Tensor();
+  const T* phi_pad = small_batch ? phi_pad_t.const_data_ptr<T>() : nullptr;
+
+  for_each_round(U, P, tile, [&](const Round& r) {
+    const int64_t lanes = r.lanes, t = r.t, u0 = r.u0;
+    at::Tensor ut = users.narrow(0, u0, lanes * t);
+    if (ubuf.defined()) {
+      auto dst = ubuf.narrow(0, 0, lanes * t);
+      dst.copy_(ut);
+      ut = dst;
+    }
+    const auto ut3 = ut.view({lanes, t, K});
+    const T* up = ut.const_data_ptr<T>();
+    auto s = sbuf.narrow(0, 0, lanes * t * B).view({lanes, t, B});  // s[p, j, b]
+    T* sp = s.mutable_data_ptr<T>();
+    // Pointer-only loops over lanes (no ATen calls inside the parallel region).
+    auto per_lane = [&](const auto& fn) {
+      at::parallel_for(0, lanes, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) fn(p, sp + p * t * B);
+      });
+    };
+    if (small_batch) {
+      per_lane([&](int64_t p, T* lane) {
+        scores_small_batch<T>(lane, up + p * t * K, phi_pad, t, B, K);
+      });
+    } else {
+      at::bmm_out(s, ut3, phi_t.unsqueeze(0).expand({lanes, K, B}));
+    }
+
+    if (agg == kAggMin) {
+      per_lane([&](int64_t p, T* lane) {
+        double* __restrict__ mp = m.data() + p * B;
+        int64_t* __restrict__ ip = idx.data() + p * B;
+        const int64_t first = u0 + p * t;
+        for (int64_t j = 0; j < t; ++j) {
+          const T* row = lane + j * B;
+          for (int64_t b = 0; b < B; ++b) {
+            const double v = static_cast<double>(row[b]);
+            if (ip[b] < 0 || v < mp[b]) {
+              mp[b] = v;
+              ip[b] = first + j;
+            }
+          }
+        }
+      });
+      return;
+    }
+
+    if (agg == kAggSoftmin) {
+      // a = -s / T, the lane's column max, then a - max(running max, column max)
+      per_lane([&](int64_t p, T* lane) {
+        T* __restrict__ cm = colmax.data() + p * B;
+        for (int64_t b = 0; b < B; ++b) cm[b] = -std::numeric_limits<T>::infinity();
+        for (int64_t j = 0; j < t; ++j) {
+          T* __restrict__ row = lane + j * B;
+#pragma omp simd
+          for (int64_t b = 0; b < B; ++b) {
+            const T a = -row[b] * inv_t;
+            row[b] = a;
+            cm[b] = a > cm[b] ? a : cm[b];
+          }
+        }
+        double* mp = m.data() + p * B;
+        T* __restrict__ sc = scale.data() + p * B;
+        for (int64_t b = 0; b < B; ++b) {
+          const double m_new = std::max(mp[b], static_cast<double>(cm[b]));
+          sc[b] = mp[b] == minus_inf ? T(0) : static_cast<T>(std::exp(mp[b] - m_new));
+          mp[b] = m_new;
+          cm[b] = static_cast<T>(m_new);
+        }
+        for (int64_t j = 0; j < t; ++j) {
+          T* __restrict__ row = lane + j * B;
+#pragma omp simd
+          for (int64_t b = 0; b < B; ++b) row[b] -= cm[b];
+        }
+      });
+      s.exp_();  // ATen's vectorised exp
+    } else {     // coverage: (s - tau) / T, then sigmoid
+      per_lane([&](int64_t p, T* lane) {
+        const T* tau = tau_p + u0 + p * t;
+        for (int64_t j = 0; j < t; ++j) {
+          T* __restrict__ row = lane + j * B;
+          const T tj = tau[j];
+#pragma omp simd
+          for (int64_t b = 0; b < B; ++b) row[b] = row[b] * inv_t - tj;
+        }
+      });
+      s.sigmoid_();
+    }
+
+    // column sums into l; coverage turns q into the weight q (1 - q); softmin rescales jac
+    T* jp = accumulate ? jac.template mutable_data_ptr<T>() : nullptr;
+    per_lane([&](int64_t p, T* lane) {
+      T* __restrict__ cs = colmax.data() + p * B;  // reused as the column sums
+      for (int64_t b = 0; b < B; ++b) cs[b] = T(0);
+      for (int64_t j = 0; j < t; ++j) {
+        const T* __restrict__ row = lane + j * B;
+#pragma omp simd
+        for (int64_t b = 0; b < B; ++b) cs[b] += row[b];
+      }
+      double* lp = l.data() + p * B;
+      const T* sc = scale.data() + p * B;
+      for (int64_t b = 0; b < B; ++b)
+        lp[b] = (agg == kAggSoftmin ? lp[b] * static_cast<double>(sc[b]) : lp[b]) +
+                static_cast<double>(cs[b]);
+      if (!accumulate) return;
+      if (agg == kAggCoverage) {
+        const int64_t n = t * B;
+#pragma omp simd
+        for (int64_t e = 0; e < n; ++e) lane[e] = lane[e] * (T(1) - lane[e]);
+      } else {
+        for (int64_t b = 0; b < B; ++b) {
+          T* __restrict__ jrow = jp + (p * B + b) * K;
+          const T f = sc[b];
+#pragma omp simd
+          for (int64_t k = 0; k < K; ++k) jrow[k] *= f;
+        }
+      }
+      if (small_batch)  // jac[p] += w^T users, while the tile is still in cache
+        accumulate_weighted_rows<T>(jp + p * B * K, lane, up + p * t * K, t, B, K);
+    });
+    if (accumulate && !small_batch)
+      jac.narrow(0, 0, lanes).baddbmm_(s.transpose(1, 2), ut3);  // jac += w^T users
   });
 
-  // Merge the chunk states in chunk order.
-  auto score = at::empty({B}, phi.options());
-  T* sp = score.mutable_data_ptr<T>();
-  at::Tensor jac;
+  // Merge the lanes in lane order.
+  auto score = at::empty({B}, opts);
+  T* out = score.mutable_data_ptr<T>();
+  at::Tensor grad;
   if (agg == kAggMin) {
-    std::vector<int64_t> idx(B);
+    auto index = at::empty({B}, opts.dtype(at::kLong));
+    int64_t* ip = index.mutable_data_ptr<int64_t>();
     for (int64_t b = 0; b < B; ++b) {
-      double best = states[0].m[b];
-      int64_t arg = states[0].idx[b];
-      for (size_t c = 1; c < states.size(); ++c)
-        if (states[c].idx[b] >= 0 && states[c].m[b] < best) {
-          best = states[c].m[b];
-          arg = states[c].idx[b];
+      double best = m[b];
+      int64_t arg = idx[b];
+      for (int64_t p = 1; p < P; ++p) {
+        const double v = m[p * B + b];
+        const int64_t i = idx[p * B + b];
+        if (i >= 0 && (arg < 0 || v < best || (v == best && i < arg))) {
+          best = v;
+          arg = i;
         }
-      sp[b] = static_cast<T>(best);
-      idx[b] = arg;
+      }
+      out[b] = static_cast<T>(best);
+      ip[b] = arg;
     }
-    if (need_jac) {
-      auto index = at::empty({B}, phi.options().dtype(at::kLong));
-      std::copy(idx.begin(), idx.end(), index.mutable_data_ptr<int64_t>());
-      jac = users.index_select(0, index).to(phi.scalar_type()).contiguous();
-    }
+    if (need_jac) grad = users.index_select(0, index).to(phi.scalar_type()).contiguous();
   } else if (agg == kAggSoftmin) {
-    const double minus_inf = -std::numeric_limits<double>::infinity();
-    std::vector<T> w(states.size() * B);  // weight of chunk c's accumulator for image b
-    std::vector<T> inv_l(B);
+    std::vector<T> w(P * B);  // weight of lane p's jac accumulator for image b
     for (int64_t b = 0; b < B; ++b) {
-      double m = minus_inf;
-      for (const auto& s : states) m = std::max(m, s.m[b]);
-      double l = 0.0;
-      for (size_t c = 0; c < states.size(); ++c) {
-        const double f = states[c].m[b] == minus_inf ? 0.0 : std::exp(states[c].m[b] - m);
-        w[c * B + b] = static_cast<T>(f);
-        l += states[c].l[b] * f;
+      double mx = minus_inf;
+      for (int64_t p = 0; p < P; ++p) mx = std::max(mx, m[p * B + b]);
+      double sum = 0.0;
+      std::vector<double> f(P);
+      for (int64_t p = 0; p < P; ++p) {
+        f[p] = m[p * B + b] == minus_inf ? 0.0 : std::exp(m[p * B + b] - mx);
+        sum += l[p * B + b] * f[p];
       }
-      // -T log mean_u exp(-s_u / T) = -T (m + log l - log U)
-      sp[b] = static_cast<T>(-temperature * (m + std::log(l) - std::log(static_cast<double>(U))));
-      inv_l[b] = static_cast<T>(1.0 / l);
+      // -T log mean_u exp(-s_u / T) = -T (max + log sum - log U)
+      out[b] = static_cast<T>(-temperature * (mx + std::log(sum) - std::log(static_cast<double>(U))));
+      for (int64_t p = 0; p < P; ++p) w[p * B + b] = static_cast<T>(f[p] / sum);
     }
     if (need_jac) {
-      jac = at::zeros({B, K}, phi.options());
-      T* jp = jac.mutable_data_ptr<T>();
-      for (size_t c = 0; c < states.size(); ++c) {
-        const T* cp = states[c].jac.template const_data_ptr<T>();
-        for (int64_t b = 0; b < B; ++b) {
-          const T f = w[c * B + b] * inv_l[b];
-          for (int64_t j = 0; j < K; ++j) jp[b * K + j] += f * cp[b * K + j];
-        }
-      }
+      auto wt = at::empty({P, B, 1}, opts);
+      std::copy(w.begin(), w.end(), wt.mutable_data_ptr<T>());
+      grad = jac.mul_(wt).sum(0);
     }
   } else {  // coverage
     for (int64_t b = 0; b < B; ++b) {
-      double l = 0.0;
-      for (const auto& s : states) l += s.l[b];
-      sp[b] = static_cast<T>(l / static_cast<double>(U));
+      double sum = 0.0;
+      for (int64_t p = 0; p < P; ++p) sum += l[p * B + b];
+      out[b] = static_cast<T>(sum / static_cast<double>(U));
     }
-    if (need_jac) {
-      jac = states[0].jac;
-      for (size_t c = 1; c < states.size(); ++c) jac.add_(states[c].jac);
-      jac.mul_(static_cast<double>(inv_t) / static_cast<double>(U));
-    }
+    if (need_jac) grad = jac.sum(0).mul_(static_cast<double>(inv_t) / static_cast<double>(U));
   }
-  return {score, jac};
+  return {score, grad};
 }
 
 std::tuple<at::Tensor, at::Tensor> preference_cpu(const at::Tensor& phi, const at::Tensor& users,
@@ -323,7 +379,7 @@ std::tuple<at::Tensor, at::Tensor> preference_cpu(const at::Tensor& phi, const a
   const auto phi_c = phi.contiguous();
   const auto users_c = users.contiguous();
   const at::Tensor thr = (agg == kAggCoverage) ? thresholds->contiguous() : at::Tensor();
-  if (tile == 0) tile = default_cpu_tile(phi.size(0), phi.size(1));
+  if (tile == 0) tile = default_cpu_tile(phi.size(0));
   std::tuple<at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(phi.scalar_type(), "preference_cpu", [&] {
     out = agg == kAggMean
@@ -365,37 +421,38 @@ at::Tensor preference_rank_cpu(const at::Tensor& phi, const at::Tensor& users,
   const auto users_c = users.contiguous();
   const auto cat = catalogue_sorted.contiguous();
   const int64_t B = phi.size(0), K = phi.size(1), U = users.size(0), N = cat.size(1);
-  if (tile == 0) tile = default_cpu_tile(B, K);
+  if (tile == 0) tile = default_cpu_tile(B);
   auto ranks = at::empty({B, U}, phi.options().dtype(at::kLong));
+  if (B == 0) return ranks;
   int64_t* rp = ranks.mutable_data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(phi.scalar_type(), "preference_rank_cpu", [&] {
     using T = scalar_t;
     const T* cp = cat.const_data_ptr<T>();
-    const Chunks ch = split_tiles(B, K, U, tile);
     const auto opts = phi.options();
-    for_each_chunk(ch.n_chunks, [&](int64_t c) {
-      auto sbuf = at::empty({B * tile}, opts);
-      at::Tensor ubuf;
-      if (users_c.scalar_type() != phi.scalar_type()) ubuf = at::empty({tile, K}, opts);
-      for (int64_t ti = ch.first(c); ti < ch.first(c + 1); ++ti) {
-        const int64_t u0 = ti * tile;
-        const int64_t t = std::min(tile, U - u0);
-        at::Tensor ut = users_c.narrow(0, u0, t);
-        if (ubuf.defined()) {
-          auto dst = ubuf.narrow(0, 0, t);
-          dst.copy_(ut);
-          ut = dst;
-        }
-        auto s = sbuf.narrow(0, 0, B * t).view({B, t});
-        at::mm_out(s, phi_c, ut.t());
-        const T* sp = s.const_data_ptr<T>();
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t j = 0; j < t; ++j) {
-            const T* row = cp + (u0 + j) * N;
-            // items scoring strictly higher = N - (first position whose score > s)
-            rp[b * U + u0 + j] = N - (std::upper_bound(row, row + N, sp[b * t + j]) - row);
-          }
+    const int64_t P = lanes_for(B, K, U);
+    tile = std::min(tile, (U + P - 1) / P);
+    auto sbuf = at::empty({P * tile * B}, opts);
+    at::Tensor ubuf;
+    if (users_c.scalar_type() != phi.scalar_type()) ubuf = at::empty({P * tile, K}, opts);
+    for_each_round(U, P, tile, [&](const Round& r) {
+      const int64_t n = r.lanes * r.t;
+      at::Tensor ut = users_c.narrow(0, r.u0, n);
+      if (ubuf.defined()) {
+        auto dst = ubuf.narrow(0, 0, n);
+        dst.copy_(ut);
+        ut = dst;
       }
+      auto s = sbuf.narrow(0, 0, n * B).view({n, B});  // s[j, b] for user u0 + j
+      at::mm_out(s, ut, phi_c.t());
+      const T* sp = s.const_data_ptr<T>();
+      at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j) {
+          const T* row = cp + (r.u0 + j) * N;
+          for (int64_t b = 0; b < B; ++b)
+            // items scoring strictly higher = N - (first position whose score > s)
+            rp[b * U + r.u0 + j] = N - (std::upper_bound(row, row + N, sp[j * B + b]) - row);
+        }
+      });
     });
   });
   return ranks;

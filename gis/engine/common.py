@@ -57,7 +57,8 @@ class _Bar:
     def update(self, **terms: torch.Tensor | float) -> None:
         self.i += 1
         if not self.bar.disable and (self.i % self.every == 0 or self.i == self.bar.total):
-            self.bar.set_postfix({k: f"{float(v):.4g}" for k, v in terms.items()}, refresh=False)
+            self.bar.set_postfix({k: f"{float(torch.as_tensor(v).detach()):.4g}"
+                                 for k, v in terms.items()}, refresh=False)
             self.bar.update(self.i - self.bar.n)
 
     def close(self) -> None:

@@ -14,13 +14,13 @@ AGGREGATIONS = ("mean", "min", "softmin", "coverage")
 class InvertSettings:
     """Inversion: z* = argmin LPIPS(X, G(z)) + MSE(X, G(z)), z renormalised after each step."""
 
-    steps: int = 300
+    steps: int = 200
     lr: float = 0.01
     lpips_weight: float = 1.0
     mse_weight: float = 1.0
     lpips_net: str = "vgg"  # the authors' choice for the loss; AlexNet is kept for the metric
-    restarts: int = 4  # independent starts optimised in one batch; the best is kept
-    loss_resolution: int = 64  # images compared at this side (LPIPS needs some spatial extent)
+    restarts: int = 2  # independent starts optimised in one batch; the best is kept
+    loss_resolution: int = 32  # side at which LPIPS compares (upsampled if the G is smaller)
     seed: int = 0
 
     def validate(self) -> None:
@@ -45,7 +45,7 @@ class ShiftSettings:
 
     n: int = 8
     eps: float = 0.4
-    steps: int = 400
+    steps: int = 300
     lr: float = 0.01
     predictor_lr: float = 0.01
     ce_weight: float = 1.0

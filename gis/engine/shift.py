@@ -125,7 +125,8 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
     param = (p0 if scale != 1.0 else p0.clamp(-eps, eps)).clone().requires_grad_(True)
     predictor = ShiftPredictor(n, d).to(device)
     opt_k = torch.optim.Adam([param], lr=settings.lr)
-    opt_p = torch.optim.Adam(predictor.parameters(), lr=settings.predictor_lr)
+    opt_p = torch.optim.Adam(predictor.parameters(), lr=settings.predictor_lr,
+                             foreach=True)
     labels_idx = torch.arange(n, device=device)
     w = settings
     history: dict[str, list[torch.Tensor]] = {"ce": [], "mae": [], "pref": [], "identity": [],
