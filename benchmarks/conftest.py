@@ -16,7 +16,6 @@ from functools import cache
 import pytest
 import torch
 
-
 if os.environ.get("GIS_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["GIS_BENCH_THREADS"]))
 
@@ -29,7 +28,10 @@ def _commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -54,8 +56,11 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 @pytest.fixture
 def record(benchmark, request):
     """The benchmark fixture, with commit / torch version / device in its extra_info."""
-    device = request.node.callspec.params.get("device", "cpu") if hasattr(
-        request.node, "callspec") else "cpu"
+    device = (
+        request.node.callspec.params.get("device", "cpu")
+        if hasattr(request.node, "callspec")
+        else "cpu"
+    )
     benchmark.extra_info.update(
         commit=_commit(), torch=torch.__version__, device=device_name(device)
     )

@@ -111,8 +111,7 @@ def test_preference_score(record, impl, agg, b, u, device):
     s, grad = fwd_bwd()
     want = ref.preference_score(phi, users, agg, temperature=TEMPERATURE)
     torch.testing.assert_close(s, want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(grad, torch.autograd.grad(want.sum(), phi)[0], rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(grad, torch.autograd.grad(want.sum(), phi)[0], rtol=1e-4, atol=1e-5)
     record(fwd_bwd)
 
 
@@ -155,9 +154,22 @@ def peak_extra_mib(impl: str, agg: str, b: int, u: int, device: str) -> float:
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     env = {**os.environ, "GIS_OPS": impl}
     proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, impl, agg, str(b), str(u), str(K),
-         str(torch.get_num_threads())],
-        capture_output=True, text=True, env=env, check=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            _MEMORY_SCRIPT,
+            impl,
+            agg,
+            str(b),
+            str(u),
+            str(K),
+            str(torch.get_num_threads()),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=600,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak_extra_mib"]
 

@@ -31,8 +31,9 @@ DEVICES = [
         marks=[
             pytest.mark.cuda,
             pytest.mark.skipif(not CUDA, reason="no CUDA device"),
-            pytest.mark.skipif(NATIVE and not ops.native_available("cuda"),
-                               reason="gis._C built without CUDA"),
+            pytest.mark.skipif(
+                NATIVE and not ops.native_available("cuda"), reason="gis._C built without CUDA"
+            ),
         ],
     ),
 ]
@@ -50,7 +51,7 @@ def tol(dtype):
 
 def away_from_bounds(k: torch.Tensor, eps: float, margin: float = 1e-2) -> torch.Tensor:
     """k with no entry within `margin` of +-eps (finite differences there see the kink)."""
-    near = ((k.abs() - eps).abs() < margin)
+    near = (k.abs() - eps).abs() < margin
     return torch.where(near, k + 3 * margin * k.sign(), k)
 
 
@@ -212,8 +213,28 @@ def test_preference_score_matches_reference(device, agg, dtype, users_dtype, u, 
     with torch.no_grad():
         torch.testing.assert_close(
             ops.preference_score(phi, users, agg, tile=tile, impl="native", **kw),
-            expected.detach(), **tol(dtype),
+            expected.detach(),
+            **tol(dtype),
         )
+
+
+@needs_native
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("agg", AGG_NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b", [1, 8, 9, 16, 17, 40])
+def test_preference_score_batch_sizes(device, agg, dtype, b):
+    """B <= 8, <= 16 (register-blocked CPU loops) and > 16 (MKL) take different CPU paths."""
+    phi, users, thr = pref_inputs(b, 33, 1037, dtype, device=device)
+    phi.requires_grad_(True)
+    kw = {"temperature": 0.7, "thresholds": thr}
+    out = ops.preference_score(phi, users, agg, tile=100, impl="native", **kw)
+    expected = ref.preference_score(phi, users, agg, **kw)
+    torch.testing.assert_close(out, expected, **tol(dtype))
+    g = torch.randn_like(out)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, phi, g)[0], torch.autograd.grad(expected, phi, g)[0], **tol(dtype)
+    )
 
 
 @needs_native
@@ -224,8 +245,9 @@ def test_preference_score_gradcheck(device, agg):
     phi.requires_grad_(True)
 
     def fn(phi):
-        return ops.preference_score(phi, users, agg, temperature=0.5, thresholds=thr, tile=16,
-                                    impl="native")
+        return ops.preference_score(
+            phi, users, agg, temperature=0.5, thresholds=thr, tile=16, impl="native"
+        )
 
     def fn_plain(phi):
         return torch.ops.gis.preference_score(phi, users, ref.AGGS[agg], 0.5, thr, 16)
@@ -380,14 +402,20 @@ def test_cuda_matches_cpu_large(device):
     for mode in ("vector", "batch"):
         torch.testing.assert_close(
             ops.clip_shift_normalize(z.to(device), k.to(device), 0.4, mode, impl="native").cpu(),
-            ops.clip_shift_normalize(z, k, 0.4, mode, impl="native"), **tol(torch.float32),
+            ops.clip_shift_normalize(z, k, 0.4, mode, impl="native"),
+            **tol(torch.float32),
         )
     phi, users, thr = pref_inputs(16, 100, 70_001, users_dtype=torch.bfloat16)
     for agg in AGG_NAMES:
-        got = ops.preference_score(phi.to(device), users.to(device), agg, temperature=0.5,
-                                   thresholds=thr.to(device), impl="native")
-        want = ops.preference_score(phi, users, agg, temperature=0.5, thresholds=thr,
-                                    impl="native")
+        got = ops.preference_score(
+            phi.to(device),
+            users.to(device),
+            agg,
+            temperature=0.5,
+            thresholds=thr.to(device),
+            impl="native",
+        )
+        want = ops.preference_score(phi, users, agg, temperature=0.5, thresholds=thr, impl="native")
         torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
 
 
@@ -406,9 +434,21 @@ def test_baseline_isa_copy_matches():
         "    g = torch.randn_like(out)\n"
         "    torch.testing.assert_close(torch.autograd.grad(out, k, g)[0],\n"
         "                               torch.autograd.grad(want, k, g)[0])\n"
+        "for b in (5, 12, 20):\n"
+        "    phi = torch.randn(b, 30, requires_grad=True)\n"
+        "    users, thr = torch.randn(999, 30) * 0.5, torch.randn(999)\n"
+        "    for agg in ('min', 'softmin', 'coverage'):\n"
+        "        kw = dict(temperature=0.7, thresholds=thr)\n"
+        "        out = ops.preference_score(phi, users, agg, tile=64, impl='native', **kw)\n"
+        "        want = ref.preference_score(phi, users, agg, **kw)\n"
+        "        torch.testing.assert_close(out, want, rtol=1e-4, atol=2e-5)\n"
+        "        torch.testing.assert_close(torch.autograd.grad(out.sum(), phi)[0],\n"
+        "                                   torch.autograd.grad(want.sum(), phi)[0],\n"
+        "                                   rtol=1e-4, atol=2e-5)\n"
         "print('ok')\n"
     )
     env = {**os.environ, "GIS_CPU_ISA": "default"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

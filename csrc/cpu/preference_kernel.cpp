@@ -5,9 +5,11 @@
 // whatever U is. Work is split into `lanes` (one per thread): each round hands lane p one
 // tile of consecutive users; a lane keeps its own running state, and lanes are merged at the
 // end in lane order, so results do not depend on scheduling (only on the thread count).
-// The GEMMs of a round are single batched ATen calls made from the calling thread (MKL
-// threads them); only pointer loops run inside at::parallel_for. (Calling MKL from inside an
-// OpenMP region makes it start nested teams: torch disables MKL's dynamic threading.)
+// For B <= 16 (GIS scores n = 8 images a step) the two products of a lane (scores s = u phi^T,
+// then jac += w^T u) are register-blocked loops compiled for AVX2 (preference_impl.inc), run
+// per lane while the users tile is in cache; MKL runs these shapes far below peak. For larger
+// B each round makes one batched MKL call per product from the calling thread. Only pointer
+// loops run inside at::parallel_for (ATen calls there would lose the caller's thread state).
 //
 // Per image b, with a = -s / T:
 //   mean      score = phi . mean_u(users)                         jac = mean_u(users)
@@ -47,7 +49,7 @@ namespace isa_avx2 {
 #pragma GCC pop_options
 #endif
 
-// Images up to which jac is accumulated by accumulate_weighted_rows instead of MKL.
+// Images up to which scores and jac use the loops of preference_impl.inc instead of MKL.
 constexpr int64_t kSmallBatch = 16;
 
 template <typename T>
@@ -80,11 +82,11 @@ at::Tensor padded_phi_t(const at::Tensor& phi) {
 }
 
 // Users per lane and round when the caller passes tile = 0: a lane's score tile (tile x B)
-// holds about 128K entries (512 KiB of float), so it is still in cache when the exp pass and
-// the jac accumulation read it back, and a call makes few rounds (each round opens a few
-// OpenMP regions). Measured at U = 1e6, K = 100 on a 2-core EPYC: flat from 512 to 16384.
+// holds up to 512K entries (2 MiB of float) and a call makes few rounds (each round opens a
+// few OpenMP regions, which stall when other jobs oversubscribe the cores). Measured at
+// U = 1e6, K = 100 on a 2-core EPYC: time is flat in the tile from 512 to 16384 users.
 int64_t default_cpu_tile(int64_t B) {
-  return std::clamp<int64_t>(131072 / std::max<int64_t>(B, 1), 512, 16384);
+  return std::clamp<int64_t>(524288 / std::max<int64_t>(B, 1), 512, 16384);
 }
 
 // One lane per thread, and about 4 MFLOP of GEMM at least per lane (below that, threads

@@ -274,7 +274,7 @@ def design_command(*, user, category, generator, recommender, n, steps, lr, eta,
                       labels=[f"{s:.2f}" for s in res.scores])
         _write_json(tmp / "result.json", {
             "command": "design", "versions": versions(), "user": user,
-            "category": {"index": cat, "name": gen.card.get("categories", [None] * (cat + 1))[cat]},
+            "category": {"index": cat, "name": (_category_names(gen) or [None] * (cat + 1))[cat]},
             "personalized": personalized, "settings": dict(n=n, steps=steps, lr=lr, eta=eta,
                                                            seed=seed),
             "generator": _model_info(gen, generator), "recommender": _model_info(rec, recommender),
@@ -282,8 +282,14 @@ def design_command(*, user, category, generator, recommender, n, steps, lr, eta,
     _echo(f"{n} designs for user {user}: mean score {sum(res.scores) / n:.3f} -> {out}")
 
 
+def _category_names(gen) -> list[str]:
+    card = gen.card or {}
+    data = card.get("dataset") if isinstance(card.get("dataset"), dict) else {}
+    return list(card.get("categories") or data.get("category_names") or [])
+
+
 def _category_index(gen, category) -> int:
-    names = list(gen.card.get("categories", []))
+    names = _category_names(gen)
     if str(category).isdigit() and int(category) < gen.num_classes:
         return int(category)
     if category in names:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def sample_pairs(dataset, n_pairs: int, seed: int) -> list[tuple[int, int]]:
 
 
 def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=True,
-              invert_overrides=None, shift_overrides=None) -> list[dict]:
+              invert_overrides=None, shift_overrides=None, on_row=None) -> list[dict]:
     from ..engine import InvertSettings, run_gis, shift_settings
     from ..metrics.lpips_metric import pairwise_lpips
 
@@ -76,6 +77,8 @@ def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=
             best3 = np.argsort(variants)[-3:]
             row["true_gain_top3"] = float(np.mean(util[1:][best3]) - util[0])
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
         if progress:
             print(f"[{k + 1}/{len(pairs)}] user {row['user']} item {row['item']}: base "
                   f"{base:.3f} top3 {top3:.3f} lpips {row['pairwise_lpips_alex']:.3f} "
@@ -115,6 +118,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--merge", nargs="*", help="merge these shard files into --out")
     a = p.parse_args(argv)
+    def write(rows):
+        doc = {"summary": summarise(rows), "rows": rows,
+               "command": "python -m gis.evaluation.pairs " + " ".join(argv or sys.argv[1:]),
+               "torch": torch.__version__, "threads": torch.get_num_threads()}
+        tmp = Path(a.out + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(a.out)  # readable after every pair, whole
+        return doc
+
     if a.merge:
         rows = [r for f in a.merge for r in json.loads(Path(f).read_text())["rows"]]
     else:
@@ -126,11 +138,8 @@ def main(argv=None) -> int:
         dataset = load_dataset("fashion-colors")
         pairs = sample_pairs(dataset, a.pairs, a.seed)[a.shard::a.num_shards]
         rows = run_pairs(pairs, generator=gen, recommender=rec, dataset=dataset,
-                         device=a.device)
-    doc = {"summary": summarise(rows), "rows": rows,
-           "command": "python -m gis.evaluation.pairs " + " ".join(argv or []),
-           "torch": torch.__version__}
-    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+                         device=a.device, on_row=write)
+    doc = write(rows)
     print(json.dumps(doc["summary"], indent=2))
     return 0
 

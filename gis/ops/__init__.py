@@ -90,8 +90,11 @@ def _use_native(impl: str | None, device: torch.device) -> bool:
     source = "impl"
     if impl is None:
         impl, source = os.environ.get("GIS_OPS") or "auto", "GIS_OPS"
-    if _native and impl != "reference" and (device.type == "cpu" or (
-            _with_cuda and device.type == "cuda")):
+    if (
+        _native
+        and impl != "reference"
+        and (device.type == "cpu" or (_with_cuda and device.type == "cuda"))
+    ):
         if impl in IMPLS or impl == "auto":
             return True  # the common case, decided without further look-ups
     impl = impl.strip().lower()

@@ -82,9 +82,7 @@ def _pref_backward(ctx, grad):
     phi, users, thresholds = ctx.saved_tensors
     grad_phi = None
     if ctx.needs_input_grad[0]:
-        grad_phi = _PREF_BACKWARD(
-            grad, phi, users, ctx.agg, ctx.temperature, thresholds, ctx.tile
-        )
+        grad_phi = _PREF_BACKWARD(grad, phi, users, ctx.agg, ctx.temperature, thresholds, ctx.tile)
     return grad_phi, None, None, None, None, None
 
 

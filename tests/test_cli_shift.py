@@ -1,0 +1,124 @@
+"""`gis shift` / `gis invert` / `gis design` end to end on the shipped models (few steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from gis.cli import cli
+
+FEW = ["--steps", "3", "--invert-steps", "2", "--n", "3", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def shift_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    res = invoke("shift", "--generator", "progan", "--recommender", "dvbpr",
+                 "--users", "u0001,u0042", "--out", out, *FEW)
+    assert res.exit_code == 0, res.output
+    return out, res
+
+
+def test_shift_writes_the_documented_files(shift_run):
+    out, res = shift_run
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["item.png", "base.png", "grid.png", "result.json",
+                            "latents.safetensors", "variant_00.png", "variant_01.png",
+                            "variant_02.png"])
+    with Image.open(out / "variant_00.png") as im:
+        assert im.size == (32, 32)
+    lat = load_file(str(out / "latents.safetensors"))
+    assert lat["shifts"].shape == (3, 512) and float(lat["shifts"].abs().max()) <= 0.4 + 1e-6
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["item"]["default"] is True and doc["targets"]["user_ids"] == ["u0001", "u0042"]
+    assert set(doc["scores"]["base"]) == {"mean", "min", "softmin", "coverage"}
+    assert len(doc["scores"]["variants"]) == 3
+    ranks = doc["per_user"]["ranks"]
+    assert len(ranks) == 2 and len(ranks[0]["variants"]) == 3 and ranks[0]["item"] >= 1
+    assert doc["bridge"]["resize"] == "none" and doc["catalogue_size"] == 6000
+    assert "variants for 2 target user(s)" in res.output
+
+
+def test_same_seed_same_outputs_on_cpu(shift_run, tmp_path):
+    out, _ = shift_run
+    again = tmp_path / "again"
+    res = invoke("shift", "--users", "u0001,u0042", "--out", again, *FEW)
+    assert res.exit_code == 0, res.output
+    a = load_file(str(out / "latents.safetensors"))
+    b = load_file(str(again / "latents.safetensors"))
+    for k in a:
+        assert (a[k] == b[k]).all(), k
+    assert (out / "variant_02.png").read_bytes() == (again / "variant_02.png").read_bytes()
+
+
+def test_existing_output_folder_is_refused(shift_run):
+    out, _ = shift_run
+    before = (out / "result.json").read_text()
+    res = CliRunner().invoke(cli, ["shift", "--users", "u0001", "--out", str(out), *FEW])
+    assert res.exit_code == 2 and "already exists" in res.output
+    assert (out / "result.json").read_text() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--users", "nobody"], "unknown user id 'nobody'"),
+    (["--users", ","], "empty"),
+    (["--users", "u0001", "--n", "1"], "n must be >= 2"),
+    (["--users", "u0001", "--eps", "0"], "eps must be > 0"),
+    (["--users", "u0001", "--steps", "0"], "steps must be a positive integer"),
+    (["--users", "u0001", "--item-id", "nope"], "unknown item id 'nope'"),
+    (["--users", "u0001", "--recommender", "nope"], "unknown recommender 'nope'"),
+])
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["shift", "--out", str(out), "--quiet", *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_item_files(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    for item in (bad, tmp_path / "missing.jpg"):
+        res = CliRunner().invoke(cli, ["shift", "--item", str(item), "--users", "u0001",
+                                       "--out", str(tmp_path / "o"), "--quiet"])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert not (tmp_path / "o").exists()
+
+
+def test_item_file_and_random_latent(tmp_path):
+    img = tmp_path / "shoe.png"
+    Image.new("RGBA", (50, 40), (200, 30, 30, 255)).save(img)  # RGBA, not square
+    res = invoke("shift", "--item", img, "--users", "u0003", "--out", tmp_path / "a", *FEW)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert doc["item"] == {"source": "file", "path": str(img)}
+    res = invoke("shift", "--random-latent", "--n-users", "5", "--out", tmp_path / "b", *FEW)
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "b" / "item.png").exists()
+    doc = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert doc["item"]["source"] == "random latent" and doc["targets"]["count"] == 5
+
+
+def test_invert_and_design(tmp_path):
+    res = invoke("invert", "--steps", "2", "--out", tmp_path / "inv", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in (tmp_path / "inv").iterdir()} == {
+        "item.png", "base.png", "grid.png", "latents.safetensors", "result.json"}
+    res = invoke("design", "--user", "u0001", "--category", "Sneaker", "--n", "4",
+                 "--steps", "2", "--out", tmp_path / "d", "--quiet")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "d" / "result.json").read_text())
+    assert doc["category"]["name"] == "Sneaker" and len(doc["scores"]) == 4
+    res = CliRunner().invoke(cli, ["design", "--user", "u0001", "--category", "Hat",
+                                   "--out", str(tmp_path / "e"), "--quiet"])
+    assert res.exit_code == 2 and "unknown category 'Hat'" in res.output
