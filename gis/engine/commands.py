@@ -196,8 +196,8 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
         "bridge": run.bridge,
         "settings": vars(res.settings),
         "invert_settings": vars(run.inversion.settings) if run.inversion else None,
-        "inversion": ({"lpips_vgg": run.inversion.lpips, "mse": run.inversion.mse}
-                      if run.inversion else None),
+        "inversion": ({"lpips_vgg": run.inversion.lpips, "mse": run.inversion.mse,
+                       "history": run.inversion.history} if run.inversion else None),
         "targets": {"count": len(user_ids), "user_ids": user_ids[:1000],
                     "user_ids_truncated": len(user_ids) > 1000},
         "optimised_aggregation": agg,
