@@ -54,13 +54,16 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 @pytest.fixture
-def record(benchmark, request):
-    """The benchmark fixture, with commit / torch version / device in its extra_info."""
-    device = (
-        request.node.callspec.params.get("device", "cpu")
-        if hasattr(request.node, "callspec")
-        else "cpu"
-    )
+def record(request):
+    """The benchmark fixture, with commit / torch version / device in its extra_info.
+
+    Cases for a device this machine lacks are skipped before the benchmark fixture is set up.
+    """
+    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
+    device = params.get("device", "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    benchmark = request.getfixturevalue("benchmark")
     benchmark.extra_info.update(
         commit=_commit(), torch=torch.__version__, device=device_name(device)
     )

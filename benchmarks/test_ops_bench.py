@@ -187,6 +187,8 @@ def test_preference_peak_memory(record, impl, u, device):
     record.extra_info["score_matrix_mib"] = round(b * u * 4 / 2**20, 1)
     print(f"\npeak extra memory {impl} U={u} {device}: {mib:.1f} MiB")
     if impl == "native":
-        # far below one B x U float32 score matrix (244 MiB at U = 1e6), whatever U is
-        assert mib < 32, f"native peak extra memory {mib:.1f} MiB at U={u}"
+        # far below one B x U float32 score matrix (244 MiB at U = 1e6), whatever U is (the
+        # CUDA kernels use larger tiles: up to 8M scores)
+        limit = 32 if device == "cpu" else 64
+        assert mib < limit, f"native peak extra memory {mib:.1f} MiB at U={u}"
     record.pedantic(lambda: None, rounds=1, iterations=1)

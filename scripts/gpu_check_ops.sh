@@ -37,15 +37,20 @@ fi
   >> "$OUT/build.log" 2>&1 || { summary "gis._C has no CUDA kernels"; status=1; }
 
 # 2. tests: CUDA cases first (quick signal), then everything else in the file
-run_tests() {  # name, marker expression
+run_tests() {  # name, marker expression; -v names each test, faulthandler shows any crash
   local name=$1 expr=$2
-  if timeout 300 "$PY" -m pytest tests/test_ops.py -m "$expr" -q -p no:cacheprovider \
+  if timeout 300 "$PY" -X faulthandler -m pytest tests/test_ops.py -m "$expr" -v -p no:cacheprovider \
       --junitxml="$OUT/test_ops_$name.xml" > "$OUT/test_ops_$name.log" 2>&1; then
     summary "tests ($expr): $(tail -1 "$OUT/test_ops_$name.log")"
   else
     status=1
-    summary "tests ($expr): FAILED: $(tail -1 "$OUT/test_ops_$name.log")"
+    summary "tests ($expr): FAILED (exit $?): $(tail -1 "$OUT/test_ops_$name.log")"
     grep -E "^(FAILED|ERROR)" "$OUT/test_ops_$name.log" | head -20 | tee -a "$OUT/summary.txt"
+    # a crash (segfault, abort): the test that was running and the native stack
+    if grep -q "Fatal Python error" "$OUT/test_ops_$name.log"; then
+      grep -E "::.* (PASSED|FAILED|SKIPPED|ERROR)" "$OUT/test_ops_$name.log" | tail -2 | tee -a "$OUT/summary.txt"
+      grep -A25 "Fatal Python error" "$OUT/test_ops_$name.log" | head -40 | tee -a "$OUT/summary.txt"
+    fi
   fi
 }
 run_tests cuda "cuda"

@@ -15,7 +15,10 @@ namespace cpu {
 
 inline bool use_avx2() {
 #ifdef GIS_HAVE_AVX2_COPY
-  static const bool cpu_has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool cpu_has = [] {
+    __builtin_cpu_init();  // safe to repeat; needed if this runs before libgcc's constructor
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   const char* isa = std::getenv("GIS_CPU_ISA");
   return cpu_has && !(isa != nullptr && std::strcmp(isa, "default") == 0);
 #else

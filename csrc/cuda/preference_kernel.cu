@@ -2,11 +2,13 @@
 // (definitions of the aggregates: see the CPU file).
 //
 // Users are processed tile users at a time, sequentially on the current stream: cuBLAS
-// computes the score tile S = phi @ users[tile]^T (B x tile, users upcast per tile), then
-// pref_tile_kernel (one block per image) folds the tile into the running per-image state
-// (running min / online logsumexp / sigmoid sum) and, when the gradient is wanted, overwrites
-// S with the per-user weights so that one more GEMM (jac += S @ users[tile]) accumulates
-// d score / d phi. Peak extra memory: O(B * tile + tile * K + B * K), whatever U is.
+// computes the score tile S = phi @ users[tile]^T (B x tile, users upcast per tile); then
+// blocks of kSubTile users per image (grid: sub-tiles x images) reduce it in parallel
+// (tile_partial_kernel: min / max; tile_weights_kernel: exp or sigmoid, sums, and the per-user
+// weights written over S), and tile_combine_kernel (one block per image) folds the partial
+// results into the running state (running min / online logsumexp / sigmoid sum). One more
+// GEMM (jac += S @ users[tile]) then accumulates d score / d phi. Every reduction has a fixed
+// order: results are deterministic. Peak extra memory: O(B * tile + tile * K + B * K).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAStream.h>
@@ -34,27 +36,30 @@ __device__ __forceinline__ T neg_inf() {
   return -static_cast<T>(INFINITY);
 }
 
-// Users per tile when the caller passes tile = 0: about 4M score entries per tile.
-int64_t default_cuda_tile(int64_t B) {
-  return std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(B, 1), 1024, 65536);
+constexpr int64_t kSubTile = 2048;  // users per block of the tile kernels (8 per thread)
+
+// Users per tile when the caller passes tile = 0: up to 8M score entries (B x tile) and 8M
+// entries of upcast users (tile x K) per tile; few tiles keep the launch count low.
+int64_t default_cuda_tile(int64_t B, int64_t K) {
+  const int64_t budget = int64_t{1} << 23;
+  return std::clamp<int64_t>(budget / std::max<int64_t>(std::max(B, K), 1), 4 * kSubTile,
+                             int64_t{1} << 18);
 }
 
-// Folds the score tile row S[b, :t] (users u0 .. u0 + t - 1) into image b's running state.
-// min:      m = running min, idx = its user index (first minimum).
-// softmin:  m = running max of a = -s / T, l = sum exp(a - m); scale = exp(m_old - m_new)
-//           (the factor the caller applies to its jac accumulator); S <- exp(a - m_new).
-// coverage: l += sum sigmoid((s - tau) / T); S <- q (1 - q).
+// Block (sub, b) covers the users [sub * kSubTile, min(t, (sub + 1) * kSubTile)) of row b.
+// min:     part_v/part_i <- the sub-tile's minimum score and its index in the tile (first).
+// softmin: part_v <- the sub-tile's maximum of a = -s / T.
 template <typename T>
-__global__ void pref_tile_kernel(T* __restrict__ S, int64_t t, int64_t u0, int64_t agg, T inv_t,
-                                 const T* __restrict__ tau, T* __restrict__ m_state,
-                                 T* __restrict__ l_state, int64_t* __restrict__ idx_state,
-                                 T* __restrict__ scale, bool write_weights) {
-  const int64_t b = blockIdx.x;
-  T* __restrict__ row = S + b * t;
+__global__ void tile_partial_kernel(const T* __restrict__ S, int64_t t, int64_t n_sub,
+                                    int64_t agg, T inv_t, T* __restrict__ part_v,
+                                    int64_t* __restrict__ part_i) {
+  const int64_t b = blockIdx.y, sub = blockIdx.x;
+  const T* __restrict__ row = S + b * t;
+  const int64_t j1 = (sub + 1) * kSubTile < t ? (sub + 1) * kSubTile : t;
   if (agg == kAggMin) {
     T best = T(0);
     int64_t arg = -1;
-    for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
+    for (int64_t j = sub * kSubTile + threadIdx.x; j < j1; j += blockDim.x) {
       const T v = row[j];
       if (arg < 0 || v < best) {
         best = v;
@@ -62,39 +67,106 @@ __global__ void pref_tile_kernel(T* __restrict__ S, int64_t t, int64_t u0, int64
       }
     }
     block_argmin(best, arg);
+    if (threadIdx.x == 0) {
+      part_v[b * n_sub + sub] = best;
+      part_i[b * n_sub + sub] = arg;
+    }
+  } else {
+    T mx = neg_inf<T>();
+    for (int64_t j = sub * kSubTile + threadIdx.x; j < j1; j += blockDim.x)
+      mx = max(mx, -row[j] * inv_t);
+    mx = block_max(mx);
+    if (threadIdx.x == 0) part_v[b * n_sub + sub] = mx;
+  }
+}
+
+// The new running max of image b's a = -s / T: max(m_state[b], the tile's sub-tile maxima),
+// in a fixed order (the same in every block that asks).
+template <typename T>
+__device__ __forceinline__ T tile_running_max(const T* __restrict__ m_state,
+                                              const T* __restrict__ part_v, int64_t b,
+                                              int64_t n_sub) {
+  T mx = neg_inf<T>();
+  for (int64_t q = threadIdx.x; q < n_sub; q += blockDim.x) mx = max(mx, part_v[b * n_sub + q]);
+  return max(m_state[b], block_max(mx));
+}
+
+// Block (sub, b): softmin: p = exp(a - m_new) (m_new from m_state and the partial maxima);
+// coverage: q = sigmoid((s - tau) / T). part_s <- the sub-tile's sum of p (or q); with
+// write_weights, S <- p (or q (1 - q)), the weights of jac += S @ users[tile].
+template <typename T>
+__global__ void tile_weights_kernel(T* __restrict__ S, int64_t t, int64_t n_sub, int64_t agg,
+                                    T inv_t, const T* __restrict__ tau,
+                                    const T* __restrict__ m_state,
+                                    const T* __restrict__ part_v, T* __restrict__ part_s,
+                                    bool write_weights) {
+  const int64_t b = blockIdx.y, sub = blockIdx.x;
+  T* __restrict__ row = S + b * t;
+  const int64_t j1 = (sub + 1) * kSubTile < t ? (sub + 1) * kSubTile : t;
+  T sum[1] = {T(0)};
+  if (agg == kAggSoftmin) {
+    const T m_new = tile_running_max(m_state, part_v, b, n_sub);
+    for (int64_t j = sub * kSubTile + threadIdx.x; j < j1; j += blockDim.x) {
+      const T p = dev_exp(-row[j] * inv_t - m_new);
+      sum[0] += p;
+      if (write_weights) row[j] = p;
+    }
+  } else {  // coverage
+    for (int64_t j = sub * kSubTile + threadIdx.x; j < j1; j += blockDim.x) {
+      const T q = T(1) / (T(1) + dev_exp(-(row[j] - tau[j]) * inv_t));
+      sum[0] += q;
+      if (write_weights) row[j] = q * (T(1) - q);
+    }
+  }
+  block_sum(sum);
+  if (threadIdx.x == 0) part_s[b * n_sub + sub] = sum[0];
+}
+
+// One block per image: folds the tile's partial results into the running state.
+// min: (m, idx) <- the better of the state and the tile's first minimum (user u0 + index).
+// softmin: m <- max(m, tile max); l <- l * exp(m_old - m_new) + sum p; scale <- that factor.
+// coverage: l += sum q.
+template <typename T>
+__global__ void tile_combine_kernel(int64_t n_sub, int64_t agg, int64_t u0,
+                                    const T* __restrict__ part_v,
+                                    const int64_t* __restrict__ part_i,
+                                    const T* __restrict__ part_s, T* __restrict__ m_state,
+                                    T* __restrict__ l_state, int64_t* __restrict__ idx_state,
+                                    T* __restrict__ scale) {
+  const int64_t b = blockIdx.x;
+  if (agg == kAggMin) {
+    T best = T(0);
+    int64_t arg = -1;
+    for (int64_t q = threadIdx.x; q < n_sub; q += blockDim.x) {
+      const T v = part_v[b * n_sub + q];
+      const int64_t i = part_i[b * n_sub + q];
+      if (argmin_better(best, arg, v, i)) {
+        best = v;
+        arg = i;
+      }
+    }
+    block_argmin(best, arg);
     if (threadIdx.x == 0 && arg >= 0 && (idx_state[b] < 0 || best < m_state[b])) {
       m_state[b] = best;
       idx_state[b] = u0 + arg;
     }
-  } else if (agg == kAggSoftmin) {
+    return;
+  }
+  T sum[1] = {T(0)};
+  for (int64_t q = threadIdx.x; q < n_sub; q += blockDim.x) sum[0] += part_s[b * n_sub + q];
+  if (agg == kAggSoftmin) {
     const T m_old = m_state[b];
-    T tmax = neg_inf<T>();
-    for (int64_t j = threadIdx.x; j < t; j += blockDim.x) tmax = max(tmax, -row[j] * inv_t);
-    tmax = block_max(tmax);
-    const T m_new = max(m_old, tmax);
-    T s[1] = {T(0)};
-    for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
-      const T p = dev_exp(-row[j] * inv_t - m_new);
-      s[0] += p;
-      if (write_weights) row[j] = p;
-    }
-    block_sum(s);
+    const T m_new = tile_running_max(m_state, part_v, b, n_sub);
+    block_sum(sum);
     if (threadIdx.x == 0) {
       const T f = m_old == neg_inf<T>() ? T(0) : dev_exp(m_old - m_new);
-      l_state[b] = l_state[b] * f + s[0];
+      l_state[b] = l_state[b] * f + sum[0];
       m_state[b] = m_new;
       scale[b] = f;
     }
-  } else {  // coverage
-    const T* __restrict__ tt = tau + u0;
-    T s[1] = {T(0)};
-    for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
-      const T q = T(1) / (T(1) + dev_exp(-(row[j] - tt[j]) * inv_t));
-      s[0] += q;
-      if (write_weights) row[j] = q * (T(1) - q);
-    }
-    block_sum(s);
-    if (threadIdx.x == 0) l_state[b] += s[0];
+  } else {
+    block_sum(sum);
+    if (threadIdx.x == 0) l_state[b] += sum[0];
   }
 }
 
@@ -147,7 +219,7 @@ std::tuple<at::Tensor, at::Tensor> preference_cuda(const at::Tensor& phi, const 
     return {score, jac};
   }
 
-  if (tile == 0) tile = default_cuda_tile(B);
+  if (tile == 0) tile = default_cuda_tile(B, K);
   tile = std::min(tile, U);
   const bool accumulate = need_jac && agg != kAggMin;
   const double inf = std::numeric_limits<double>::infinity();
@@ -156,22 +228,44 @@ std::tuple<at::Tensor, at::Tensor> preference_cuda(const at::Tensor& phi, const 
   auto idx_state = at::full({B}, -1, opts.dtype(at::kLong));
   auto scale = at::empty({B}, opts);
   auto sbuf = at::empty({B * tile}, opts);
+  const int64_t max_sub = (tile + kSubTile - 1) / kSubTile;
+  auto part_v = at::empty({B * max_sub}, opts);
+  auto part_s = at::empty({B * max_sub}, opts);
+  auto part_i = at::empty({B * max_sub}, opts.dtype(at::kLong));
   at::Tensor jac = accumulate ? at::zeros({B, K}, opts) : at::Tensor();
   at::Tensor tau;
   if (agg == kAggCoverage) tau = thresholds->to(dtype).contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream();
+  TORCH_CHECK(B <= 65535, "preference_score (CUDA): at most 65535 images per call, got ", B);
 
   for (int64_t u0 = 0; u0 < U; u0 += tile) {
     const int64_t t = std::min(tile, U - u0);
+    const int64_t n_sub = (t + kSubTile - 1) / kSubTile;
+    const dim3 grid(static_cast<unsigned>(n_sub), static_cast<unsigned>(B));
     const auto ut = users_tile(users_c, u0, t, dtype);
     auto s = sbuf.narrow(0, 0, B * t).view({B, t});
     at::mm_out(s, phi_c, ut.t());
     AT_DISPATCH_FLOATING_TYPES(dtype, "preference_tile_cuda", [&] {
-      pref_tile_kernel<scalar_t><<<B, kTileThreads, 0, stream>>>(
-          s.mutable_data_ptr<scalar_t>(), t, u0, agg, static_cast<scalar_t>(1.0 / temperature),
-          tau.defined() ? tau.const_data_ptr<scalar_t>() : nullptr,
-          m_state.mutable_data_ptr<scalar_t>(), l_state.mutable_data_ptr<scalar_t>(),
-          idx_state.mutable_data_ptr<int64_t>(), scale.mutable_data_ptr<scalar_t>(), accumulate);
+      const auto inv_t = static_cast<scalar_t>(1.0 / temperature);
+      scalar_t* sp = s.mutable_data_ptr<scalar_t>();
+      scalar_t* pv = part_v.mutable_data_ptr<scalar_t>();
+      scalar_t* ps = part_s.mutable_data_ptr<scalar_t>();
+      int64_t* pi = part_i.mutable_data_ptr<int64_t>();
+      scalar_t* ms = m_state.mutable_data_ptr<scalar_t>();
+      if (agg != kAggCoverage) {
+        tile_partial_kernel<scalar_t><<<grid, kTileThreads, 0, stream>>>(sp, t, n_sub, agg, inv_t,
+                                                                         pv, pi);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      if (agg != kAggMin) {
+        const scalar_t* tt = tau.defined() ? tau.const_data_ptr<scalar_t>() + u0 : nullptr;
+        tile_weights_kernel<scalar_t><<<grid, kTileThreads, 0, stream>>>(
+            sp, t, n_sub, agg, inv_t, tt, ms, pv, ps, accumulate);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      tile_combine_kernel<scalar_t><<<static_cast<unsigned>(B), kTileThreads, 0, stream>>>(
+          n_sub, agg, u0, pv, pi, ps, ms, l_state.mutable_data_ptr<scalar_t>(),
+          idx_state.mutable_data_ptr<int64_t>(), scale.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     if (accumulate) {
@@ -228,7 +322,7 @@ at::Tensor preference_rank_cuda(const at::Tensor& phi, const at::Tensor& users,
   const auto cat = catalogue_sorted.contiguous();
   const int64_t B = phi.size(0), U = users.size(0), N = cat.size(1);
   const auto dtype = phi.scalar_type();
-  if (tile == 0) tile = default_cuda_tile(B);
+  if (tile == 0) tile = default_cuda_tile(B, phi.size(1));
   tile = std::min(tile, U);
   auto ranks = at::empty({B, U}, phi.options().dtype(at::kLong));
   if (B == 0) return ranks;
