@@ -1,15 +1,16 @@
 // CPU kernels of gis::preference_score(_backward, _with_grad) and gis::preference_rank.
 //
-// Scores s[b, u] = phi[b] . users[u] are produced a few tiles of users at a time, folded into
-// a running per-image state and dropped: peak extra memory is O(lanes * tile * (B + K) + B * K)
-// whatever U is. Work is split into `lanes` (one per thread): each round hands lane p one
-// tile of consecutive users; a lane keeps its own running state, and lanes are merged at the
-// end in lane order, so results do not depend on scheduling (only on the thread count).
-// For B <= 16 (GIS scores n = 8 images a step) the two products of a lane (scores s = u phi^T,
-// then jac += w^T u) are register-blocked loops compiled for AVX2 (preference_impl.inc), run
-// per lane while the users tile is in cache; MKL runs these shapes far below peak. For larger
-// B each round makes one batched MKL call per product from the calling thread. Only pointer
-// loops run inside at::parallel_for (ATen calls there would lose the caller's thread state).
+// Scores s[b, u] = phi[b] . users[u] are produced a tile of users at a time, folded into a
+// running per-image state and dropped: peak extra memory is O(lanes * tile * (B + K) + B * K)
+// whatever U is. Work is split into `lanes` (one per thread), each with its own running
+// state; lanes are merged at the end in lane order, so results do not depend on scheduling
+// (only on the thread count).
+//   B <= 16 (GIS scores n = 8 images a step): both products (s = u phi^T, then
+//     jac += w^T u) are register-blocked loops compiled for AVX2 (preference_impl.inc), which
+//     beat MKL at these shapes; each lane walks its contiguous share of the users inside one
+//     parallel region, and the users are read from memory once.
+//   B > 16: rounds of one tile per lane; each product is one batched MKL call from the
+//     calling thread, and the pointer loops run per lane in parallel.
 //
 // Per image b, with a = -s / T:
 //   mean      score = phi . mean_u(users)                         jac = mean_u(users)
@@ -21,6 +22,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -188,137 +190,168 @@ std::tuple<at::Tensor, at::Tensor> tiled_impl(const at::Tensor& phi, const at::T
   std::vector<int64_t> idx(P * B, -1);
   std::vector<T> scale(P * B), colmax(P * B);
   at::Tensor jac = accumulate ? at::zeros({P, B, K}, opts) : at::Tensor();
-  auto sbuf = at::empty({P * tile * B}, opts);  // s^T tiles: (lanes, t, B)
-  at::Tensor ubuf;                               // users upcast to phi's dtype, per round
+  T* jp = accumulate ? jac.template mutable_data_ptr<T>() : nullptr;
+  auto sbuf = at::empty({P * tile * B}, opts);  // lane p's s^T tile: sbuf[p * tile * B ...]
+  at::Tensor ubuf;                               // users upcast to phi's dtype, tile by tile
   if (users.scalar_type() != phi.scalar_type()) ubuf = at::empty({P * tile, K}, opts);
-  const auto phi_t = phi.t();                    // (K, B)
-  // Small batches (GIS generates n = 8 images per step) use the loops of preference_impl.inc
-  // instead of MKL, whose GEMMs run far below peak when one side has so few rows.
-  const bool small_batch = B <= kSmallBatch;
-  const at::Tensor phi_pad_t = small_batch ? padded_phi_t(phi) : at::Tensor();
-  const T* phi_pad = small_batch ? phi_pad_t.const_data_ptr<T>() : nullptr;
 
-  for_each_round(U, P, tile, [&](const Round& r) {
-    const int64_t lanes = r.lanes, t = r.t, u0 = r.u0;
-    at::Tensor ut = users.narrow(0, u0, lanes * t);
-    if (ubuf.defined()) {
-      auto dst = ubuf.narrow(0, 0, lanes * t);
-      dst.copy_(ut);
-      ut = dst;
+  // ---- the steps of one tile of t users (the first one `first`), for lane p; `lane` is
+  // its s^T tile (t x B), `lu` its users (t x K). Pointer loops only.
+  auto fold_min = [&](int64_t p, const T* lane, int64_t first, int64_t t) {
+    double* __restrict__ mp = m.data() + p * B;
+    int64_t* __restrict__ ip = idx.data() + p * B;
+    for (int64_t j = 0; j < t; ++j) {
+      const T* row = lane + j * B;
+      for (int64_t b = 0; b < B; ++b) {
+        const double v = static_cast<double>(row[b]);
+        if (ip[b] < 0 || v < mp[b]) {
+          mp[b] = v;
+          ip[b] = first + j;
+        }
+      }
     }
-    const auto ut3 = ut.view({lanes, t, K});
-    const T* up = ut.const_data_ptr<T>();
-    auto s = sbuf.narrow(0, 0, lanes * t * B).view({lanes, t, B});  // s[p, j, b]
-    T* sp = s.mutable_data_ptr<T>();
-    // Pointer-only loops over lanes (no ATen calls inside the parallel region).
-    auto per_lane = [&](const auto& fn) {
-      at::parallel_for(0, lanes, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p) fn(p, sp + p * t * B);
-      });
-    };
-    if (small_batch) {
-      per_lane([&](int64_t p, T* lane) {
-        scores_small_batch<T>(lane, up + p * t * K, phi_pad, t, B, K);
-      });
+  };
+  // softmin, before exp: a = -s / T, then a - max(running max, the tile's max)
+  auto softmin_shift = [&](int64_t p, T* lane, int64_t t) {
+    T* __restrict__ cm = colmax.data() + p * B;
+    for (int64_t b = 0; b < B; ++b) cm[b] = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < t; ++j) {
+      T* __restrict__ row = lane + j * B;
+#pragma omp simd
+      for (int64_t b = 0; b < B; ++b) {
+        const T a = -row[b] * inv_t;
+        row[b] = a;
+        cm[b] = a > cm[b] ? a : cm[b];
+      }
+    }
+    double* mp = m.data() + p * B;
+    T* __restrict__ sc = scale.data() + p * B;
+    for (int64_t b = 0; b < B; ++b) {
+      const double m_new = std::max(mp[b], static_cast<double>(cm[b]));
+      sc[b] = mp[b] == minus_inf ? T(0) : static_cast<T>(std::exp(mp[b] - m_new));
+      mp[b] = m_new;
+      cm[b] = static_cast<T>(m_new);
+    }
+    for (int64_t j = 0; j < t; ++j) {
+      T* __restrict__ row = lane + j * B;
+#pragma omp simd
+      for (int64_t b = 0; b < B; ++b) row[b] -= cm[b];
+    }
+  };
+  // coverage, before sigmoid: (s - tau) / T
+  auto coverage_shift = [&](T* lane, int64_t first, int64_t t) {
+    const T* tau = tau_p + first;
+    for (int64_t j = 0; j < t; ++j) {
+      T* __restrict__ row = lane + j * B;
+      const T tj = tau[j];
+#pragma omp simd
+      for (int64_t b = 0; b < B; ++b) row[b] = row[b] * inv_t - tj;
+    }
+  };
+  // after exp / sigmoid: column sums into l; coverage turns q into the weight q (1 - q);
+  // softmin rescales jac; for small B, jac += w^T users (tile still in cache)
+  auto fold_sums = [&](int64_t p, T* lane, const T* lu, int64_t t, bool small) {
+    T* __restrict__ cs = colmax.data() + p * B;  // reused as the column sums
+    for (int64_t b = 0; b < B; ++b) cs[b] = T(0);
+    for (int64_t j = 0; j < t; ++j) {
+      const T* __restrict__ row = lane + j * B;
+#pragma omp simd
+      for (int64_t b = 0; b < B; ++b) cs[b] += row[b];
+    }
+    double* lp = l.data() + p * B;
+    const T* sc = scale.data() + p * B;
+    for (int64_t b = 0; b < B; ++b)
+      lp[b] = (agg == kAggSoftmin ? lp[b] * static_cast<double>(sc[b]) : lp[b]) +
+              static_cast<double>(cs[b]);
+    if (!accumulate) return;
+    if (agg == kAggCoverage) {
+      const int64_t n = t * B;
+#pragma omp simd
+      for (int64_t e = 0; e < n; ++e) lane[e] = lane[e] * (T(1) - lane[e]);
     } else {
-      at::bmm_out(s, ut3, phi_t.unsqueeze(0).expand({lanes, K, B}));
-    }
-
-    if (agg == kAggMin) {
-      per_lane([&](int64_t p, T* lane) {
-        double* __restrict__ mp = m.data() + p * B;
-        int64_t* __restrict__ ip = idx.data() + p * B;
-        const int64_t first = u0 + p * t;
-        for (int64_t j = 0; j < t; ++j) {
-          const T* row = lane + j * B;
-          for (int64_t b = 0; b < B; ++b) {
-            const double v = static_cast<double>(row[b]);
-            if (ip[b] < 0 || v < mp[b]) {
-              mp[b] = v;
-              ip[b] = first + j;
-            }
-          }
-        }
-      });
-      return;
-    }
-
-    if (agg == kAggSoftmin) {
-      // a = -s / T, the lane's column max, then a - max(running max, column max)
-      per_lane([&](int64_t p, T* lane) {
-        T* __restrict__ cm = colmax.data() + p * B;
-        for (int64_t b = 0; b < B; ++b) cm[b] = -std::numeric_limits<T>::infinity();
-        for (int64_t j = 0; j < t; ++j) {
-          T* __restrict__ row = lane + j * B;
+      for (int64_t b = 0; b < B; ++b) {
+        T* __restrict__ jrow = jp + (p * B + b) * K;
+        const T f = sc[b];
 #pragma omp simd
-          for (int64_t b = 0; b < B; ++b) {
-            const T a = -row[b] * inv_t;
-            row[b] = a;
-            cm[b] = a > cm[b] ? a : cm[b];
-          }
-        }
-        double* mp = m.data() + p * B;
-        T* __restrict__ sc = scale.data() + p * B;
-        for (int64_t b = 0; b < B; ++b) {
-          const double m_new = std::max(mp[b], static_cast<double>(cm[b]));
-          sc[b] = mp[b] == minus_inf ? T(0) : static_cast<T>(std::exp(mp[b] - m_new));
-          mp[b] = m_new;
-          cm[b] = static_cast<T>(m_new);
-        }
-        for (int64_t j = 0; j < t; ++j) {
-          T* __restrict__ row = lane + j * B;
-#pragma omp simd
-          for (int64_t b = 0; b < B; ++b) row[b] -= cm[b];
-        }
-      });
-      s.exp_();  // ATen's vectorised exp
-    } else {     // coverage: (s - tau) / T, then sigmoid
-      per_lane([&](int64_t p, T* lane) {
-        const T* tau = tau_p + u0 + p * t;
-        for (int64_t j = 0; j < t; ++j) {
-          T* __restrict__ row = lane + j * B;
-          const T tj = tau[j];
-#pragma omp simd
-          for (int64_t b = 0; b < B; ++b) row[b] = row[b] * inv_t - tj;
-        }
-      });
-      s.sigmoid_();
-    }
-
-    // column sums into l; coverage turns q into the weight q (1 - q); softmin rescales jac
-    T* jp = accumulate ? jac.template mutable_data_ptr<T>() : nullptr;
-    per_lane([&](int64_t p, T* lane) {
-      T* __restrict__ cs = colmax.data() + p * B;  // reused as the column sums
-      for (int64_t b = 0; b < B; ++b) cs[b] = T(0);
-      for (int64_t j = 0; j < t; ++j) {
-        const T* __restrict__ row = lane + j * B;
-#pragma omp simd
-        for (int64_t b = 0; b < B; ++b) cs[b] += row[b];
+        for (int64_t k = 0; k < K; ++k) jrow[k] *= f;
       }
-      double* lp = l.data() + p * B;
-      const T* sc = scale.data() + p * B;
-      for (int64_t b = 0; b < B; ++b)
-        lp[b] = (agg == kAggSoftmin ? lp[b] * static_cast<double>(sc[b]) : lp[b]) +
-                static_cast<double>(cs[b]);
-      if (!accumulate) return;
-      if (agg == kAggCoverage) {
-        const int64_t n = t * B;
-#pragma omp simd
-        for (int64_t e = 0; e < n; ++e) lane[e] = lane[e] * (T(1) - lane[e]);
-      } else {
-        for (int64_t b = 0; b < B; ++b) {
-          T* __restrict__ jrow = jp + (p * B + b) * K;
-          const T f = sc[b];
-#pragma omp simd
-          for (int64_t k = 0; k < K; ++k) jrow[k] *= f;
+    }
+    if (small) accumulate_weighted_rows<T>(jp + p * B * K, lane, lu, t, B, K);
+  };
+
+  if (B <= kSmallBatch) {
+    // Small batches (GIS scores n = 8 images a step): both products are the register-blocked
+    // loops of preference_impl.inc (MKL runs these shapes far below peak), so each lane does
+    // all its work, its contiguous share of the users, inside one parallel region.
+    const at::Tensor phi_pad_t = padded_phi_t(phi);
+    const T* phi_pad = phi_pad_t.const_data_ptr<T>();
+    const T* users_p = ubuf.defined() ? nullptr : users.const_data_ptr<T>();
+    const at::ThreadLocalState tls;  // the ATen calls below (exp_, copy_) run on workers
+    at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
+      at::ThreadLocalStateGuard guard(tls);
+      for (int64_t p = begin; p < end; ++p) {
+        T* lane = sbuf.template mutable_data_ptr<T>() + p * tile * B;
+        for (int64_t u = p * U / P, hi = (p + 1) * U / P; u < hi; u += tile) {
+          const int64_t t = std::min(tile, hi - u);
+          const T* lu = users_p != nullptr ? users_p + u * K : nullptr;
+          if (lu == nullptr) {
+            auto dst = ubuf.narrow(0, p * tile, t);
+            dst.copy_(users.narrow(0, u, t));
+            lu = dst.const_data_ptr<T>();
+          }
+          scores_small_batch<T>(lane, lu, phi_pad, t, B, K);
+          if (agg == kAggMin) {
+            fold_min(p, lane, u, t);
+            continue;
+          }
+          auto lane_t = sbuf.narrow(0, p * tile * B, t * B);
+          if (agg == kAggSoftmin) {
+            softmin_shift(p, lane, t);
+            lane_t.exp_();  // ATen's vectorised exp (single-threaded here)
+          } else {
+            coverage_shift(lane, u, t);
+            lane_t.sigmoid_();
+          }
+          fold_sums(p, lane, lu, t, /*small=*/true);
         }
       }
-      if (small_batch)  // jac[p] += w^T users, while the tile is still in cache
-        accumulate_weighted_rows<T>(jp + p * B * K, lane, up + p * t * K, t, B, K);
     });
-    if (accumulate && !small_batch)
-      jac.narrow(0, 0, lanes).baddbmm_(s.transpose(1, 2), ut3);  // jac += w^T users
-  });
+  } else {
+    // Larger batches: rounds of one tile per lane; the products are batched MKL calls from
+    // this thread, the pointer loops run per lane in parallel.
+    const auto phi_t = phi.t();  // (K, B)
+    for_each_round(U, P, tile, [&](const Round& r) {
+      const int64_t lanes = r.lanes, t = r.t, u0 = r.u0;
+      at::Tensor ut = users.narrow(0, u0, lanes * t);
+      if (ubuf.defined()) {
+        auto dst = ubuf.narrow(0, 0, lanes * t);
+        dst.copy_(ut);
+        ut = dst;
+      }
+      const auto ut3 = ut.view({lanes, t, K});
+      auto s = sbuf.narrow(0, 0, lanes * t * B).view({lanes, t, B});  // s[p, j, b]
+      T* sp = s.mutable_data_ptr<T>();
+      auto per_lane = [&](const auto& fn) {
+        at::parallel_for(0, lanes, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t p = begin; p < end; ++p) fn(p, sp + p * t * B);
+        });
+      };
+      at::bmm_out(s, ut3, phi_t.unsqueeze(0).expand({lanes, K, B}));
+      if (agg == kAggMin) {
+        per_lane([&](int64_t p, T* lane) { fold_min(p, lane, u0 + p * t, t); });
+        return;
+      }
+      if (agg == kAggSoftmin) {
+        per_lane([&](int64_t p, T* lane) { softmin_shift(p, lane, t); });
+        s.exp_();
+      } else {
+        per_lane([&](int64_t p, T* lane) { coverage_shift(lane, u0 + p * t, t); });
+        s.sigmoid_();
+      }
+      per_lane([&](int64_t p, T* lane) { fold_sums(p, lane, nullptr, t, /*small=*/false); });
+      if (accumulate) jac.narrow(0, 0, lanes).baddbmm_(s.transpose(1, 2), ut3);  // += w^T u
+    });
+  }
 
   // Merge the lanes in lane order.
   auto score = at::empty({B}, opts);
