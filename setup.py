@@ -8,7 +8,8 @@ toolkit (nvcc under CUDA_HOME) and a CUDA build of torch are both present. Envir
   CUDA_HOME                 toolkit root; unset, /usr/local/cuda is preferred when it holds nvcc
   TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0": A100, H100/H200)
   MAX_JOBS                  parallel compile jobs (torch's ninja build)
-Nothing is compiled at import time: without a build, gis.ops falls back to pure PyTorch.
+Nothing is compiled at import time: without a build, gis.ops falls back to pure PyTorch (so an
+isolated build, where torch is not importable, installs the package without gis._C).
 """
 
 from __future__ import annotations
@@ -46,8 +47,16 @@ def _truthy(name: str) -> bool:
 def _extensions():
     if not _truthy("GIS_NO_CUDA"):
         _set_cuda_home()
-    import torch
-    from torch.utils import cpp_extension
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:  # e.g. an isolated build environment without torch
+        print(
+            "gis._C: torch is not importable in this build environment; installing without the "
+            "compiled operators (gis.ops falls back to PyTorch). Build them with "
+            "`pip install --no-build-isolation .`"
+        )
+        return [], {}
 
     sources = sorted(
         os.path.relpath(p, HERE)

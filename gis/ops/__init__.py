@@ -165,7 +165,8 @@ def preference_score(
     """Each image's score theta_u . phi_b aggregated over the users u -> (B,), phi's dtype.
 
     phi: (B, K) float32/float64 image embeddings (differentiable); users: (U, K) user vectors
-    in phi's dtype, float32 or bfloat16/float16 (upcast tile by tile; no gradient);
+    (no gradient) in phi's dtype or a narrower float (bfloat16/float16 are upcast tile by
+    tile; float64 users with float32 phi are cast to float32 first, as the reference does);
     agg: "mean", "min", "softmin" (-T log mean_u exp(-s_u/T): min as T -> 0, mean as
     T -> inf) or "coverage" (mean_u sigmoid((s_u - thresholds_u) / T), thresholds (U,) = each
     user's K-th best catalogue score). The native kernels stream the users `tile` at a time
@@ -173,6 +174,8 @@ def preference_score(
     wanted they return score and d score / d phi from one pass over the users.
     """
     _check_pref(agg, temperature, thresholds, tile)
+    if users.dtype == torch.float64 and phi.dtype != torch.float64:
+        users = users.to(phi.dtype)  # what the reference computes with, too
     if not _use_native(impl, phi.device):
         return reference.preference_score(
             phi, users, agg, temperature=temperature, thresholds=thresholds
@@ -194,11 +197,12 @@ def preference_rank(
 ) -> torch.Tensor:
     """rank[b, u] = how many catalogue items user u scores strictly above image b -> (B, U) int64.
 
-    catalogue_scores: (U, N) each user's scores of the N catalogue items, in phi's dtype;
-    sorted ascending along N when presorted=True (otherwise sorted here). Rank 0: the image
-    would top user u's list; ties count in the image's favour.
+    catalogue_scores: (U, N) each user's scores of the N catalogue items (compared in phi's
+    dtype); sorted ascending along N when presorted=True (otherwise sorted here). Rank 0:
+    the image would top user u's list; ties count in the image's favour.
     """
     _check_pref("mean", 1.0, None, tile)
+    catalogue_scores = catalogue_scores.to(phi.dtype)
     if not presorted:
         catalogue_scores = catalogue_scores.sort(dim=1).values
     if not _use_native(impl, phi.device):
