@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of the compiled operators, for a lent H100/H200 (no network needed):
 #   1. builds gis._C in place with CUDA for sm_90 (python3 setup.py build_ext --inplace);
-#   2. runs tests/test_ops.py: the CUDA cases (-m cuda), then the rest;
+#   2. crash probes (one process each), then tests/test_ops.py: the CUDA cases (-m cuda), then
+#      the rest;
 #   3. runs the CUDA benchmarks of benchmarks/test_ops_bench.py (JSON + table).
-# Everything lands in $OUT (default out/gpu_check_ops): env.txt, build.log, test_ops_*.log/xml,
-# bench_ops_cuda.json/log, summary.txt. About 3-4 minutes; exit status 1 if a step failed.
+# Everything lands in $OUT (default out/gpu_check_ops): env.txt, build.log, probe_*.log,
+# test_ops_*.log/xml, bench_ops_cuda.json/log, summary.txt. About 3-4 minutes; exit status 1
+# if a step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out/gpu_check_ops}"
@@ -36,7 +38,21 @@ fi
 "$PY" -c 'import torch, gis._C as C; assert C.WITH_CUDA, "gis._C built without CUDA"' \
   >> "$OUT/build.log" 2>&1 || { summary "gis._C has no CUDA kernels"; status=1; }
 
-# 2. tests: CUDA cases first (quick signal), then everything else in the file
+# 2a. crash probes, each in its own process (exit 1 = a clean Python error, >= 128 = a crash):
+# a torch error, a gis kernel's argument check (C++ exception through the dispatcher), and
+# plain CPU / CUDA calls of the kernels
+probe() {  # name, python code
+  timeout 60 "$PY" -X faulthandler -c "import torch; from gis import ops; assert ops.native_available(); $2" \
+    > "$OUT/probe_$1.log" 2>&1
+  summary "probe $1: exit $?"
+}
+probe torch_error "torch.zeros(2) + torch.zeros(3)"
+probe gis_check_error "torch.ops.gis.clip_shift_normalize(torch.randn(2, 16), torch.randn(8, 16), 0.4, 0)"
+probe cpu_clip "print(ops.clip_shift_normalize(torch.randn(16), torch.randn(16, 8).t(), 0.4, impl='native').sum())"
+probe cpu_pref "print(ops.preference_score(torch.randn(8, 100), torch.randn(5000, 100), 'softmin', impl='native'))"
+probe cuda_pref "print(ops.preference_score(torch.randn(8, 100, device='cuda'), torch.randn(5000, 100, device='cuda'), 'softmin', impl='native'))"
+
+# 2b. tests: CUDA cases first (quick signal), then everything else in the file
 run_tests() {  # name, marker expression; -v names each test, faulthandler shows any crash
   local name=$1 expr=$2
   if timeout 300 "$PY" -X faulthandler -m pytest tests/test_ops.py -m "$expr" -v -p no:cacheprovider \

@@ -163,16 +163,21 @@ def test_clip_shift_normalize_inputs():
         ref.clip_shift_normalize(z[None], k, 0.4),
         **tol(torch.float32),
     )
+    with pytest.raises(GisUsageError, match="mode"):
+        ops.clip_shift_normalize(z, k, 0.4, mode="rows")
+    with pytest.raises(GisUsageError, match="eps"):
+        ops.clip_shift_normalize(z, k, -1.0)
+
+
+@needs_native
+def test_clip_shift_normalize_errors_quote_values():
+    """Kernel argument checks raise RuntimeError with the values received."""
     with pytest.raises(RuntimeError, match=r"z must have shape \(1, d\) or \(n, d\)"):
         torch.ops.gis.clip_shift_normalize(torch.randn(2, 16), torch.randn(8, 16), 0.4, 0)
     with pytest.raises(RuntimeError, match="mode must be 0 .* got 7"):
         torch.ops.gis.clip_shift_normalize(torch.randn(1, 16), torch.randn(8, 16), 0.4, 7)
     with pytest.raises(RuntimeError, match="share a dtype"):
         torch.ops.gis.clip_shift_normalize(torch.randn(1, 16).double(), torch.randn(8, 16), 0.4, 0)
-    with pytest.raises(GisUsageError, match="mode"):
-        ops.clip_shift_normalize(z, k, 0.4, mode="rows")
-    with pytest.raises(GisUsageError, match="eps"):
-        ops.clip_shift_normalize(z, k, -1.0)
 
 
 # ---- preference_score -------------------------------------------------------------------
