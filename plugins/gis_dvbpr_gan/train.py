@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from gis_progan.common import images_to_device, resize_images, save_grid_png, uint8_batch_to_float
+from gis_progan.common import save_grid_png, training_images, uint8_batch_to_float
 
 from gis.errors import CheckpointError, GisUsageError, NonFiniteLossError
 from gis.training import (
@@ -174,11 +174,7 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         load_rng_state(tensors, {"train": rng})
     del tensors
 
-    data = images_to_device(dataset.images, dev)
-    if data.shape[-1] != cfg.resolution:
-        parts = [resize_images(uint8_batch_to_float(data[i:i + 1024]), cfg.resolution)
-                 for i in range(0, len(data), 1024)]
-        data = ((torch.cat(parts) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    data = training_images(dataset.images, cfg.resolution, dev)
     labels = torch.from_numpy(categories).to(dev)
     n_data = len(data)
 

@@ -249,6 +249,17 @@ def images_to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
+def training_images(images: np.ndarray, resolution: int, device: torch.device) -> torch.Tensor:
+    """The dataset's uint8 images (N, H, W, 3) as a uint8 (N, 3, r, r) tensor on ``device``,
+    resized once (in chunks) when their side is not ``resolution``."""
+    data = images_to_device(images, device)
+    if data.shape[-1] != resolution:
+        parts = [resize_images(uint8_batch_to_float(data[i:i + 1024]), resolution)
+                 for i in range(0, len(data), 1024)]
+        data = ((torch.cat(parts) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return data
+
+
 def uint8_batch_to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float in [-1, 1]."""
     return x.float().mul_(2.0 / 255.0).sub_(1.0)

@@ -69,7 +69,7 @@ from gis.training import (
 )
 from gis.training import progress as progress_bar
 
-from .common import images_to_device, resize_images, save_grid_png, uint8_batch_to_float
+from .common import resize_images, save_grid_png, training_images, uint8_batch_to_float
 from .generator import ProGAN
 from .loaders import GIS_TRAIN_FORMAT
 from .model import (
@@ -278,11 +278,7 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
     del tensors
 
     # data: uint8 on the device, resized once if needed
-    data = images_to_device(dataset.images, dev)
-    if data.shape[-1] != cfg.resolution:
-        parts = [resize_images(uint8_batch_to_float(data[i:i + 1024]), cfg.resolution)
-                 for i in range(0, len(data), 1024)]
-        data = ((torch.cat(parts) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    data = training_images(dataset.images, cfg.resolution, dev)
     n_data = len(data)
     if n_data < 2:
         raise GisUsageError("progan training needs at least 2 images")
