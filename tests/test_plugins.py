@@ -150,3 +150,21 @@ def test_out_of_tree_plugin_is_discovered_through_its_entry_point(tmp_path):
         in res.stdout
     res = _run_gis(["losses"], env)
     assert "total-variation" in res.stdout and "[example]" in res.stdout
+
+
+def test_uninstalled_source_tree_falls_back_to_the_builtin_list():
+    code = (
+        "import importlib.metadata as md\n"
+        "md.entry_points = lambda **kw: []\n"
+        "import gis.plugins as p\n"
+        "p._gis_installed = lambda: False\n"
+        "print(sorted(i.name for i in p.list_plugins()))\n"
+        "print(p.list_plugins()[0].source)\n"
+        "print('progan' in p.generators)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    names, source, found = res.stdout.strip().splitlines()
+    assert set(eval(names)) == BUILTINS  # noqa: S307 - our own repr of a list of str
+    assert "source tree, gis not installed" in source and found == "True"
