@@ -14,7 +14,7 @@ import torch
 from ..interfaces import Generator, Recommender
 from .invert import InversionResult, invert, normalise_rows
 from .settings import InvertSettings, ShiftSettings
-from .shift import ShiftResult, shift
+from .shift import ShiftResult, aggregate_all, coverage_thresholds, shift
 
 
 @dataclass
@@ -118,8 +118,6 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
         if item is not None:
             x_item = recommender.prepare(item.to(recommender.device), (-1.0, 1.0))
             phis["item"] = recommender.embed(x_item).float()
-            from .shift import aggregate_all, coverage_thresholds
-
             thr = (coverage_thresholds(recommender, catalogue_phi, users,
                                        shift_settings.top_k)
                    if catalogue_phi is not None else None)
