@@ -79,7 +79,7 @@ def _add_subcommands() -> None:
         ("gis.engine.cli", "shift"),
         ("gis.engine.cli", "design"),
         ("gis.evaluation.cli", "evaluate"),
-        ("gis.evaluation.cli", "report"),
+        ("gis.report", "report"),
     ):
         try:
             mod = importlib.import_module(module)

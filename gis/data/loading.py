@@ -38,6 +38,8 @@ def with_resolution(ds: Dataset, size: int | None) -> Dataset:
         raise GisUsageError(f"resolution must be at least 8 pixels, got {size}")
     held = None if ds.heldout_images is None else resize_images(ds.heldout_images, size)
     meta = dict(ds.meta, resolution=size, native_resolution=ds.resolution)
+    # assets trained at the native resolution no longer fit the resized images
+    meta.pop("domain_classifier", None)
     return dataclasses.replace(ds, images=resize_images(ds.images, size), heldout_images=held,
                                meta=meta)
 

@@ -5,6 +5,8 @@ and are the variants distinct?
     python -m gis.evaluation.pairs --pairs 100 --out pairs.json [--device cuda]
         [--shard I --num-shards N]      # split the pairs over processes, merge with --merge
 
+An interrupted run resumes: pairs already in --out are kept and not run again.
+
 Per pair it records: the scores of the real item, of the inverted base G(z*) and of each
 variant for the user; the best-3 mean (the paper's top-3); the mean pairwise LPIPS (AlexNet)
 among the variants; and, on fashion-colors, the user's *true* utility (hidden taste) of the
@@ -39,7 +41,10 @@ def sample_pairs(dataset, n_pairs: int, seed: int) -> list[tuple[int, int]]:
 
 
 def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=True,
-              invert_overrides=None, shift_overrides=None, on_row=None) -> list[dict]:
+              invert_overrides=None, shift_overrides=None, on_row=None,
+              done=()) -> list[dict]:
+    """Run GIS on each (user row, item index) pair; rows in ``done`` (earlier results) are kept
+    and their pairs skipped."""
     from ..engine import InvertSettings, run_gis, shift_settings
     from ..metrics.lpips_metric import pairwise_lpips
 
@@ -50,8 +55,11 @@ def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=
         from gis.data.fashion_colors import measure_color, true_utility
 
         truth = (measure_color, true_utility)
-    rows = []
+    rows = list(done)
+    finished = {(r["user"], r["item"]) for r in rows}
     for k, (u, i) in enumerate(pairs):
+        if (dataset.user_ids[u], dataset.item_ids[i]) in finished:
+            continue
         t0 = time.perf_counter()
         item = dataset.image_tensor([i])
         run = run_gis(generator=generator, recommender=recommender,
@@ -137,8 +145,9 @@ def main(argv=None) -> int:
         rec = gis.get_recommender("dvbpr", device=a.device)
         dataset = load_dataset("fashion-colors")
         pairs = sample_pairs(dataset, a.pairs, a.seed)[a.shard::a.num_shards]
+        done = json.loads(Path(a.out).read_text())["rows"] if Path(a.out).exists() else []
         rows = run_pairs(pairs, generator=gen, recommender=rec, dataset=dataset,
-                         device=a.device, on_row=write)
+                         device=a.device, on_row=write, done=done)
     doc = write(rows)
     print(json.dumps(doc["summary"], indent=2))
     return 0

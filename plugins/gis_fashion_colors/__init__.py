@@ -8,6 +8,11 @@ bit for bit, by ``python scripts/build_fashion_colors.py`` (or ``gis data build 
 /usr/share/datasets/fashion-mnist --out plugins/gis_fashion_colors/fashion_colors.npz``).
 ``gis data build --full`` writes the 70,000-image version; load it with
 ``get_dataset("fashion-colors", path=...)`` or ``--data PATH``.
+
+The plugin also ships the dataset's domain classifier (``weights/domain-classifier.safetensors``,
+trained by ``gis train classifier --data fashion-colors --out DIR``; see docs/MODELS.md):
+``load`` names it in ``meta["domain_classifier"]`` when the file is there and the images are
+at the resolution it was trained at (32 px).
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from gis.hookspecs import hookimpl
 
 #: the compact archive shipped with this plugin
 DATA_FILE = Path(__file__).with_name("fashion_colors.npz")
+#: the domain classifier shipped with this plugin, and the resolution it was trained at
+CLASSIFIER_FILE = Path(__file__).parent / "weights" / "domain-classifier.safetensors"
+CLASSIFIER_RESOLUTION = 32
 _cache: dict = {}  # (path, mtime, size) -> Dataset of the last file loaded
 
-__all__ = ["CATEGORY_NAMES", "COLOR_NAMES", "DATA_FILE", "PALETTE", "load", "measure_color",
-           "true_utility"]
+__all__ = ["CATEGORY_NAMES", "CLASSIFIER_FILE", "CLASSIFIER_RESOLUTION", "COLOR_NAMES",
+           "DATA_FILE", "PALETTE", "load", "measure_color", "true_utility"]
 
 
 def load(*, path=None, trust: bool = False, resolution: int | None = None):
@@ -61,7 +69,10 @@ def load(*, path=None, trust: bool = False, resolution: int | None = None):
         _cache[key] = ds
     # a shallow copy: rebinding fields is private to the caller, the arrays are shared
     # (rendering takes a second or two; copy an array before modifying it in place)
-    return with_resolution(dataclasses.replace(ds, meta=dict(ds.meta)), resolution)
+    out = with_resolution(dataclasses.replace(ds, meta=dict(ds.meta)), resolution)
+    if out.resolution == CLASSIFIER_RESOLUTION and CLASSIFIER_FILE.is_file():
+        out.meta["domain_classifier"] = str(CLASSIFIER_FILE)
+    return out
 
 
 @hookimpl

@@ -1,0 +1,327 @@
+"""`gis report RUN_DIR`: the seller's self-contained HTML page, checked as text and in Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import statistics
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from gis.cli import cli
+from gis.report import format_score, write_report
+
+FEW = ["--steps", "3", "--invert-steps", "2", "--n", "3", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def shift_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    res = invoke("shift", "--generator", "progan", "--recommender", "dvbpr",
+                 "--users", "u0001,u0042", "--out", out, *FEW)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_page(shift_run):
+    res = invoke("report", shift_run)
+    assert res.exit_code == 0, res.output
+    path = shift_run / "report.html"
+    assert res.output.strip() == str(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "random"
+    res = invoke("shift", "--random-latent", "--users", "u0001,u0042", "--out", out, *FEW)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def copy_run(run, dest):
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("report.html"))
+    return dest
+
+
+def edit_result(run, change):
+    doc = json.loads((run / "result.json").read_text())
+    change(doc)
+    (run / "result.json").write_text(json.dumps(doc))
+    return doc
+
+
+class Page(HTMLParser):
+    """The <img> tags and element ids of a page."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.imgs, self.ids = [], set()
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.imgs.append(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+
+
+def row(text, row_id):
+    m = re.search(rf'<tr id="{row_id}"[^>]*>(.*?)</tr>', text, re.S)
+    assert m, row_id
+    return m.group(1)
+
+
+def decode(src):
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix), src[:40]
+    data = base64.b64decode(src[len(prefix):], validate=True)
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.format, im.size, data
+
+
+def test_report_is_a_self_contained_page(shift_run, report_page):
+    text = report_page.read_text(encoding="utf-8")
+    doc = json.loads((shift_run / "result.json").read_text())
+    agg, variants = doc["optimised_aggregation"], doc["scores"]["variants"]
+    page = Page(text)
+
+    by_class = {}
+    for img in page.imgs:
+        by_class.setdefault(img["class"], []).append(img)
+    assert len(by_class["variant-img"]) == len(variants) == 3
+    assert len(by_class["item-img"]) == len(by_class["base-img"]) == 1
+    for i, img in enumerate(by_class["variant-img"]):
+        assert img["id"] == f"img-variant-{i}"
+        fmt, size, data = decode(img["src"])
+        assert fmt == "PNG" and size == (32, 32)
+        assert data == (shift_run / f"variant_{i:02d}.png").read_bytes()
+    for name in ("item", "base"):
+        fmt, size, data = decode(by_class[f"{name}-img"][0]["src"])
+        assert fmt == "PNG" and data == (shift_run / f"{name}.png").read_bytes()
+
+    # nothing outside the page: no scripts, links, style imports or remote sources
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    assert not re.search(r"<script|<link|@import|url\(", text, re.I)
+    assert all(img["src"].startswith("data:image/png;base64,") for img in page.imgs)
+
+    assert {"variants-table", "recommended", "chart-scores", "chart-ranks", "chart-history",
+            "settings", "header"} <= page.ids
+    ranks = doc["per_user"]["ranks"]
+    for i, v in enumerate(variants):
+        cells = row(text, f"variant-row-{i}")
+        for a in ("mean", "min", "softmin", "coverage"):
+            assert f'data-agg="{a}">{format_score(v[a], a)}<' in cells
+        assert f">{format_score(v[agg], agg)}<" in cells
+        median = statistics.median_low(r["variants"][i] for r in ranks)
+        assert f'class="median-rank">{median}<' in cells
+    item_median = statistics.median_low(r["item"] for r in ranks)
+    assert f'class="median-rank">{item_median}<' in row(text, "row-item")
+
+    best = max(range(3), key=lambda i: variants[i][agg])
+    assert re.search(rf'<tr id="variant-row-{best}" class="variant-row best"', text)
+    callout = re.search(r'<div class="callout" id="recommended">(.*?)</div>', text, re.S).group(1)
+    assert f"Recommended: Variant {best}." in callout
+    assert f"of the 2 target users from {format_score(doc['scores']['item'][agg])}" in callout
+    assert f"of {doc['catalogue_size']} catalogue items" in callout
+    assert text.count('class="bar"') == 3
+
+
+def test_report_again_and_existing_files(shift_run, report_page, tmp_path):
+    before = report_page.read_bytes()
+    res = invoke("report", shift_run)  # same run, same page: nothing to refuse
+    assert res.exit_code == 0, res.output
+    assert report_page.read_bytes() == before
+
+    other = tmp_path / "page.html"
+    other.write_text("an older page")
+    res = invoke("report", shift_run, "--out", other)
+    assert res.exit_code == 2 and "already exists" in res.output and "--overwrite" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert other.read_text() == "an older page"
+    res = invoke("report", shift_run, "--out", other, "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]  # no temporary left
+
+    nested = tmp_path / "a" / "b" / "r.html"
+    assert write_report(shift_run, nested) == nested and nested.read_bytes() == before
+
+
+def _damage(kind, run):
+    if kind == "missing folder":
+        shutil.rmtree(run)
+    elif kind == "no result.json":
+        (run / "result.json").unlink()
+    elif kind == "corrupt result.json":
+        (run / "result.json").write_text('{"command": "shift", "scores": ')
+    elif kind == "missing image":
+        (run / "variant_01.png").unlink()
+    elif kind == "broken image":
+        (run / "base.png").write_bytes(b"not a png")
+    elif kind == "no variants":
+        edit_result(run, lambda d: d["scores"].update(variants=[]))
+    elif kind == "invert folder":
+        edit_result(run, lambda d: d.update(command="invert"))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing folder", "does not exist"),
+    ("no result.json", "is not a gis shift output folder (no result.json): run `gis shift"),
+    ("corrupt result.json", "is not readable JSON"),
+    ("missing image", "variant_01.png is missing"),
+    ("broken image", "base.png in RUN_DIR"),
+    ("no variants", "no scores.variants"),
+    ("invert folder", "output of `gis invert`, not of `gis shift`"),
+])
+def test_bad_run_folder_is_a_one_line_error(shift_run, tmp_path, kind, message):
+    run = copy_run(shift_run, tmp_path / "run")
+    _damage(kind, run)
+    before = sorted(p.name for p in run.iterdir()) if run.exists() else None
+    res = invoke("report", run)
+    assert res.exit_code == 2, res.output
+    assert message in res.output and res.output.startswith("Error: ")
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert not (run / "report.html").exists()
+    if before is not None:
+        assert sorted(p.name for p in run.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if before is None else ["run"])
+
+
+def test_random_latent_run(random_run):
+    res = invoke("report", random_run)
+    assert res.exit_code == 0, res.output
+    text = (random_run / "report.html").read_text(encoding="utf-8")
+    doc = json.loads((random_run / "result.json").read_text())
+    page = Page(text)
+    assert [i["class"] for i in page.imgs].count("variant-img") == 3
+    assert "item-img" not in {i["class"] for i in page.imgs} and "row-item" not in page.ids
+    assert "change vs real item" not in text and "random latent" in text
+    agg = doc["optimised_aggregation"]
+    for i, v in enumerate(doc["scores"]["variants"]):
+        assert f">{format_score(v[agg], agg)}<" in row(text, f"variant-row-{i}")
+    assert "the base image G(z)" in text and "chart-ranks" in page.ids
+
+
+def test_run_without_ranks_or_history(shift_run, tmp_path):
+    run = copy_run(shift_run, tmp_path / "run")
+
+    def strip(d):
+        for key in ("ranks", "rank_summary"):
+            d["per_user"].pop(key)
+        d.pop("history")
+
+    strip_doc = edit_result(run, strip)
+    text = write_report(run).read_text(encoding="utf-8")
+    page = Page(text)
+    assert {"no-ranks", "no-history", "chart-scores"} <= page.ids
+    assert "chart-ranks" not in page.ids and "median catalogue rank" not in text
+    agg = strip_doc["optimised_aggregation"]
+    assert format_score(strip_doc["scores"]["variants"][0][agg], agg) in text
+
+
+def test_text_from_result_json_is_escaped(shift_run, tmp_path):
+    run = copy_run(shift_run, tmp_path / "run")
+    evil = '<script>alert("x")</script>'
+    edit_result(run, lambda d: (d.update(item={"source": "file", "path": evil}),
+                                d["targets"].update(user_ids=[evil, "u0042"])))
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "<script" not in text and "&lt;script&gt;" in text
+
+
+# ------------------------------------------------------------------------------ Chromium
+@pytest.fixture(scope="module")
+def chrome():
+    """A headless Chromium driven by selenium, or a skip (a failure with GIS_REQUIRE_CHROMIUM=1).
+
+    Requested before the run fixtures, so a machine without Chromium skips before any work."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        selenium_ok = False
+    else:
+        selenium_ok = True
+    missing = [name for name, ok in (("chromium", browser), ("chromedriver", driver),
+                                     ("selenium", selenium_ok)) if not ok]
+    if missing:
+        msg = (f"headless Chromium test needs {', '.join(missing)}: run `apt-get install "
+               "chromium chromium-driver` and `pip install selenium` (or "
+               "`bash scripts/install.sh --test`)")
+        if os.environ.get("GIS_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,2400"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    try:
+        browser.set_page_load_timeout(20)
+        yield browser
+    finally:
+        browser.quit()
+
+
+@pytest.mark.chromium
+def test_report_renders_in_headless_chromium(chrome, shift_run, report_page):
+    from selenium.webdriver.common.by import By
+
+    doc = json.loads((shift_run / "result.json").read_text())
+    agg, variants = doc["optimised_aggregation"], doc["scores"]["variants"]
+    ranks = doc["per_user"]["ranks"]
+    browser = chrome
+    browser.get(report_page.resolve().as_uri())
+    imgs = browser.find_elements(By.TAG_NAME, "img")
+    assert len(imgs) == 1 + 2 + len(variants)  # callout, item, base, variants
+    for img in imgs:
+        complete, natural = browser.execute_script(
+            "return [arguments[0].complete, arguments[0].naturalWidth]", img)
+        assert complete and natural == int(img.get_attribute("data-width")) == 32, (
+            img.get_attribute("id"))
+        assert img.size["width"] >= 96
+    for chart in ("chart-scores", "chart-ranks", "chart-history"):
+        box = browser.execute_script(
+            "const r = document.getElementById(arguments[0]).getBoundingClientRect();"
+            "return [r.width, r.height];", chart)
+        assert box[0] > 100 and box[1] > 100, (chart, box)
+    bars = browser.find_elements(By.CSS_SELECTOR, "#chart-scores rect.bar")
+    assert len(bars) == len(variants)
+    assert all(b.size["height"] > 0 and b.size["width"] > 0 for b in bars)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-ranks g.user-rank")) == 2
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-history polyline")) >= 4
+    # nothing was fetched: every resource the page loaded was inline
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(name.startswith("data:") for name in fetched), fetched
+
+    body = browser.find_element(By.TAG_NAME, "body").text
+    for i, v in enumerate(variants):
+        assert format_score(v[agg], agg) in body
+        assert f"Variant {i}" in body
+        assert str(statistics.median_low(r["variants"][i] for r in ranks)) in body
+    assert str(statistics.median_low(r["item"] for r in ranks)) in body
+    assert f"of {doc['catalogue_size']} catalogue items" in body
+    table = browser.find_element(By.ID, "variants-table")
+    assert len(table.find_elements(By.CSS_SELECTOR, "tr.variant-row")) == len(variants)
+    assert table.size["width"] > 0
