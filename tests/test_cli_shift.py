@@ -19,16 +19,12 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def shift_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "run"
-    res = invoke("shift", "--generator", "progan", "--recommender", "dvbpr",
-                 "--users", "u0001,u0042", "--out", out, *FEW)
-    assert res.exit_code == 0, res.output
-    return out, res
+def shift_run(small_shift_run):
+    return small_shift_run
 
 
 def test_shift_writes_the_documented_files(shift_run):
-    out, res = shift_run
+    out, output = shift_run
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["item.png", "base.png", "grid.png", "result.json",
                             "latents.safetensors", "variant_00.png", "variant_01.png",
@@ -44,7 +40,7 @@ def test_shift_writes_the_documented_files(shift_run):
     ranks = doc["per_user"]["ranks"]
     assert len(ranks) == 2 and len(ranks[0]["variants"]) == 3 and ranks[0]["item"] >= 1
     assert doc["bridge"]["resize"] == "none" and doc["catalogue_size"] == 6000
-    assert "variants for 2 target user(s)" in res.output
+    assert "variants for 2 target user(s)" in output
 
 
 def test_same_seed_same_outputs_on_cpu(shift_run, tmp_path):

@@ -272,14 +272,15 @@ def figures(experiment: str, records: list[dict], log: TrialLog, out: Path, ds,
         tiles, labels = [], []
         for r in records[:6]:
             z = np.load(log.images / f"{r['key']}.npz")
-            for key, label in METHODS:
+            for key, _ in METHODS:
                 imgs = z["variants"] if key == "gis" else z[key]
                 order = np.argsort(r[key]["variant_scores"])[::-1][:4]
                 first = z["base"] if key == "gis" else blank
                 tiles += [first, imgs[order]]
                 labels += [("G(z)" if key == "gis" else "")]
-                labels += [f"{label.split()[0][:5]} {r[key]['variant_scores'][i]:+.1f}"
-                           for i in order]
+                short = {"gis": "GIS", "dvbpr_personalized": "pers.",
+                         "dvbpr_non_personalized": "plain"}[key]
+                labels += [f"{short} {r[key]['variant_scores'][i]:+.1f}" for i in order]
         path = out / "table2_grid.png"
         make_grid(np.concatenate(tiles), labels=labels, nrow=15, tile=64).save(path)
         paths.append(path)
@@ -312,7 +313,8 @@ def figures(experiment: str, records: list[dict], log: TrialLog, out: Path, ds,
                       [k if int(k) == u else f"{k}\n(={u})" for k, u in zip(keys, used, strict=True)])
         paper = [float(PAPER["table5"][int(k)]) if int(k) in PAPER["table5"] else np.nan
                  for k in keys]
-        ax.plot(range(1, len(keys) + 1), paper, "x--", color="grey", label="paper (mean)")
+        ax.plot(range(1, len(keys) + 1), paper, "x--", color="grey",
+                label="paper (Amazon Fashion, mean)")
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xlabel("number of target users N")
         ax.set_ylabel(f"preference shift (top-{TOP_K} - base)")
