@@ -54,22 +54,25 @@ class World:
         return cls(gen, base_gen, rec, dataset, clf, phi, history)
 
     # ------------------------------------------------------------------ shared measurements
-    def scores(self, images01: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Per-user scores (B, U) of images in [0, 1]."""
+    def embed(self, images01: torch.Tensor) -> torch.Tensor:
+        """Recommender embeddings phi (B, K) of images in [0, 1]."""
         rec = self.recommender
         with torch.no_grad():
-            phi = rec.embed(rec.prepare(images01.to(rec.device), (0.0, 1.0))).float()
-            return phi @ rec.user_vectors[users.to(rec.user_vectors.device)].float().T
+            return rec.embed(rec.prepare(images01.to(rec.device), (0.0, 1.0))).float()
 
-    def ranks(self, images01: torch.Tensor, users: torch.Tensor) -> np.ndarray:
-        """Catalogue rank (1 = best) of each image for each user: (B, U)."""
+    def theta(self, users: torch.Tensor) -> torch.Tensor:
+        vectors = self.recommender.user_vectors
+        return vectors[users.to(vectors.device)].float()
+
+    def scores(self, phi: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Per-user scores (B, U) of embeddings ``phi``."""
+        return phi @ self.theta(users).T
+
+    def ranks(self, phi: torch.Tensor, users: torch.Tensor) -> np.ndarray:
+        """Catalogue rank (1 = best) of each embedding for each user: (B, U)."""
         from ..engine.pipeline import catalogue_ranks
 
-        rec = self.recommender
-        with torch.no_grad():
-            phi = rec.embed(rec.prepare(images01.to(rec.device), (0.0, 1.0))).float()
-        theta = rec.user_vectors[users.to(rec.user_vectors.device)].float()
-        return catalogue_ranks(phi, theta, self.catalogue_phi).numpy()
+        return catalogue_ranks(phi, self.theta(users), self.catalogue_phi).numpy()
 
     def categories(self, images01: torch.Tensor) -> np.ndarray:
         """The domain classifier's category of each image in [0, 1]."""
@@ -97,8 +100,10 @@ def measure(world: World, *, variants: torch.Tensor, reference: torch.Tensor,
     3, R, R): the base G(z*) for GIS, the starting samples for a DVBPR design. ``item`` the
     real item (or None). Scores use the mean over ``users`` (the paper's aggregation).
     """
-    s_var = world.scores(variants, users)  # (n, U)
-    s_ref = world.scores(reference, users)
+    phi_var, phi_ref = world.embed(variants), world.embed(reference)
+    phi_item = world.embed(item) if item is not None else None
+    s_var = world.scores(phi_var, users)  # (n, U)
+    s_ref = world.scores(phi_ref, users)
     mean_var = s_var.mean(1).numpy()
     mean_ref = s_ref.mean(1).numpy()
     top = top_k_mean(mean_var, TOP_K)
@@ -115,9 +120,8 @@ def measure(world: World, *, variants: torch.Tensor, reference: torch.Tensor,
     if reference_is_start:  # the paper's opposite SSIM: 1 - SSIM(start, variant), averaged
         rec["opposite_ssim"] = float(opposite_ssim(reference, variants, 1.0).mean())
     # ranks and coverage, against the item when there is one, else the reference
-    anchor = item if item is not None else reference[:1]
-    r_anchor = world.ranks(anchor, users)[0]
-    r_var = world.ranks(variants, users)
+    r_anchor = world.ranks(phi_item if item is not None else phi_ref[:1], users)[0]
+    r_var = world.ranks(phi_var, users)
     ri = rank_improvement(r_anchor, r_var)
     best = int(np.argmax(mean_var))
     rec.update(rank_anchor="item" if item is not None else "reference",
@@ -134,7 +138,7 @@ def measure(world: World, *, variants: torch.Tensor, reference: torch.Tensor,
                expected_category=expected,
                category_preserved=float((c_var == expected).mean()))
     if item is not None:
-        s_item = world.scores(item, users).mean(1)
+        s_item = world.scores(phi_item, users).mean(1)
         rec["item_score"] = float(s_item[0])
         rec["shift_vs_item"] = top - rec["item_score"]
     # truth: hidden tastes (category as the classifier reads it, colour from the pixels)
