@@ -97,6 +97,34 @@ def test_clip_shift_normalize_matches_reference(device, n, d, dtype, mode, z_row
     assert (got[1][saturated] == 0).all()  # no gradient through a saturated clamp
 
 
+@needs_native
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["vector", "batch"])
+def test_clip_shift_normalize_clamp_boundary(device, dtype, mode):
+    """Entries exactly on the bound (eps rounded to k's dtype, as an in-place clamp_ leaves
+    them) keep their gradient; the next representable value beyond it gets none. Native and
+    reference agree on both, so an engine step is the same on either path."""
+    eps = 0.4  # not representable in binary: float32(0.4) > 0.4 > float64(0.4) - ulp
+    bound = torch.tensor(eps, dtype=dtype)
+    beyond = torch.nextafter(bound, torch.tensor(1.0, dtype=dtype))
+    within = torch.nextafter(bound, torch.tensor(0.0, dtype=dtype))
+    row = torch.stack([bound, -bound, beyond, -beyond, within, -within])
+    k = torch.cat([row, torch.linspace(-0.3, 0.3, 10, dtype=dtype)]).repeat(3, 1).to(device)
+    assert (k.clamp(-eps, eps) == k)[:, :2].all()  # what the engine's clamp_ produces
+    z = torch.randn(1, k.shape[1], dtype=dtype, device=device)
+    g = torch.randn(3, k.shape[1], dtype=dtype, device=device)
+    grads = {}
+    for impl in ("native", "reference"):
+        kk = k.clone().requires_grad_(True)
+        out = ops.clip_shift_normalize(z, kk, eps, mode, impl=impl)
+        grads[impl] = torch.autograd.grad(out, kk, g)[0]
+    torch.testing.assert_close(grads["native"], grads["reference"], **tol(dtype))
+    gk = grads["native"]
+    assert (gk[:, [0, 1, 4, 5]] != 0).all()  # on or inside the bound: gradient passes
+    assert (gk[:, [2, 3]] == 0).all()  # beyond it: saturated
+
+
 def inverse_std(z, k, eps, mode) -> float:
     """max over normalisation groups of 1 / std(z + clamp(k)), in float64 (floored std)."""
     x = (z + k.clamp(-eps, eps)).detach().double()

@@ -34,6 +34,9 @@ def clip_shift_normalize(
 ) -> torch.Tensor:
     """normalise(z + clamp(k, -eps, eps)) -> (n, d).
 
+    The clamp compares in k's dtype (eps rounded to it) and is inclusive: entries with
+    |k| <= eps pass their gradient, entries beyond it get none. The compiled kernels do the same.
+
     mode "vector": each row to mean 0, std 1; "batch": one mean/std over all n x d entries
     (the authors' code). std uses the N - 1 divisor (torch.std's default; 1 when N == 1) and
     is floored at STD_FLOOR, so a degenerate group (d == 1, constant rows) maps to zeros.
@@ -42,7 +45,14 @@ def clip_shift_normalize(
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
-    x = z + k.clamp(-eps, eps)
+    # The bound in k's dtype: a shift already clamped in place to +-eps in float32 holds
+    # float32(eps), which a comparison with the Python (double) eps would call saturated.
+    # The clamp is inclusive (torch.clamp's backward passes the gradient at the bound), so a
+    # coordinate sitting on the bound keeps its gradient and can move back inside.
+    # (torch.clamp with tensor bounds would split the gradient with the bound at a tie.)
+    bound = torch.tensor(eps, dtype=k.dtype, device=k.device)
+    inside = (k >= -bound) & (k <= bound)
+    x = z + torch.where(inside, k, k.detach().clamp(-eps, eps))
     dims = (-1,) if mode == "vector" else tuple(range(x.dim()))
     n = math.prod(x.shape[d] for d in dims)
     xc = x - x.mean(dim=dims, keepdim=True)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (third session): retrain the two shipped GANs on all 60,000
+# Fashion-MNIST *train* images of the fashion-colors world (same looks, same seed; the 2,000
+# held-out FID images come from the test split and are never seen), side by side on one GPU,
+# with two ProGAN batch sizes as a hedge; meanwhile build the CUDA ops and run their tests
+# and benchmarks. FID is measured back on the dev machine (the FID Inception file, 87 MB, is
+# too big to travel).
+#
+# Needs .device_data/ (carried): the Fashion-MNIST IDX files, train images re-compressed with
+# xz to fit the 64 MiB transfer limit:
+#   mkdir -p .device_data && cp /usr/share/datasets/fashion-mnist/*labels* \
+#     /usr/share/datasets/fashion-mnist/t10k-images* .device_data/ && \
+#   zcat /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz | xz -9e \
+#     > .device_data/train-images-idx3-ubyte.xz
+# Usage: MINUTES=8 bash scripts/gpu_train_full.sh      (results in $OUT, at most 8 files)
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
+MIN=${MINUTES:-8}
+DEV=${DEVICE:-cuda}  # DEVICE=cpu SKIP_OPS=1 MINUTES=0.3: a dry run of the script on a CPU
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:$PWD/plugins OMP_NUM_THREADS=2
+W=/tmp/gis_train; rm -rf "$W"; mkdir -p "$W/fm"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } \
+  | tee "$W/gpu.txt"
+
+# the CUDA ops check starts first (it compiles on the CPUs while the GANs use the GPU)
+# (capped so that it ends with the trainings; its summary.txt is written step by step)
+[ -n "${SKIP_OPS:-}" ] || ( OUT="$W/ops" MAX_JOBS=6 timeout $(( ${MIN%.*} * 60 + 45 )) bash scripts/gpu_check_ops.sh \
+    > "$W/ops.log" 2>&1; echo "ops check exit $?" >> "$W/gpu.txt" ) &
+
+# the full training set of the fashion-colors world (seed 0), images only: 50 users suffice
+python3 - <<'EOF' 2>&1 | tee -a "$W/gpu.txt"
+import lzma, shutil, time
+from pathlib import Path
+t = time.time()
+src, dst = Path(".device_data"), Path("/tmp/gis_train/fm")
+with lzma.open(src / "train-images-idx3-ubyte.xz") as f, open(dst / "train-images-idx3-ubyte", "wb") as g:
+    shutil.copyfileobj(f, g)
+for p in src.glob("*.gz"):
+    shutil.copy(p, dst / p.name)
+from gis.data import fashion_colors as fc
+a = fc.build_arrays(dst, items=60000, heldout=2000, users=50, seed=0)
+fc.save_compact(a, "/tmp/gis_train/fashion-colors-train60k.npz")
+print(f"built fashion-colors-train60k.npz in {time.time() - t:.0f} s")
+EOF
+DATA=$W/fashion-colors-train60k.npz
+
+train_progan() {  # name, batch size
+  python3 -m gis_progan.train --data "$DATA" --out "$W/$1" --minutes "$MIN" --batch-size "$2" \
+    --device "$DEV" --no-progress > "$W/$1.log" 2>&1
+  echo "$1 exit $?" | tee -a "$W/gpu.txt"
+}
+train_progan progan_b256 256 &
+train_progan progan_b128 128 &
+( python3 -m gis_dvbpr_gan.train --data "$DATA" --out "$W/dvbpr_gan" --minutes "$MIN" \
+    --batch-size 64 --no-d-batchnorm --device "$DEV" --no-progress > "$W/dvbpr_gan.log" 2>&1
+  echo "dvbpr_gan exit $?" | tee -a "$W/gpu.txt" ) &
+wait
+cp "$W/progan_b256/progan.safetensors" "$OUT/progan_b256.safetensors" 2>/dev/null
+cp "$W/progan_b128/progan.safetensors" "$OUT/progan_b128.safetensors" 2>/dev/null
+cp "$W/dvbpr_gan/dvbpr_gan.safetensors" "$OUT/dvbpr_gan.safetensors" 2>/dev/null
+tar --exclude='checkpoint.safetensors' --exclude='*/progan.safetensors' \
+    --exclude='*/dvbpr_gan.safetensors' --exclude='fm' --exclude='*.npz' \
+    -czf "$OUT/train_logs.tar.gz" -C "$W" .
+for f in "$OUT"/*.safetensors; do  # at most 16 MiB per file comes back: cat the parts here
+  [ -f "$f" ] && [ "$(stat -c %s "$f")" -gt 15000000 ] && split -b 15000000 -d "$f" "$f.part" && rm "$f"
+done
+ls -la "$OUT"; tail -n 3 "$W"/*.log; cat "$W/gpu.txt" "$W/ops/summary.txt" 2>/dev/null
