@@ -1,6 +1,7 @@
 // Schemas of the gis operators: defined once here; kernels live in cpu/ and cuda/, one file
-// per operator and backend; autograd formulas and fake (meta) kernels are registered from
-// Python in gis/ops/_registration.py (named below, so torch can find them).
+// per operator and backend. clip_shift_normalize's autograd is in autograd.cpp; the other
+// autograd formulas and all fake (meta) kernels are registered from Python in
+// gis/ops/_registration.py (named below, so torch can find them).
 #include <torch/library.h>
 
 TORCH_LIBRARY(gis, m) {

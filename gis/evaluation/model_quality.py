@@ -2,6 +2,8 @@
 
     python -m gis.evaluation.model_quality fid --generator progan [--n 2000] --out fid.json
     python -m gis.evaluation.model_quality inversion --generator progan [--n 100] --out inv.json
+    # one process per core: --shard i --num-shards k --out inv_i.json, then
+    python -m gis.evaluation.model_quality inversion --merge inv_*.json --out inv.json
 
 FID and KID use the standard (2015 TF) FID Inception features (offline asset), 2,000 generated
 images against the 2,000 held-out real images of fashion-colors (never seen in training).
@@ -59,11 +61,25 @@ def fid_of(generator, dataset, *, n: int = 2000, seed: int = 0, device="cpu",
             "real": "fashion-colors held-out split (Fashion-MNIST test images)"}
 
 
-def inversion_quality(generator, dataset, *, n: int = 100, seed: int = 0, device="cpu") -> dict:
+def _lpips_summary(lp) -> dict:
+    return {"median_lpips_alex": float(np.median(lp)), "mean_lpips_alex": float(np.mean(lp)),
+            "p90_lpips_alex": float(np.percentile(lp, 90)), "n": len(lp)}
+
+
+def inversion_quality(generator, dataset, *, n: int = 100, seed: int = 0, device="cpu",
+                      shard: int = 0, num_shards: int = 1) -> dict:
+    """LPIPS(alex) between n seeded held-out items and their inversions (default settings).
+
+    With ``num_shards`` > 1 only items shard, shard + num_shards, ... of the same seeded
+    selection are inverted (one process per core); ``merge_inversion`` joins the shards.
+    """
     from ..engine import InvertSettings, invert
     from ..metrics.lpips_metric import lpips_distance
 
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard must be in [0, {num_shards}), got {shard}")
     idx = np.random.default_rng(seed).choice(len(dataset.heldout_images), n, replace=False)
+    idx = idx[shard::num_shards]
     settings = InvertSettings()
     lp = []
     t0 = time.perf_counter()
@@ -73,10 +89,25 @@ def inversion_quality(generator, dataset, *, n: int = 100, seed: int = 0, device
         res = invert(item, generator, settings=settings)
         lp.append(float(lpips_distance(res.image.to(device) * 2 - 1,
                                        res.target.to(device) * 2 - 1, net="alex")))
-        print(f"[{k + 1}/{n}] held-out {i}: LPIPS(alex) {lp[-1]:.4f}", flush=True)
-    return {"median_lpips_alex": float(np.median(lp)), "mean_lpips_alex": float(np.mean(lp)),
-            "p90_lpips_alex": float(np.percentile(lp, 90)), "n": n,
-            "settings": vars(settings), "seconds": time.perf_counter() - t0, "values": lp}
+        print(f"[{k + 1}/{len(idx)}] held-out {i}: LPIPS(alex) {lp[-1]:.4f}", flush=True)
+    return {**_lpips_summary(lp), "n_selected": n, "seed": seed, "shard": shard,
+            "num_shards": num_shards, "settings": vars(settings),
+            "seconds": time.perf_counter() - t0, "heldout_index": [int(i) for i in idx],
+            "values": lp}
+
+
+def merge_inversion(docs: list[dict]) -> dict:
+    """Join the shards of one inversion run (same n, seed, settings; every shard once)."""
+    keys = {(d["n_selected"], d["seed"], d["num_shards"], json.dumps(d["settings"])) for d in docs}
+    shards = sorted(d["shard"] for d in docs)
+    if len(keys) != 1 or shards != list(range(docs[0]["num_shards"])):
+        raise ValueError("the files are not the complete shards of one inversion run")
+    index = [i for d in docs for i in d["heldout_index"]]
+    values = [v for d in docs for v in d["values"]]
+    return {**_lpips_summary(values), "n_selected": docs[0]["n_selected"],
+            "seed": docs[0]["seed"], "settings": docs[0]["settings"],
+            "seconds": sum(d["seconds"] for d in docs), "heldout_index": index,
+            "values": values}
 
 
 def main(argv=None) -> int:
@@ -87,8 +118,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--real-cache", default=None, help="cache file of the real features (.npy)")
+    p.add_argument("--shard", type=int, default=0, help="inversion: this shard of the items")
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--merge", nargs="+", default=None,
+                   help="inversion: join these shard files into --out instead of running")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
+    if a.merge:
+        doc = merge_inversion([json.loads(Path(f).read_text()) for f in a.merge])
+        Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in doc.items() if k not in ("values", "heldout_index")},
+                         indent=2))
+        return 0
     import gis
     from gis.data import load_dataset
 
@@ -99,11 +140,13 @@ def main(argv=None) -> int:
         doc = fid_of(gen, dataset, n=a.n or 2000, seed=a.seed, device=a.device,
                      real_cache=Path(a.real_cache) if a.real_cache else None)
     else:
-        doc = inversion_quality(gen, dataset, n=a.n or 100, seed=a.seed, device=a.device)
+        doc = inversion_quality(gen, dataset, n=a.n or 100, seed=a.seed, device=a.device,
+                                shard=a.shard, num_shards=a.num_shards)
     doc.update(generator=a.generator, seconds_total=time.perf_counter() - t0,
                device=a.device, torch=torch.__version__)
     Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in doc.items() if k != "values"}, indent=2))
+    print(json.dumps({k: v for k, v in doc.items() if k not in ("values", "heldout_index")},
+                     indent=2))
     return 0
 
 

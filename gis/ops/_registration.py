@@ -1,5 +1,7 @@
 """Autograd formulas and fake (meta) kernels of the compiled gis operators.
 
+clip_shift_normalize's autograd is in C++ (csrc/autograd.cpp); the preference ops' are here.
+
 Imported by gis.ops right after gis._C; the C++ schema file names this module
 (m.set_python_module), which is where torch expects the fake kernels to live. Gradients
 flow to z and k (clip_shift_normalize) and to phi (preference_score); user vectors,
@@ -11,7 +13,6 @@ from __future__ import annotations
 import torch
 
 _lib = "gis::"
-_CSN_BACKWARD = torch.ops.gis.clip_shift_normalize_backward.default
 _PREF_BACKWARD = torch.ops.gis.preference_score_backward.default
 
 
@@ -27,26 +28,8 @@ def _csn_backward_fake(grad, z, k, eps, mode):
     return z.new_empty(z.shape), k.new_empty(k.shape)
 
 
-def _csn_setup(ctx, inputs, output):
-    z, k, eps, mode = inputs
-    ctx.save_for_backward(z, k)
-    ctx.eps, ctx.mode = eps, mode
-
-
-def _csn_backward(ctx, grad):
-    z, k = ctx.saved_tensors
-    grad_z, grad_k = _CSN_BACKWARD(grad, z, k, ctx.eps, ctx.mode)
-    return (
-        grad_z if ctx.needs_input_grad[0] else None,
-        grad_k if ctx.needs_input_grad[1] else None,
-        None,
-        None,
-    )
-
-
-torch.library.register_autograd(
-    _lib + "clip_shift_normalize", _csn_backward, setup_context=_csn_setup
-)
+# Its autograd formula is registered in C++ (csrc/autograd.cpp): this op runs once per
+# shifting step on small inputs, where a Python formula would cost more than the kernels.
 
 
 # ---- preference_score ----------------------------------------------------------------
