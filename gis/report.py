@@ -676,6 +676,14 @@ def render_report(run: dict) -> str:
                + _img(best_png[0], best_png[1], "recommended-img", "img-recommended",
                       f"Variant {k}")
                + f"<strong>Recommended: Variant {k}.</strong> {_e(_recommendation(s))}</div>")
+    out.append('<p class="note" id="caveat">These scores are the recommender\'s predictions, '
+               "not measured preferences: a recommender can reward artefacts (noise, blur, odd "
+               "colours) that people would not buy. Look at a variant before acting on it. On "
+               "gis's simulated world, where the users' true tastes are known, about 7 in 10 "
+               "of the recommender's predicted gains were true gains, and variants often "
+               "changed the item's category (docs/RESULTS.md, truth checks); "
+               "<code>gis shift --identity-weight</code> keeps variants closer to the item."
+               "</p>")
 
     # images
     out.append('<h2>Images</h2><div class="gallery" id="gallery">')

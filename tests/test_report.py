@@ -135,6 +135,8 @@ def test_report_is_a_self_contained_page(shift_run, report_page):
     assert re.search(rf'<tr id="variant-row-{best}" class="variant-row best"', text)
     callout = re.search(r'<div class="callout" id="recommended">(.*?)</div>', text, re.S).group(1)
     assert f"Recommended: Variant {best}." in callout
+    caveat = re.search(r'<p class="note" id="caveat">(.*?)</p>', text, re.S).group(1)
+    assert "predictions, not measured preferences" in caveat and "--identity-weight" in caveat
     assert f"of the 2 target users from {format_score(doc['scores']['item'][agg])}" in callout
     assert f"of {doc['catalogue_size']} catalogue items" in callout
     assert text.count('class="bar"') == 3
