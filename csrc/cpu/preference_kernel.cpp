@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../gis_ops.h"
@@ -73,6 +74,21 @@ void scores_small_batch(T* s, const T* u, const T* phi_t_pad, int64_t t, int64_t
 #endif
   if (B <= 8) return isa_default::scores_small_batch<T, 8>(s, u, phi_t_pad, t, B, K);
   isa_default::scores_small_batch<T, kSmallBatch>(s, u, phi_t_pad, t, B, K);
+}
+
+// softmin with exactly 8 float images: fused exp + column sums (preference_impl.inc).
+void colmax_scaled8(const float* lane, float c, int64_t t, float* cm) {
+#ifdef GIS_HAVE_AVX2_COPY
+  if (cpu::use_avx2()) return isa_avx2::colmax_scaled8(lane, c, t, cm);
+#endif
+  isa_default::colmax_scaled8(lane, c, t, cm);
+}
+
+void exp_shift_sums8(float* lane, float c, const float* m, int64_t t, float* sums) {
+#ifdef GIS_HAVE_AVX2_COPY
+  if (cpu::use_avx2()) return isa_avx2::exp_shift_sums8(lane, c, m, t, sums);
+#endif
+  isa_default::exp_shift_sums8(lane, c, m, t, sums);
 }
 
 // phi^T (K x 8 or K x kSmallBatch), zero-padded, for scores_small_batch.
@@ -211,6 +227,19 @@ std::tuple<at::Tensor, at::Tensor> tiled_impl(const at::Tensor& phi, const at::T
       }
     }
   };
+  // softmin: the lane's running max m of a = -s / T takes the tile's max (in colmax); the
+  // running sum's rescale factor exp(m_old - m_new) goes to scale, m_new (as T) to colmax
+  auto update_running_max = [&](int64_t p) {
+    T* __restrict__ cm = colmax.data() + p * B;
+    double* mp = m.data() + p * B;
+    T* __restrict__ sc = scale.data() + p * B;
+    for (int64_t b = 0; b < B; ++b) {
+      const double m_new = std::max(mp[b], static_cast<double>(cm[b]));
+      sc[b] = mp[b] == minus_inf ? T(0) : static_cast<T>(std::exp(mp[b] - m_new));
+      mp[b] = m_new;
+      cm[b] = static_cast<T>(m_new);
+    }
+  };
   // softmin, before exp: a = -s / T, then a - max(running max, the tile's max)
   auto softmin_shift = [&](int64_t p, T* lane, int64_t t) {
     T* __restrict__ cm = colmax.data() + p * B;
@@ -224,14 +253,7 @@ std::tuple<at::Tensor, at::Tensor> tiled_impl(const at::Tensor& phi, const at::T
         cm[b] = a > cm[b] ? a : cm[b];
       }
     }
-    double* mp = m.data() + p * B;
-    T* __restrict__ sc = scale.data() + p * B;
-    for (int64_t b = 0; b < B; ++b) {
-      const double m_new = std::max(mp[b], static_cast<double>(cm[b]));
-      sc[b] = mp[b] == minus_inf ? T(0) : static_cast<T>(std::exp(mp[b] - m_new));
-      mp[b] = m_new;
-      cm[b] = static_cast<T>(m_new);
-    }
+    update_running_max(p);
     for (int64_t j = 0; j < t; ++j) {
       T* __restrict__ row = lane + j * B;
 #pragma omp simd
@@ -250,13 +272,16 @@ std::tuple<at::Tensor, at::Tensor> tiled_impl(const at::Tensor& phi, const at::T
   };
   // after exp / sigmoid: column sums into l; coverage turns q into the weight q (1 - q);
   // softmin rescales jac; for small B, jac += w^T users (tile still in cache)
-  auto fold_sums = [&](int64_t p, T* lane, const T* lu, int64_t t, bool small) {
+  auto fold_sums = [&](int64_t p, T* lane, const T* lu, int64_t t, bool small,
+                       bool sums_ready = false) {
     T* __restrict__ cs = colmax.data() + p * B;  // reused as the column sums
-    for (int64_t b = 0; b < B; ++b) cs[b] = T(0);
-    for (int64_t j = 0; j < t; ++j) {
-      const T* __restrict__ row = lane + j * B;
+    if (!sums_ready) {
+      for (int64_t b = 0; b < B; ++b) cs[b] = T(0);
+      for (int64_t j = 0; j < t; ++j) {
+        const T* __restrict__ row = lane + j * B;
 #pragma omp simd
-      for (int64_t b = 0; b < B; ++b) cs[b] += row[b];
+        for (int64_t b = 0; b < B; ++b) cs[b] += row[b];
+      }
     }
     double* lp = l.data() + p * B;
     const T* sc = scale.data() + p * B;
@@ -303,6 +328,16 @@ std::tuple<at::Tensor, at::Tensor> tiled_impl(const at::Tensor& phi, const at::T
           if (agg == kAggMin) {
             fold_min(p, lane, u, t);
             continue;
+          }
+          if constexpr (std::is_same_v<T, float>) {
+            if (agg == kAggSoftmin && B == 8) {  // GIS's case: one vector per user row
+              T* cm = colmax.data() + p * B;
+              colmax_scaled8(lane, -inv_t, t, cm);
+              update_running_max(p);
+              exp_shift_sums8(lane, -inv_t, cm, t, cm);
+              fold_sums(p, lane, lu, t, /*small=*/true, /*sums_ready=*/true);
+              continue;
+            }
           }
           auto lane_t = sbuf.narrow(0, p * tile * B, t * B);
           if (agg == kAggSoftmin) {
