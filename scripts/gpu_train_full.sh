@@ -13,6 +13,9 @@
 #   zcat /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz | xz -9e \
 #     > .device_data/train-images-idx3-ubyte.xz
 # Usage: MINUTES=8 bash scripts/gpu_train_full.sh      (results in $OUT, at most 8 files)
+#   next dvbpr-gan session, alone on the GPU, from the shipped weights:
+#   PROGAN_BATCHES= SKIP_OPS=1 DVBPR_GAN_INIT=plugins/gis_dvbpr_gan/weights/fashion-colors.safetensors \
+#     MINUTES=9 bash scripts/gpu_train_full.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 MIN=${MINUTES:-8}
@@ -50,14 +53,20 @@ train_progan() {  # name, batch size
     --device "$DEV" --no-progress > "$W/$1.log" 2>&1
   echo "$1 exit $?" | tee -a "$W/gpu.txt"
 }
-train_progan progan_b256 256 &
-train_progan progan_b128 128 &
-( python3 -m gis_dvbpr_gan.train --data "$DATA" --out "$W/dvbpr_gan" --minutes "$MIN" \
-    --batch-size 64 --no-d-batchnorm --device "$DEV" --no-progress > "$W/dvbpr_gan.log" 2>&1
-  echo "dvbpr_gan exit $?" | tee -a "$W/gpu.txt" ) &
+# PROGAN_BATCHES: one ProGAN run per batch size ("" for none); DVBPR_GAN=0 skips dvbpr-gan;
+# DVBPR_GAN_INIT=PATH warm-starts it from an exported file (e.g. the shipped weights,
+# plugins/gis_dvbpr_gan/weights/fashion-colors.safetensors). Each run beside another slows both.
+for b in ${PROGAN_BATCHES-256 128}; do train_progan "progan_b$b" "$b" & done
+if [ "${DVBPR_GAN:-1}" != 0 ]; then
+  ( python3 -m gis_dvbpr_gan.train --data "$DATA" --out "$W/dvbpr_gan" --minutes "$MIN" \
+      --batch-size 64 --no-d-batchnorm --device "$DEV" --no-progress \
+      ${DVBPR_GAN_INIT:+--init-from "$DVBPR_GAN_INIT"} > "$W/dvbpr_gan.log" 2>&1
+    echo "dvbpr_gan exit $?" | tee -a "$W/gpu.txt" ) &
+fi
 wait
-cp "$W/progan_b256/progan.safetensors" "$OUT/progan_b256.safetensors" 2>/dev/null
-cp "$W/progan_b128/progan.safetensors" "$OUT/progan_b128.safetensors" 2>/dev/null
+for b in ${PROGAN_BATCHES-256 128}; do
+  cp "$W/progan_b$b/progan.safetensors" "$OUT/progan_b$b.safetensors" 2>/dev/null
+done
 cp "$W/dvbpr_gan/dvbpr_gan.safetensors" "$OUT/dvbpr_gan.safetensors" 2>/dev/null
 tar --exclude='checkpoint.safetensors' --exclude='*/progan.safetensors' \
     --exclude='*/dvbpr_gan.safetensors' --exclude='fm' --exclude='*.npz' \
@@ -65,4 +74,4 @@ tar --exclude='checkpoint.safetensors' --exclude='*/progan.safetensors' \
 for f in "$OUT"/*.safetensors; do  # at most 16 MiB per file comes back: cat the parts here
   [ -f "$f" ] && [ "$(stat -c %s "$f")" -gt 15000000 ] && split -b 15000000 -d "$f" "$f.part" && rm "$f"
 done
-ls -la "$OUT"; tail -n 3 "$W"/*.log; cat "$W/gpu.txt" "$W/ops/summary.txt" 2>/dev/null
+ls -la "$OUT"; tail -n 3 "$W"/*.log; cat "$W/gpu.txt" "$W/ops/summary.txt" 2>/dev/null; true

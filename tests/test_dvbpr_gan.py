@@ -230,3 +230,23 @@ def test_shipped_default_loads_when_present():
     z = g.sample_latents(4, generator=torch.Generator().manual_seed(0))
     x = g.synthesize(z, labels=torch.arange(4))
     assert x.shape == (4, 3, 32, 32) and torch.isfinite(g.discriminate(x, torch.arange(4))).all()
+
+
+def test_init_from_an_exported_file_warm_starts_g_and_d(tmp_path):
+    """--init-from: a new run starts from the exported G and D (fp16 file, fresh Adam)."""
+    ds = tiny_dataset()
+    src = train_dvbpr_gan(ds, out=tmp_path / "src", seed=1, max_steps=3, **TRAIN)
+    out = train_dvbpr_gan(ds, out=tmp_path / "warm", seed=2, max_steps=0, init_from=src, **TRAIN)
+    a, b = load_dvbpr_gan(src), load_dvbpr_gan(out)
+    for name in ("net", "discriminator"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
+    assert b.card["training"]["init_from"] == str(src)
+    # one more step moves away from the initial weights (the run really trains)
+    out2 = train_dvbpr_gan(ds, out=tmp_path / "warm2", seed=2, max_steps=1, init_from=src, **TRAIN)
+    moved = load_dvbpr_gan(out2).net.state_dict()
+    assert any(not torch.equal(moved[k], a.net.state_dict()[k]) for k in moved)
+    # an existing training run is not silently replaced
+    with pytest.raises(GisUsageError, match="already holds a training checkpoint"):
+        train_dvbpr_gan(ds, out=tmp_path / "warm", seed=2, max_steps=1, init_from=src, **TRAIN)

@@ -105,11 +105,16 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                     d_channels: list[int] | None = None,
                     sample_every_s: float = 60.0, checkpoint_every_s: float = 120.0,
                     log_every: int = 50, threads: int | None = None, progress: bool = True,
-                    export_dtype: str = "float16") -> Path:
+                    export_dtype: str = "float16", init_from: str | Path | None = None) -> Path:
     """Train (or resume) the conditional LSGAN on ``dataset`` (images + categories); return
     the exported file. On resume the stored architecture, batch size and optimiser settings
     are kept; ``minutes``/``kimg``/``max_steps`` limit this session (kimg and max_steps
-    count from the start of the run)."""
+    count from the start of the run).
+
+    ``init_from``: start a new run from the G and D weights of an exported file (e.g. the
+    shipped ``weights/fashion-colors.safetensors``), with its architecture and fresh Adam
+    states: a warm start where the full resumable checkpoint is not at hand (a GPU machine
+    that cannot send its ~100 MB checkpoints back)."""
     if minutes is None and kimg is None and max_steps is None:
         raise GisUsageError("dvbpr-gan training needs minutes, kimg or max_steps")
     out = Path(out)
@@ -127,6 +132,14 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
     resuming = bool(resume) and ckpt_path.is_file()
     if resume and not resuming and progress:
         print(f"dvbpr-gan: no checkpoint in {out}; starting a new run")
+    if init_from is not None and (resuming or ckpt_path.is_file()):
+        raise GisUsageError(f"{out} already holds a training checkpoint: resume it (--resume) "
+                            "or pass a new --out for a run initialised with --init-from")
+    init = None
+    if init_from is not None:
+        from .generator import load_dvbpr_gan
+
+        init = load_dvbpr_gan(init_from)
 
     categories = np.asarray(dataset.categories, dtype=np.int64)
     names = [str(n) for n in dataset.category_names]
@@ -147,6 +160,15 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         if cfg.num_classes != len(names):
             raise CheckpointError(f"{ckpt_path} was trained with {cfg.num_classes} categories, "
                                   f"this dataset has {len(names)}")
+    elif init is not None:
+        cfg = init.config
+        if cfg.num_classes != len(names):
+            raise CheckpointError(f"{init_from} has {cfg.num_classes} categories, this dataset "
+                                  f"has {len(names)}")
+        hyper = {"lr": lr, "betas": [float(b) for b in betas]}
+        batch = int(batch_size or 16)
+        st = {"step": 0, "images": 0, "elapsed_s": 0.0, "sessions": 0,
+              "init_from": str(init_from)}
     else:
         cfg = DVBPRGANConfig(num_classes=len(names), latent_dim=int(latent_dim),
                              resolution=int(resolution or dataset.resolution),
@@ -172,6 +194,10 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         load_optimizer_state(opt_g, tensors, meta, prefix="opt_g.")
         load_optimizer_state(opt_d, tensors, meta, prefix="opt_d.")
         load_rng_state(tensors, {"train": rng})
+    elif init is not None:
+        G.load_state_dict({k: v.float() for k, v in init.net.state_dict().items()})
+        D.load_state_dict({k: v.float() for k, v in init.discriminator.state_dict().items()})
+        del init
     del tensors
 
     data = training_images(dataset.images, cfg.resolution, dev)
@@ -237,6 +263,7 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                 "steps": st["step"], "kimg": round(st["images"] / 1000.0, 2),
                 "batch_size": batch, "lr": hyper["lr"], "betas": hyper["betas"],
                 "loss": "LSGAN (a=0, b=c=1)", "final_losses": last,
+                **({"init_from": st["init_from"]} if st.get("init_from") else {}),
                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
             "torch": torch.__version__,
@@ -337,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-d-batchnorm", action="store_true",
                    help="plain discriminator convs, as Kang et al. describe D")
+    p.add_argument("--init-from", default=None,
+                   help="start from the G and D weights of an exported file (fresh optimiser)")
     a = p.parse_args(argv)
     from gis_progan.common import load_training_dataset
 
@@ -346,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         kimg=a.kimg, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
         threads=a.threads, sample_every_s=a.sample_every_s,
         checkpoint_every_s=a.checkpoint_every_s, progress=not a.no_progress,
-        d_batchnorm=not a.no_d_batchnorm)
+        d_batchnorm=not a.no_d_batchnorm, init_from=a.init_from)
     print(f"checkpoint: {path}")
     return 0
 
