@@ -132,7 +132,7 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
     resuming = bool(resume) and ckpt_path.is_file()
     if resume and not resuming and progress:
         print(f"dvbpr-gan: no checkpoint in {out}; starting a new run")
-    if init_from is not None and (resuming or ckpt_path.is_file()):
+    if init_from is not None and ckpt_path.is_file():
         raise GisUsageError(f"{out} already holds a training checkpoint: resume it (--resume) "
                             "or pass a new --out for a run initialised with --init-from")
     init = None
@@ -160,24 +160,24 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         if cfg.num_classes != len(names):
             raise CheckpointError(f"{ckpt_path} was trained with {cfg.num_classes} categories, "
                                   f"this dataset has {len(names)}")
-    elif init is not None:
-        cfg = init.config
-        if cfg.num_classes != len(names):
-            raise CheckpointError(f"{init_from} has {cfg.num_classes} categories, this dataset "
-                                  f"has {len(names)}")
-        hyper = {"lr": lr, "betas": [float(b) for b in betas]}
-        batch = int(batch_size or 16)
-        st = {"step": 0, "images": 0, "elapsed_s": 0.0, "sessions": 0,
-              "init_from": str(init_from)}
     else:
-        cfg = DVBPRGANConfig(num_classes=len(names), latent_dim=int(latent_dim),
-                             resolution=int(resolution or dataset.resolution),
-                             d_batchnorm=bool(d_batchnorm), base_channels=int(base_channels),
-                             g_channels=list(g_channels or G_CHANNELS),
-                             d_channels=list(d_channels or D_CHANNELS))
+        if init is not None:  # the architecture comes with the weights
+            cfg = init.config
+            if cfg.num_classes != len(names):
+                raise CheckpointError(f"{init_from} has {cfg.num_classes} categories, this "
+                                      f"dataset has {len(names)}")
+        else:
+            cfg = DVBPRGANConfig(num_classes=len(names), latent_dim=int(latent_dim),
+                                 resolution=int(resolution or dataset.resolution),
+                                 d_batchnorm=bool(d_batchnorm),
+                                 base_channels=int(base_channels),
+                                 g_channels=list(g_channels or G_CHANNELS),
+                                 d_channels=list(d_channels or D_CHANNELS))
         hyper = {"lr": lr, "betas": [float(b) for b in betas]}
         batch = int(batch_size or 16)
         st = {"step": 0, "images": 0, "elapsed_s": 0.0, "sessions": 0}
+        if init is not None:
+            st["init_from"] = str(init_from)
 
     seed_everything(seed)
     rng = torch.Generator(device=dev).manual_seed(seed)
@@ -195,8 +195,8 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         load_optimizer_state(opt_d, tensors, meta, prefix="opt_d.")
         load_rng_state(tensors, {"train": rng})
     elif init is not None:
-        G.load_state_dict({k: v.float() for k, v in init.net.state_dict().items()})
-        D.load_state_dict({k: v.float() for k, v in init.discriminator.state_dict().items()})
+        G.load_state_dict(init.net.state_dict())  # fp16 file -> the fp32 training copies
+        D.load_state_dict(init.discriminator.state_dict())
         del init
     del tensors
 
