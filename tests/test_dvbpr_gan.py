@@ -238,10 +238,14 @@ def test_init_from_an_exported_file_warm_starts_g_and_d(tmp_path):
     src = train_dvbpr_gan(ds, out=tmp_path / "src", seed=1, max_steps=3, **TRAIN)
     out = train_dvbpr_gan(ds, out=tmp_path / "warm", seed=2, max_steps=0, init_from=src, **TRAIN)
     a, b = load_dvbpr_gan(src), load_dvbpr_gan(out)
+    # the weights carry over exactly; G's BatchNorm statistics are re-stood at export
     for name in ("net", "discriminator"):
-        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        sa = dict(getattr(a, name).named_parameters())
+        sb = dict(getattr(b, name).named_parameters())
         for k in sa:
             torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
+    for k, v in a.discriminator.state_dict().items():
+        torch.testing.assert_close(v, b.discriminator.state_dict()[k], rtol=0, atol=0, msg=k)
     assert b.card["training"]["init_from"] == str(src)
     # one more step moves away from the initial weights (the run really trains)
     out2 = train_dvbpr_gan(ds, out=tmp_path / "warm2", seed=2, max_steps=1, init_from=src, **TRAIN)
@@ -250,3 +254,74 @@ def test_init_from_an_exported_file_warm_starts_g_and_d(tmp_path):
     # an existing training run is not silently replaced
     with pytest.raises(GisUsageError, match="already holds a training checkpoint"):
         train_dvbpr_gan(ds, out=tmp_path / "warm", seed=2, max_steps=1, init_from=src, **TRAIN)
+
+
+def test_recalibrate_batchnorm_gives_the_average_of_the_batch_statistics():
+    from gis_dvbpr_gan.model import recalibrate_batchnorm
+
+    net = tiny_model().net
+    for m in net.modules():  # stale statistics, as after weight averaging
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(3.0)
+            m.running_var.fill_(7.0)
+    seen: dict[str, list[torch.Tensor]] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: seen.setdefault(
+        name, []).append(inp[0].detach().clone()))
+        for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    labels = torch.tensor([0, 0, 1, 2])
+    recalibrate_batchnorm(net, labels, n_batches=3, batch_size=5, seed=4)
+    for h in hooks:
+        h.remove()
+    assert not net.training
+    mods = dict(net.named_modules())
+    for name, batches in seen.items():
+        assert len(batches) == 3
+        mean = torch.stack([x.mean((0, 2, 3)) for x in batches]).mean(0)
+        var = torch.stack([x.transpose(0, 1).flatten(1).var(1, unbiased=True)
+                           for x in batches]).mean(0)
+        torch.testing.assert_close(mods[name].running_mean, mean, msg=name)
+        torch.testing.assert_close(mods[name].running_var, var, msg=name)
+        assert mods[name].momentum == 0.1
+    # seeded: the same call gives the same statistics
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    recalibrate_batchnorm(net, labels, n_batches=3, batch_size=5, seed=4)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, ref[k], rtol=0, atol=0, msg=k)
+
+
+def test_weight_average_is_what_is_exported_and_resumes(tmp_path):
+    from gis.training import seed_everything
+
+    ds = tiny_dataset()
+    path = train_dvbpr_gan(ds, out=tmp_path / "ema", seed=3, max_steps=3, ema_beta=0.9, **TRAIN)
+    tensors, meta = load_checkpoint(tmp_path / "ema" / "checkpoint.safetensors")
+    assert meta["hyper"]["ema_beta"] == 0.9
+    g = {k[2:]: v for k, v in tensors.items() if k.startswith("g.")}
+    e = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    assert sorted(g) == sorted(e) and any(not torch.equal(g[k], e[k]) for k in g)
+    exported = load_dvbpr_gan(path)
+    assert exported.card["training"]["ema_beta"] == 0.9
+    assert "standing statistics" in exported.card["training"]["batchnorm_statistics"]
+    params = dict(exported.net.named_parameters())
+    for k, v in params.items():  # the averaged weights (in the file's float16)
+        torch.testing.assert_close(v, e[k].half().float(), rtol=0, atol=0, msg=k)
+    # one step of a fresh run: the ramped beta is (1 + 0) / (10 + 0) = 0.1, so the average is
+    # 0.1 * G_init + 0.9 * G_1 (G_init rebuilt from the seed, as the trainer builds it)
+    train_dvbpr_gan(ds, out=tmp_path / "one", seed=3, max_steps=1, ema_beta=0.9, **TRAIN)
+    t1, _ = load_checkpoint(tmp_path / "one" / "checkpoint.safetensors")
+    seed_everything(3)
+    g0 = DVBPRGenerator(DVBPRGANConfig(num_classes=3, **TINY))
+    for k, p0 in g0.named_parameters():
+        assert not torch.equal(t1[f"g.{k}"], p0.detach()), k  # the step moved G
+        torch.testing.assert_close(t1[f"ema.{k}"], 0.1 * p0.detach() + 0.9 * t1[f"g.{k}"],
+                                   msg=k)
+    # 0 turns averaging off: the raw G is exported, with its own running statistics
+    raw = train_dvbpr_gan(ds, out=tmp_path / "raw", seed=3, max_steps=3, ema_beta=0.0, **TRAIN)
+    t_raw, _ = load_checkpoint(tmp_path / "raw" / "checkpoint.safetensors")
+    assert not any(k.startswith("ema.") for k in t_raw)
+    for k, v in load_dvbpr_gan(raw).net.state_dict().items():
+        want = t_raw[f"g.{k}"]
+        torch.testing.assert_close(v, want.half().to(want.dtype) if want.is_floating_point()
+                                   else want, rtol=0, atol=0, msg=k)
+    with pytest.raises(GisUsageError, match="ema_beta must lie in"):
+        train_dvbpr_gan(ds, out=tmp_path / "bad", max_steps=1, ema_beta=1.0, **TRAIN)

@@ -165,3 +165,33 @@ def lsgan_d_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
 def lsgan_g_loss(d_fake: torch.Tensor) -> torch.Tensor:
     """0.5 E[(D(G(z)) - 1)^2]."""
     return 0.5 * (d_fake - 1.0).square().mean()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: DVBPRGenerator, labels: torch.Tensor, *, n_batches: int = 100,
+                          batch_size: int = 64, seed: int = 0) -> DVBPRGenerator:
+    """"Standing statistics" for G's BatchNorm layers, in place: each running mean and
+    variance becomes the plain average, over ``n_batches`` train-mode batches of fresh
+    latents, of the batch statistics (unbiased variance), with categories drawn from
+    ``labels`` (one entry per training item, so classes come at their data frequency).
+
+    Needed after weight averaging (EMA): the running statistics tracked during training
+    belong to the raw weights, not to their average. Weights are untouched; ``net`` is left
+    in eval mode."""
+    g = torch.Generator(device=labels.device).manual_seed(seed)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    dev = next(net.parameters()).device
+    for _ in range(n_batches):
+        y = labels[torch.randint(len(labels), (batch_size,), generator=g,
+                                 device=labels.device)].to(dev)
+        z = torch.randn(batch_size, net.cfg.latent_dim, generator=g,
+                        device=labels.device).to(dev)
+        net(z, one_hot(y, net.cfg.num_classes))
+    for m, mom in zip(bns, momenta, strict=True):
+        m.momentum = mom
+    return net.eval()

@@ -6,6 +6,13 @@ G minimises 0.5 E[(D(G(z, c), c) - 1)^2]; one D step then one G step per iterati
 e.g. 64 on a GPU; the card records it). z ~ N(0, 1) (256-d); the fake batch's categories are
 those of another random draw of real items, so classes appear at their data frequency.
 
+Weight averaging (not in the paper; ``ema_beta`` = 0.999, 0 turns it off): an exponential
+moving average of G's weights is kept after every step (ramped up as min(beta, (1 + t) /
+(10 + t)) in a fresh run, the full beta from the first step of a warm start) and is what the
+exported file and the sample grids hold. Before export, the averaged G's BatchNorm running
+statistics are recomputed as standing statistics over 100 batches of 64 fresh samples
+(``recalibrate_batchnorm``), since the ones tracked in training belong to the raw weights.
+
 Length: ``minutes`` (wall clock, less a small reserve for saving) and/or ``kimg`` (thousands of
 real images shown) and/or ``max_steps``; the first limit reached ends the session.
 
@@ -22,6 +29,7 @@ latents) and ``log.jsonl``.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as _dt
 import json
 import math
@@ -33,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 from gis_progan.common import save_grid_png, training_images, uint8_batch_to_float
+from gis_progan.model import ema_update
 
 from gis.errors import CheckpointError, GisUsageError, NonFiniteLossError
 from gis.training import (
@@ -61,10 +70,12 @@ from .model import (
     lsgan_d_loss,
     lsgan_g_loss,
     one_hot,
+    recalibrate_batchnorm,
 )
 
 CHECKPOINT = "checkpoint.safetensors"
 EXPORT = "dvbpr_gan.safetensors"
+STANDING_STATS = {"n_batches": 100, "batch_size": 64}
 
 
 def _reserve_s(minutes: float | None) -> float:
@@ -105,7 +116,8 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                     d_channels: list[int] | None = None,
                     sample_every_s: float = 60.0, checkpoint_every_s: float = 120.0,
                     log_every: int = 50, threads: int | None = None, progress: bool = True,
-                    export_dtype: str = "float16", init_from: str | Path | None = None) -> Path:
+                    export_dtype: str = "float16", init_from: str | Path | None = None,
+                    ema_beta: float = 0.999) -> Path:
     """Train (or resume) the conditional LSGAN on ``dataset`` (images + categories); return
     the exported file. On resume the stored architecture, batch size and optimiser settings
     are kept; ``minutes``/``kimg``/``max_steps`` limit this session (kimg and max_steps
@@ -114,9 +126,14 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
     ``init_from``: start a new run from the G and D weights of an exported file (e.g. the
     shipped ``weights/fashion-colors.safetensors``), with its architecture and fresh Adam
     states: a warm start where the full resumable checkpoint is not at hand (a GPU machine
-    that cannot send its ~100 MB checkpoints back)."""
+    that cannot send its ~100 MB checkpoints back).
+
+    ``ema_beta``: G's weight average (see the module docstring); 0 exports the raw G. A
+    resumed run keeps the value it started with (runs from before averaging existed: 0)."""
     if minutes is None and kimg is None and max_steps is None:
         raise GisUsageError("dvbpr-gan training needs minutes, kimg or max_steps")
+    if not 0.0 <= float(ema_beta) < 1.0:
+        raise GisUsageError(f"ema_beta must lie in [0, 1) (0 turns averaging off), got {ema_beta}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
@@ -173,7 +190,7 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                                  base_channels=int(base_channels),
                                  g_channels=list(g_channels or G_CHANNELS),
                                  d_channels=list(d_channels or D_CHANNELS))
-        hyper = {"lr": lr, "betas": [float(b) for b in betas]}
+        hyper = {"lr": lr, "betas": [float(b) for b in betas], "ema_beta": float(ema_beta)}
         batch = int(batch_size or 16)
         st = {"step": 0, "images": 0, "elapsed_s": 0.0, "sessions": 0}
         if init is not None:
@@ -183,6 +200,7 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
     rng = torch.Generator(device=dev).manual_seed(seed)
     G = DVBPRGenerator(cfg).to(dev)
     D = DVBPRDiscriminator(cfg).to(dev)
+    beta = float(hyper.get("ema_beta", 0.0))
     opt_g = torch.optim.Adam(G.parameters(), lr=hyper["lr"], betas=tuple(hyper["betas"]))
     opt_d = torch.optim.Adam(D.parameters(), lr=hyper["lr"], betas=tuple(hyper["betas"]))
     if resuming:
@@ -191,6 +209,9 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
             D.load_state_dict(unflatten(tensors, "d."))
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt_path} does not match its config: {exc}") from None
+        ema_state = unflatten(tensors, "ema.")
+        if beta > 0 and not ema_state:
+            raise CheckpointError(f"{ckpt_path} has ema_beta {beta} but no averaged weights")
         load_optimizer_state(opt_g, tensors, meta, prefix="opt_g.")
         load_optimizer_state(opt_d, tensors, meta, prefix="opt_d.")
         load_rng_state(tensors, {"train": rng})
@@ -199,6 +220,9 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         D.load_state_dict(init.discriminator.state_dict())
         del init
     del tensors
+    ema = copy.deepcopy(G).eval().requires_grad_(False) if beta > 0 else None
+    if ema is not None and resuming:
+        ema.load_state_dict(ema_state)
 
     data = training_images(dataset.images, cfg.resolution, dev)
     labels = torch.from_numpy(categories).to(dev)
@@ -234,9 +258,10 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
             "d_fake": float("nan")}
 
     def sample_grid(tag: str) -> None:
-        G.eval()
+        net = G if ema is None else ema
+        net.eval()
         with torch.no_grad():
-            imgs = G(fixed_z, fixed_y)
+            imgs = net(fixed_z, fixed_y)
         G.train()
         save_grid_png(imgs, samples_dir / f"{tag}.png", nrow=n_col)
         save_grid_png(imgs, samples_dir / "latest.png", nrow=n_col)
@@ -246,6 +271,8 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         td, md = optimizer_state_tensors(opt_d, "opt_d.")
         tensors_out = {**{f"g.{k}": v for k, v in G.state_dict().items()},
                        **{f"d.{k}": v for k, v in D.state_dict().items()},
+                       **({} if ema is None else
+                          {f"ema.{k}": v for k, v in ema.state_dict().items()}),
                        **tg, **td, **rng_state_tensors({"train": rng})}
         save_checkpoint(ckpt_path, tensors_out,
                         {**meta_static, **mg, **md, "dvbpr_gan_state": st,
@@ -262,7 +289,10 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                 "machine": machine_info(dev), "elapsed_s": round(st["elapsed_s"], 1),
                 "steps": st["step"], "kimg": round(st["images"] / 1000.0, 2),
                 "batch_size": batch, "lr": hyper["lr"], "betas": hyper["betas"],
-                "loss": "LSGAN (a=0, b=c=1)", "final_losses": last,
+                "loss": "LSGAN (a=0, b=c=1)", "final_losses": last, "ema_beta": beta,
+                "batchnorm_statistics": ("running averages from training" if ema is None else
+                                         "standing statistics of the averaged G, {n_batches} "
+                                         "batches of {batch_size}".format(**STANDING_STATS)),
                 **({"init_from": st["init_from"]} if st.get("init_from") else {}),
                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
@@ -270,7 +300,12 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
             "fid": None,
         }
         model = DVBPRGAN(cfg, card=card, category_names=names)
-        model.net.load_state_dict(G.state_dict())
+        if ema is None:
+            model.net.load_state_dict(G.state_dict())
+        else:
+            model.net.load_state_dict(ema.state_dict())
+            recalibrate_batchnorm(model.net.to(dev), labels, seed=seed,
+                                  **STANDING_STATS).cpu()
         model.discriminator.load_state_dict(D.state_dict())
         dtype = {"float16": torch.float16, "float32": torch.float32}[export_dtype]
         return model.save(out / EXPORT, dtype=dtype, card=card)
@@ -304,6 +339,10 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
             z = torch.randn(batch, cfg.latent_dim, generator=rng, device=dev)
             loss_d, loss_g, d_real, d_fake = train_step(G, D, opt_g, opt_d, real, y_real, z,
                                                         y_fake)
+            if ema is not None:
+                t = st["step"]
+                ema_update(ema, G, beta if st.get("init_from") else
+                           min(beta, (1.0 + t) / (10.0 + t)))
             pending.append(torch.stack([loss_d, loss_g, d_real, d_fake]))
             st["step"] += 1
             st["images"] += batch
@@ -366,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="plain discriminator convs, as Kang et al. describe D")
     p.add_argument("--init-from", default=None,
                    help="start from the G and D weights of an exported file (fresh optimiser)")
+    p.add_argument("--ema-beta", type=float, default=0.999,
+                   help="G weight average exported and sampled (0: the raw G)")
     a = p.parse_args(argv)
     from gis_progan.common import load_training_dataset
 
@@ -375,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         kimg=a.kimg, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
         threads=a.threads, sample_every_s=a.sample_every_s,
         checkpoint_every_s=a.checkpoint_every_s, progress=not a.no_progress,
-        d_batchnorm=not a.no_d_batchnorm, init_from=a.init_from)
+        d_batchnorm=not a.no_d_batchnorm, init_from=a.init_from, ema_beta=a.ema_beta)
     print(f"checkpoint: {path}")
     return 0
 
