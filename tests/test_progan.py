@@ -221,6 +221,50 @@ def test_resume_is_exact(tmp_path):
     assert any(k.startswith("opt_d.state.") for k in ta)  # optimiser moments are saved
 
 
+def test_warm_start_carries_weights_and_schedule_to_a_new_run(tmp_path):
+    """--init-from: the float16 warm-start file (no optimiser) continues a run elsewhere."""
+    from gis_progan.loaders import GIS_WARMSTART_FORMAT
+
+    ds = tiny_dataset()
+    train_progan(ds, out=tmp_path / "src", seed=3, max_steps=3, **TRAIN)  # mid stage 1
+    warm, wmeta = load_checkpoint(tmp_path / "src" / "warmstart.safetensors")
+    src, smeta = load_checkpoint(tmp_path / "src" / "checkpoint.safetensors")
+    assert wmeta["format"] == GIS_WARMSTART_FORMAT
+    assert wmeta["progan_state"] == smeta["progan_state"]
+    assert not any(k.startswith("opt_") for k in warm)
+    for k, v in warm.items():  # G, D and EMA, each the checkpoint's weights in float16
+        assert k.split(".")[0] in ("g", "d", "ema") and v.dtype == torch.float16
+        torch.testing.assert_close(v, src[k].half(), rtol=0, atol=0, msg=k)
+    assert {k for k in src if k.split(".")[0] in ("g", "d", "ema")} == set(warm)
+    # the file loads as a generator too (its EMA)
+    assert load_progan(tmp_path / "src" / "warmstart.safetensors").resolution == 16
+
+    # a new run from the folder: weights and schedule position carry over, step count goes on
+    train_progan(ds, out=tmp_path / "new", max_steps=3, init_from=tmp_path / "src", **TRAIN)
+    t0, m0 = load_checkpoint(tmp_path / "new" / "checkpoint.safetensors")
+    assert m0["progan_state"]["step"] == 3 and m0["progan_state"]["stage"] == 1
+    assert m0["progan_state"]["init_from"] == str(tmp_path / "src" / "warmstart.safetensors")
+    assert not any(k.startswith("opt_g.state.") for k in t0)  # no step taken, fresh Adam
+    for k, v in warm.items():
+        torch.testing.assert_close(t0[k], v.float(), rtol=0, atol=0, msg=k)
+    # ... and it trains on through the rest of the schedule (stage 2, done after step 6)
+    train_progan(ds, out=tmp_path / "new2", max_steps=9, init_from=tmp_path / "src", **TRAIN)
+    t2, m2 = load_checkpoint(tmp_path / "new2" / "checkpoint.safetensors")
+    assert m2["progan_state"]["step"] == 6 and m2["progan_state"]["stage"] == 2
+    assert m2["progan_state"]["done"]
+    for k in ("g.blocks.1.conv1.weight", "d.blocks.0.conv1.weight", "ema.blocks.2.conv2.weight"):
+        assert k in t2 and not torch.equal(t2[k], warm[k].float()), k
+    assert load_progan(tmp_path / "new2").card["training"]["init_from"].endswith(
+        "warmstart.safetensors")
+    with pytest.raises(GisUsageError, match="already holds a training checkpoint"):
+        train_progan(ds, out=tmp_path / "new2", max_steps=7, init_from=tmp_path / "src", **TRAIN)
+    with pytest.raises(CheckpointError, match="no progan warm-start file"):
+        train_progan(ds, out=tmp_path / "x", max_steps=1, init_from=tmp_path / "none", **TRAIN)
+    with pytest.raises(CheckpointError, match="not a progan warm-start file"):
+        train_progan(ds, out=tmp_path / "y", max_steps=1,
+                     init_from=tmp_path / "src" / "checkpoint.safetensors", **TRAIN)
+
+
 def test_training_writes_export_samples_and_card(tmp_path):
     ds = tiny_dataset()
     path = train_progan(ds, out=tmp_path, seed=0, max_steps=6, **TRAIN)

@@ -71,7 +71,8 @@ def load_progan(checkpoint: str | Path | None = None, *, device: str | torch.dev
             raise missing_default("progan", DEFAULT_WEIGHTS, TRAIN_COMMAND)
         checkpoint = DEFAULT_WEIGHTS
     cfg, state, info = load_progan_file(checkpoint, trust=trust)
-    card = read_card(checkpoint) if Path(checkpoint).suffix == ".safetensors" else {}
+    src = Path(info.get("path", checkpoint))  # a run folder resolves to the file inside
+    card = read_card(src) if src.suffix == ".safetensors" else {}
     card = {**card, "checkpoint": str(checkpoint), **info}
     model = ProGAN(cfg, card=card, clamp=clamp)
     load_state_strict(model.net, state, f"ProGAN checkpoint {checkpoint}")

@@ -32,6 +32,8 @@ from .model import ProGANConfig
 
 GIS_FORMAT = "gis-progan"
 GIS_TRAIN_FORMAT = "gis-progan-train"
+#: G, D and EMA in float16 with the schedule state, no optimiser: ``train_progan(init_from=)``
+GIS_WARMSTART_FORMAT = "gis-progan-warmstart"
 
 
 def load_progan_file(path: str | Path, *, trust: bool = False
@@ -47,8 +49,9 @@ def load_progan_file(path: str | Path, *, trust: bool = False
         raise CheckpointError(f"{path} holds no progan.safetensors or checkpoint.safetensors")
     if path.suffix == ".safetensors":
         tensors, meta = load_generator_file(path, kind="ProGAN",
-                                            accepted=(GIS_FORMAT, GIS_TRAIN_FORMAT))
-        if meta["format"] == GIS_TRAIN_FORMAT:
+                                            accepted=(GIS_FORMAT, GIS_TRAIN_FORMAT,
+                                                      GIS_WARMSTART_FORMAT))
+        if meta["format"] in (GIS_TRAIN_FORMAT, GIS_WARMSTART_FORMAT):
             tensors = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
         try:
             cfg = ProGANConfig.from_dict(meta["config"])

@@ -26,6 +26,10 @@ Files written to ``out``:
 * ``progan.safetensors`` + ``progan.json``: the EMA generator in float16 and its model card
   (what ``gis_progan.load_progan`` and the ``progan`` factory read); copy both to
   ``plugins/gis_progan/weights/fashion-colors.*`` to ship them.
+* ``warmstart.safetensors``: G, D and the EMA generator in float16 with the schedule state but
+  no optimiser or RNG state (about a fifth of the checkpoint: ~22 MB for the default 32 px
+  networks). ``init_from`` (``--init-from``) starts a new run from it: the way to carry
+  training across machines that cannot move the full checkpoint (a lent GPU).
 * ``samples/``: PNG grids of the EMA generator on fixed latents (``reals.png`` once; then
   every ``sample_every_s`` seconds, at each stage change and at the end; ``latest.png``).
 * ``log.jsonl``: losses every ``log_every`` steps.
@@ -71,7 +75,7 @@ from gis.training import progress as progress_bar
 
 from .common import resize_images, save_grid_png, training_images, uint8_batch_to_float
 from .generator import ProGAN
-from .loaders import GIS_TRAIN_FORMAT
+from .loaders import GIS_TRAIN_FORMAT, GIS_WARMSTART_FORMAT
 from .model import (
     ProGANConfig,
     ProGANDiscriminator,
@@ -85,6 +89,7 @@ from .model import (
 
 CHECKPOINT = "checkpoint.safetensors"
 EXPORT = "progan.safetensors"
+WARMSTART = "warmstart.safetensors"
 
 #: hyper-parameters stored in the checkpoint (a resumed run keeps them)
 HYPER_DEFAULTS: dict[str, Any] = {
@@ -207,13 +212,18 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
                  channels: list[int] | None = None, max_steps: int | None = None,
                  sample_every_s: float = 60.0, checkpoint_every_s: float = 120.0,
                  log_every: int = 20, threads: int | None = None, progress: bool = True,
-                 export_dtype: str = "float16") -> Path:
+                 export_dtype: str = "float16", init_from: str | Path | None = None) -> Path:
     """Train (or resume) a ProGAN on ``dataset.images``; return the exported generator path.
 
     ``resume=True`` continues from ``out/checkpoint.safetensors`` with its stored
     architecture, hyper-parameters and schedule (a finished time plan is extended by this
     session's ``minutes`` on the final stage); this session's ``minutes``/``max_steps`` only
     limit how long it runs. See the module docstring for the schedule and the files.
+
+    ``init_from``: a ``warmstart.safetensors`` (or a run folder holding one) to start a new
+    run in ``out`` from: its G, D and EMA weights, architecture, hyper-parameters, batch size,
+    seed and schedule position are taken over (as a resume would; the arguments for them are
+    ignored), with fresh Adam states and a fresh random stream.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,16 +234,30 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
     resuming = bool(resume) and ckpt_path.is_file()
     if resume and not resuming and progress:
         print(f"progan: no checkpoint in {out}; starting a new run")
+    if init_from is not None and ckpt_path.is_file():
+        raise GisUsageError(f"{out} already holds a training checkpoint: resume it (--resume) "
+                            "or pass a new --out for a run started with --init-from")
 
     hyper = {"lr": float(lr), "betas": tuple(float(b) for b in betas),
              "gp_weight": float(gp_weight), "drift": float(drift), "ema_beta": float(ema_beta),
              "fade": float(fade), "mirror": bool(mirror)}
     meta: dict[str, Any] = {}
     tensors: dict[str, torch.Tensor] = {}
-    if resuming:
-        tensors, meta = load_checkpoint(ckpt_path)
-        if meta.get("format") != GIS_TRAIN_FORMAT:
-            raise CheckpointError(f"{ckpt_path} is not a progan training checkpoint "
+    warm = None
+    if init_from is not None:
+        warm = Path(init_from)
+        if warm.is_dir():
+            warm = warm / WARMSTART
+        if not warm.is_file():
+            raise CheckpointError(f"no progan warm-start file at {warm} (a run writes "
+                                  f"{WARMSTART} beside progan.safetensors)")
+    if resuming or warm is not None:
+        src = ckpt_path if resuming else warm
+        tensors, meta = load_checkpoint(src)
+        want = GIS_TRAIN_FORMAT if resuming else GIS_WARMSTART_FORMAT
+        if meta.get("format") != want:
+            raise CheckpointError(f"{src} is not a progan "
+                                  f"{'training checkpoint' if resuming else 'warm-start file'} "
                                   f"(format {meta.get('format')!r})")
         cfg = ProGANConfig.from_dict(meta["config"])
         hyper = {**HYPER_DEFAULTS, **meta["hyper"]}
@@ -242,6 +266,8 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
         plan = Plan(**meta["plan"])
         seed = int(meta["seed"])
         st = dict(meta["progan_state"])
+        if warm is not None:
+            st["init_from"] = str(warm)
     else:
         res = int(resolution or dataset.resolution)
         cfg = ProGANConfig(latent_dim=int(latent_dim), resolution=res,
@@ -254,7 +280,8 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
               "done": False, "sessions": 0}
 
     # a finished time plan is extended by this session's budget (on the final stage)
-    if resuming and st["done"] and plan.unit == "s" and minutes is not None:
+    if (resuming or warm is not None) and st["done"] and plan.unit == "s" and \
+            minutes is not None:
         plan.lengths[-1] += max(1.0, minutes * 60.0 - _reserve_s(minutes))
         st["done"] = False
 
@@ -275,6 +302,12 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
         load_optimizer_state(opt_g, tensors, meta, prefix="opt_g.")
         load_optimizer_state(opt_d, tensors, meta, prefix="opt_d.")
         load_rng_state(tensors, {"train": gen_rng})
+    elif warm is not None:  # float16 file -> the float32 training copies
+        try:
+            for name, net in (("g.", G), ("d.", D), ("ema.", ema)):
+                net.load_state_dict(unflatten(tensors, name))
+        except RuntimeError as exc:
+            raise CheckpointError(f"{warm} does not match its config: {exc}") from None
     del tensors
 
     # data: uint8 on the device, resized once if needed
@@ -354,6 +387,7 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
                 "batch_size": batch, **meta_static["hyper"], "plan": meta_static["plan"],
                 "stage_reached": stage, "alpha": alpha, "fully_grown": grown,
                 "schedule_done": st["done"], "final_losses": last,
+                **({"init_from": st["init_from"]} if st.get("init_from") else {}),
                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
             "torch": torch.__version__,
@@ -373,6 +407,12 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
                 if int(k.split(".")[1]) <= stage}
         model.net.load_state_dict(keep)
         dtype = {"float16": torch.float16, "float32": torch.float32}[export_dtype]
+        warm_tensors = {f"{name}{k}": v.detach().to(dtype) if v.is_floating_point() else v
+                        for name, net in (("g.", G), ("d.", D), ("ema.", ema))
+                        for k, v in net.state_dict().items()}
+        save_checkpoint(out / WARMSTART, warm_tensors,
+                        {**meta_static, "format": GIS_WARMSTART_FORMAT, "progan_state": st,
+                         "last_losses": last})
         return model.save(out / EXPORT, dtype=dtype, card=card)
 
     per_unit = 1000.0 if plan.unit == "img" else 1.0
@@ -488,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every-s", type=float, default=120.0)
     p.add_argument("--trust", action="store_true", help="allow pickle-based data files")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--init-from", default=None,
+                   help="start a new run from a warmstart.safetensors (or its run folder)")
     a = p.parse_args(argv)
     from .common import load_training_dataset
 
@@ -498,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         ema_beta=a.ema_beta, latent_dim=a.latent_dim, fmap_base=a.fmap_base,
         fmap_max=a.fmap_max, max_steps=a.max_steps, mirror=a.mirror, threads=a.threads,
         sample_every_s=a.sample_every_s, checkpoint_every_s=a.checkpoint_every_s,
-        progress=not a.no_progress)
+        progress=not a.no_progress, init_from=a.init_from)
     print(f"checkpoint: {path}")
     return 0
 
