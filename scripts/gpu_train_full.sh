@@ -6,16 +6,19 @@
 # and benchmarks. FID is measured back on the dev machine (the FID Inception file, 87 MB, is
 # too big to travel).
 #
-# Needs .device_data/ (carried): the Fashion-MNIST IDX files, train images re-compressed with
-# xz to fit the 64 MiB transfer limit:
-#   mkdir -p .device_data && cp /usr/share/datasets/fashion-mnist/*labels* \
-#     /usr/share/datasets/fashion-mnist/t10k-images* .device_data/ && \
-#   zcat /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz | xz -9e \
-#     > .device_data/train-images-idx3-ubyte.xz
+# Needs .device_data/ (carried): the Fashion-MNIST IDX files, written by
+#   python scripts/make_device_data.py                   (all 60,000 train images, 26 MiB)
+#   python scripts/make_device_data.py --train-items 20000 --test-items 1000
+#                                    (to leave room in the 64 MiB for a ProGAN warm start)
 # Usage: MINUTES=8 bash scripts/gpu_train_full.sh      (results in $OUT, at most 8 files)
-#   next dvbpr-gan session, alone on the GPU, from the shipped weights:
+#   dvbpr-gan alone on the GPU, from the shipped weights:
 #   PROGAN_BATCHES= SKIP_OPS=1 DVBPR_GAN_INIT=plugins/gis_dvbpr_gan/weights/fashion-colors.safetensors \
 #     MINUTES=9 bash scripts/gpu_train_full.sh
+#   progan alone, continuing a run whose warmstart.safetensors was brought back earlier
+#   (its batch size, schedule and hyper-parameters come with it; the name gives the folder):
+#   PROGAN_BATCHES=64 PROGAN_INIT=runs/progan-gpu/warmstart.safetensors DVBPR_GAN=0 SKIP_OPS=1 \
+#     MINUTES=9 bash scripts/gpu_train_full.sh
+# Files over 15 MB come back split (NAME.part00, NAME.part01, ...): `cat NAME.part* > NAME`.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 MIN=${MINUTES:-8}
@@ -31,7 +34,8 @@ W=/tmp/gis_train; rm -rf "$W"; mkdir -p "$W/fm"
 [ -n "${SKIP_OPS:-}" ] || ( OUT="$W/ops" MAX_JOBS=6 timeout $(( ${MIN%.*} * 60 + 45 )) bash scripts/gpu_check_ops.sh \
     > "$W/ops.log" 2>&1; echo "ops check exit $?" >> "$W/gpu.txt" ) &
 
-# the full training set of the fashion-colors world (seed 0), images only: 50 users suffice
+# the training set of the fashion-colors world (seed 0) from every train image carried,
+# images only: 50 users suffice
 python3 - <<'EOF' 2>&1 | tee -a "$W/gpu.txt"
 import lzma, shutil, time
 from pathlib import Path
@@ -42,18 +46,21 @@ with lzma.open(src / "train-images-idx3-ubyte.xz") as f, open(dst / "train-image
 for p in src.glob("*.gz"):
     shutil.copy(p, dst / p.name)
 from gis.data import fashion_colors as fc
-a = fc.build_arrays(dst, items=60000, heldout=2000, users=50, seed=0)
-fc.save_compact(a, "/tmp/gis_train/fashion-colors-train60k.npz")
-print(f"built fashion-colors-train60k.npz in {time.time() - t:.0f} s")
+n = len(fc.read_idx(dst / "train-labels-idx1-ubyte.gz"))
+m = len(fc.read_idx(dst / "t10k-labels-idx1-ubyte.gz"))
+a = fc.build_arrays(dst, items=n, heldout=min(2000, m), users=50, seed=0)
+fc.save_compact(a, "/tmp/gis_train/fashion-colors-train.npz")
+print(f"built fashion-colors-train.npz ({n} train images) in {time.time() - t:.0f} s")
 EOF
-DATA=$W/fashion-colors-train60k.npz
+DATA=$W/fashion-colors-train.npz
 
 train_progan() {  # name, batch size
   python3 -m gis_progan.train --data "$DATA" --out "$W/$1" --minutes "$MIN" --batch-size "$2" \
-    --device "$DEV" --no-progress > "$W/$1.log" 2>&1
+    --device "$DEV" --no-progress ${PROGAN_INIT:+--init-from "$PROGAN_INIT"} > "$W/$1.log" 2>&1
   echo "$1 exit $?" | tee -a "$W/gpu.txt"
 }
-# PROGAN_BATCHES: one ProGAN run per batch size ("" for none); DVBPR_GAN=0 skips dvbpr-gan;
+# PROGAN_BATCHES: one ProGAN run per batch size ("" for none; with PROGAN_INIT, a warm start
+# from that warmstart.safetensors, the batch size is the warm run's); DVBPR_GAN=0 skips dvbpr-gan;
 # DVBPR_GAN_INIT=PATH warm-starts it from an exported file (e.g. the shipped weights,
 # plugins/gis_dvbpr_gan/weights/fashion-colors.safetensors). Each run beside another slows both.
 for b in ${PROGAN_BATCHES-256 128}; do train_progan "progan_b$b" "$b" & done
@@ -66,9 +73,11 @@ fi
 wait
 for b in ${PROGAN_BATCHES-256 128}; do
   cp "$W/progan_b$b/progan.safetensors" "$OUT/progan_b$b.safetensors" 2>/dev/null
+  cp "$W/progan_b$b/warmstart.safetensors" "$OUT/progan_b${b}_warmstart.safetensors" 2>/dev/null
 done
 cp "$W/dvbpr_gan/dvbpr_gan.safetensors" "$OUT/dvbpr_gan.safetensors" 2>/dev/null
 tar --exclude='checkpoint.safetensors' --exclude='*/progan.safetensors' \
+    --exclude='*/warmstart.safetensors' \
     --exclude='*/dvbpr_gan.safetensors' --exclude='fm' --exclude='*.npz' \
     -czf "$OUT/train_logs.tar.gz" -C "$W" .
 for f in "$OUT"/*.safetensors; do  # at most 16 MiB per file comes back: cat the parts here
