@@ -247,6 +247,10 @@ def test_init_from_an_exported_file_warm_starts_g_and_d(tmp_path):
     for k, v in a.discriminator.state_dict().items():
         torch.testing.assert_close(v, b.discriminator.state_dict()[k], rtol=0, atol=0, msg=k)
     assert b.card["training"]["init_from"] == str(src)
+    # the lineage: the source run's commands come first, its length is recorded
+    assert b.card["training"]["commands"][:1] == a.card["training"]["commands"]
+    assert len(b.card["training"]["commands"]) == 2 and b.card["training"]["steps"] == 0
+    assert b.card["training"]["init_from_training"]["steps"] == 3
     # one more step moves away from the initial weights (the run really trains)
     out2 = train_dvbpr_gan(ds, out=tmp_path / "warm2", seed=2, max_steps=1, init_from=src, **TRAIN)
     moved = load_dvbpr_gan(out2).net.state_dict()

@@ -193,8 +193,12 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         hyper = {"lr": lr, "betas": [float(b) for b in betas], "ema_beta": float(ema_beta)}
         batch = int(batch_size or 16)
         st = {"step": 0, "images": 0, "elapsed_s": 0.0, "sessions": 0}
-        if init is not None:
+        if init is not None:  # the lineage: the source's commands and training summary
             st["init_from"] = str(init_from)
+            src_training = dict(init.card.get("training") or {})
+            st["init_from_training"] = {k: src_training[k] for k in (
+                "steps", "kimg", "elapsed_s", "batch_size", "device") if k in src_training}
+            meta = {"commands": list(src_training.get("commands") or [])}
 
     seed_everything(seed)
     rng = torch.Generator(device=dev).manual_seed(seed)
@@ -293,7 +297,9 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
                 "batchnorm_statistics": ("running averages from training" if ema is None else
                                          "standing statistics of the averaged G, {n_batches} "
                                          "batches of {batch_size}".format(**STANDING_STATS)),
-                **({"init_from": st["init_from"]} if st.get("init_from") else {}),
+                **({"init_from": st["init_from"],
+                    "init_from_training": st.get("init_from_training", {})}
+                   if st.get("init_from") else {}),
                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
             "torch": torch.__version__,
