@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, GisUsageError
 
 __all__ = [
     "Budget",
@@ -98,6 +98,22 @@ def set_threads(threads: int | None = None) -> int:
 
 
 # ----------------------------------------------------------------------------- tensor dicts
+
+def resuming_run(ckpt_path: Path, *, resume: bool, init_from: Any = None, name: str,
+                 progress: bool = True) -> bool:
+    """Whether a trainer resumes ``ckpt_path``: ``resume`` and the file exists (asked to
+    resume with none there, it says so and starts a new run). A run started ``init_from``
+    another model's weights is a new run: refused where a training checkpoint already is,
+    so that no run is silently replaced."""
+    out = ckpt_path.parent
+    if init_from is not None and ckpt_path.is_file():
+        raise GisUsageError(f"{out} already holds a training checkpoint: resume it (--resume) "
+                            "or pass a new --out for a run started with --init-from")
+    resuming = bool(resume) and ckpt_path.is_file()
+    if resume and not resuming and progress:
+        print(f"{name}: no checkpoint in {out}; starting a new run")
+    return resuming
+
 
 def flatten(state: Mapping[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
     """``{prefix + key: tensor}`` of the tensor entries of a (nested) state dict."""

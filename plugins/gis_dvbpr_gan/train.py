@@ -52,6 +52,7 @@ from gis.training import (
     load_rng_state,
     machine_info,
     optimizer_state_tensors,
+    resuming_run,
     rng_state_tensors,
     save_checkpoint,
     seed_everything,
@@ -146,12 +147,8 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
     elif threads is not None:
         set_threads(threads)
     ckpt_path = out / CHECKPOINT
-    resuming = bool(resume) and ckpt_path.is_file()
-    if resume and not resuming and progress:
-        print(f"dvbpr-gan: no checkpoint in {out}; starting a new run")
-    if init_from is not None and ckpt_path.is_file():
-        raise GisUsageError(f"{out} already holds a training checkpoint: resume it (--resume) "
-                            "or pass a new --out for a run initialised with --init-from")
+    resuming = resuming_run(ckpt_path, resume=resume, init_from=init_from, name="dvbpr-gan",
+                            progress=progress)
     init = None
     if init_from is not None:
         from .generator import load_dvbpr_gan

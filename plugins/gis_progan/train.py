@@ -27,7 +27,7 @@ Files written to ``out``:
   (what ``gis_progan.load_progan`` and the ``progan`` factory read); copy both to
   ``plugins/gis_progan/weights/fashion-colors.*`` to ship them.
 * ``warmstart.safetensors``: G, D and the EMA generator in float16 with the schedule state but
-  no optimiser or RNG state (about a fifth of the checkpoint: ~22 MB for the default 32 px
+  no optimiser or RNG state (about a fifth of the checkpoint: 18.8 MiB for the default 32 px
   networks). ``init_from`` (``--init-from``) starts a new run from it: the way to carry
   training across machines that cannot move the full checkpoint (a lent GPU).
 * ``samples/``: PNG grids of the EMA generator on fixed latents (``reals.png`` once; then
@@ -65,6 +65,7 @@ from gis.training import (
     load_rng_state,
     machine_info,
     optimizer_state_tensors,
+    resuming_run,
     rng_state_tensors,
     save_checkpoint,
     seed_everything,
@@ -73,7 +74,13 @@ from gis.training import (
 )
 from gis.training import progress as progress_bar
 
-from .common import resize_images, save_grid_png, training_images, uint8_batch_to_float
+from .common import (
+    resize_images,
+    save_generator_file,
+    save_grid_png,
+    training_images,
+    uint8_batch_to_float,
+)
 from .generator import ProGAN
 from .loaders import GIS_TRAIN_FORMAT, GIS_WARMSTART_FORMAT
 from .model import (
@@ -231,12 +238,8 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
     if dev.type == "cpu" and threads is not None:
         set_threads(threads)
     ckpt_path = out / CHECKPOINT
-    resuming = bool(resume) and ckpt_path.is_file()
-    if resume and not resuming and progress:
-        print(f"progan: no checkpoint in {out}; starting a new run")
-    if init_from is not None and ckpt_path.is_file():
-        raise GisUsageError(f"{out} already holds a training checkpoint: resume it (--resume) "
-                            "or pass a new --out for a run started with --init-from")
+    resuming = resuming_run(ckpt_path, resume=resume, init_from=init_from, name="progan",
+                            progress=progress)
 
     hyper = {"lr": float(lr), "betas": tuple(float(b) for b in betas),
              "gp_weight": float(gp_weight), "drift": float(drift), "ema_beta": float(ema_beta),
@@ -251,7 +254,8 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
         if not warm.is_file():
             raise CheckpointError(f"no progan warm-start file at {warm} (a run writes "
                                   f"{WARMSTART} beside progan.safetensors)")
-    if resuming or warm is not None:
+    carried = resuming or warm is not None  # state taken over from a file
+    if carried:
         src = ckpt_path if resuming else warm
         tensors, meta = load_checkpoint(src)
         want = GIS_TRAIN_FORMAT if resuming else GIS_WARMSTART_FORMAT
@@ -280,8 +284,7 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
               "done": False, "sessions": 0}
 
     # a finished time plan is extended by this session's budget (on the final stage)
-    if (resuming or warm is not None) and st["done"] and plan.unit == "s" and \
-            minutes is not None:
+    if carried and st["done"] and plan.unit == "s" and minutes is not None:
         plan.lengths[-1] += max(1.0, minutes * 60.0 - _reserve_s(minutes))
         st["done"] = False
 
@@ -407,12 +410,10 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
                 if int(k.split(".")[1]) <= stage}
         model.net.load_state_dict(keep)
         dtype = {"float16": torch.float16, "float32": torch.float32}[export_dtype]
-        warm_tensors = {f"{name}{k}": v.detach().to(dtype) if v.is_floating_point() else v
-                        for name, net in (("g.", G), ("d.", D), ("ema.", ema))
-                        for k, v in net.state_dict().items()}
-        save_checkpoint(out / WARMSTART, warm_tensors,
-                        {**meta_static, "format": GIS_WARMSTART_FORMAT, "progan_state": st,
-                         "last_losses": last})
+        save_generator_file(out / WARMSTART, {f"{name}{k}": v for name, net in (
+            ("g.", G), ("d.", D), ("ema.", ema)) for k, v in net.state_dict().items()},
+            {**meta_static, "format": GIS_WARMSTART_FORMAT, "progan_state": st,
+             "last_losses": last}, dtype=dtype)
         return model.save(out / EXPORT, dtype=dtype, card=card)
 
     per_unit = 1000.0 if plan.unit == "img" else 1.0
