@@ -384,9 +384,15 @@ class Budget:
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              enabled: bool = True, **kwargs: Any):
     """A tqdm progress bar (on stderr); with ``enabled=False`` a silent one with the same
-    methods (``set_postfix``, ``update``, ``close``), for library use."""
+    methods (``set_postfix``, ``update``, ``close``), for library use.
+
+    When stderr is not a terminal (a log file, a CI job, a cluster task) the bar redraws at
+    most every 30 s instead of ten times a second, so logs get a few readable lines rather
+    than one line of thousands of carriage-return updates; the final state is always written.
+    """
     from tqdm.auto import tqdm
 
+    kwargs.setdefault("mininterval", 1.0 if sys.stderr.isatty() else 30.0)
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, dynamic_ncols=True,
                 leave=kwargs.pop("leave", False), **kwargs)
 

@@ -6,7 +6,6 @@ import contextlib
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import NonFiniteLossError
 
@@ -49,8 +48,9 @@ def frozen(*modules: torch.nn.Module):
 
 class _Bar:
     def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = tqdm(total=total, desc=desc, disable=not enabled, leave=False,
-                        dynamic_ncols=True)
+        from ..training import progress
+
+        self.bar = progress(total=total, desc=desc, enabled=enabled)
         self.every = max(1, total // 100)
         self.i = 0
 

@@ -310,14 +310,14 @@ def _json_default(o):
 def run_experiment(experiment: str, world: World, s: EvalSettings, out: Path, *,
                    progress: bool = True) -> list[dict]:
     """Run (or resume) every trial of ``experiment``; returns the records in spec order."""
-    from tqdm.auto import tqdm
+    from ..training import progress as progress_bar
 
     log = TrialLog(out / experiment, s)
     done = log.records()
     specs = trial_specs(experiment, world, s)
     todo = [sp for sp in specs if sp["key"] not in done]
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=experiment,
-               disable=not progress, unit="trial", dynamic_ncols=True)
+    bar = progress_bar(total=len(specs), initial=len(specs) - len(todo), desc=experiment,
+                       enabled=progress, unit="trial", leave=True)
     for spec in todo:
         record, images = run_trial(experiment, spec, world, s)
         log.append(record, images)

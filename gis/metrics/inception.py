@@ -105,9 +105,9 @@ def fid_features(images01, batch_size: int = 50, device: str | torch.device = "c
     out = np.empty((n, FEATURE_DIM), dtype=np.float64)
     starts = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from ..training import progress as progress_bar
 
-        starts = tqdm(starts, desc="inception", total=len(starts), leave=False)
+        starts = progress_bar(starts, desc="inception", total=len(starts))
     for s in starts:
         x = prepare_images(images01[s:s + batch_size], resize=resize).to(device)
         f = model(x)

@@ -33,7 +33,6 @@ import copy
 import datetime as _dt
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -319,8 +318,7 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
     if max_steps is not None:
         total_steps = max_steps if total_steps is None else min(total_steps, max_steps)
     bar = progress_bar(total=total_steps, desc="dvbpr-gan", enabled=progress, unit="step",
-                       initial=st["step"],
-                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
+                       initial=st["step"])
     log_path = out / "log.jsonl"
     budget.restart()
     t_ckpt = t_sample = t_prev = time.monotonic()

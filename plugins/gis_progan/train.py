@@ -47,7 +47,6 @@ import copy
 import datetime as _dt
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,8 +419,7 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
     bar = progress_bar(total=round(plan.total / per_unit, 3), desc="progan", enabled=progress,
                        unit="kimg" if plan.unit == "img" else "s",
                        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} {unit} "
-                                  "[{elapsed}<{remaining}{postfix}]",
-                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
+                                  "[{elapsed}<{remaining}{postfix}]")
     bar.update(min(plan.total, sum(plan.lengths[:st["stage"]]) + st["stage_progress"])
                / per_unit)
     log_path = out / "log.jsonl"
