@@ -153,6 +153,18 @@ def _check_doc(doc, run_dir: Path) -> None:
             raise GisUsageError(damaged.format(f"{key} is not an object"))
     if scores.get("item") is not None and not isinstance(scores["item"], dict):
         raise GisUsageError(damaged.format("scores.item is not an object"))
+    dist = doc.get("distances")
+    if dist is not None:
+        n = len(variants)
+
+        def per_variant(key):
+            v = dist.get(key)
+            return isinstance(v, list) and len(v) == n and all(_finite(x) for x in v)
+
+        ok = (isinstance(dist, dict) and per_variant("to_base") and per_variant("nearest_variant")
+              and (dist.get("to_item") is None or per_variant("to_item")))
+        if not ok:
+            raise GisUsageError(damaged.format("distances does not match the variants"))
     ranks = (doc.get("per_user") or {}).get("ranks")
     if ranks is not None:
         n = len(variants)
@@ -234,7 +246,14 @@ def _summarise(run: dict) -> dict:
             "count": len(ranks),
         }
     targets = doc.get("targets") or {}
+    dist = _distances(doc.get("distances"), has_item)
+    if dist is not None:
+        ref_score = item[agg] if has_item else base.get(agg)
+        gaining = [i for i in range(n) if _finite(v_scores[i]) and _finite(ref_score)
+                   and v_scores[i] > ref_score]
+        dist["closest_gain"] = min(gaining, key=lambda i: dist["change"][i], default=None)
     return {
+        "dist": dist,
         "agg": agg, "n": n, "aggs": aggs, "base": base, "item": item if has_item else {},
         "has_item": has_item, "has_item_image": "item.png" in run["images"],
         "variants": variants, "v_scores": v_scores, "best": best, "ranks": rank_info,
@@ -242,6 +261,23 @@ def _summarise(run: dict) -> dict:
         "n_targets": targets.get("count", len(targets.get("user_ids") or [])),
         "truncated_to": (doc.get("per_user") or {}).get("truncated_to"),
     }
+
+
+def _distances(d: dict | None, has_item: bool) -> dict | None:
+    """The LPIPS block of result.json in the page's terms (None for runs written before it)."""
+    if not d:
+        return None
+    ref = "item" if has_item and d.get("to_item") is not None else "base"
+    idx = d.get("nearest_variant_index")
+    return {"ref": ref, "change": d[f"to_{ref}"], "nearest": d["nearest_variant"],
+            "nearest_idx": idx if isinstance(idx, list) and len(idx) == len(d["to_base"])
+            else None,
+            "mean_pairwise": d.get("mean_pairwise"), "base_to_item": d.get("base_to_item"),
+            "metric": d.get("metric", "lpips-alex")}
+
+
+def _fmt_lpips(v) -> str:
+    return f"{v:.3f}" if _finite(v) else "n/a"
 
 
 def _recommendation(s: dict) -> str:
@@ -276,7 +312,22 @@ def _recommendation(s: dict) -> str:
         text += f", and {verb} {what} {where}"
         text += (f". It ranks above {'the item' if r['ref_key'] == 'item' else 'the base image'}"
                  f" for {_share(r['better'][k], r['count'])} of the target users")
-    return text + "."
+    text += "."
+    d = s["dist"]
+    if d is not None:
+        what = "the real item" if d["ref"] == "item" else "the base image"
+        lo, hi = min(d["change"]), max(d["change"])
+        text += (f" It differs from {what} by LPIPS {_fmt_lpips(d['change'][k])} (0 = "
+                 f"identical; the {s['n']} variants range from {_fmt_lpips(lo)} to "
+                 f"{_fmt_lpips(hi)}).")
+        c = d["closest_gain"]
+        if c is not None and c != k:
+            v = s["v_scores"][c]
+            ref = s["item"][agg] if s["has_item"] else s["base"][agg]
+            text += (f" The smallest change that still beats {ref_name} is Variant {c}: "
+                     f"{format_score(v, agg)} ({format_change(v - ref, agg)}) at LPIPS "
+                     f"{_fmt_lpips(d['change'][c])}.")
+    return text
 
 
 # ------------------------------------------------------------------------------ SVG charts
@@ -377,6 +428,70 @@ def _scores_chart(s: dict) -> str:
                      f'{_e(format_score(raw, agg))}</text>')
     parts.append(f'<text x="{(left + x1) / 2:.1f}" y="{height - 12}" text-anchor="middle" '
                  'class="axis-title">higher is better; orange = recommended variant</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _tradeoff_chart(s: dict) -> str:
+    """(b) score against change: each variant's score over its LPIPS distance to the reference,
+    so the seller sees what each gain costs in change (up = preferred, left = closer)."""
+    agg, d, n = s["agg"], s["dist"], s["n"]
+    scale = 100.0 if agg == "coverage" else 1.0
+    ref_name = "item" if d["ref"] == "item" else ("base G(z*)" if s["has_item"] else "base G(z)")
+    ref_score = (s["item"] if d["ref"] == "item" else s["base"]).get(agg)
+    pts = [(i, d["change"][i], s["v_scores"][i] * scale) for i in range(n)
+           if _finite(s["v_scores"][i]) and _finite(d["change"][i])]
+    ys = [p[2] for p in pts] + ([ref_score * scale] if _finite(ref_score) else [])
+    if not pts:
+        return ""
+    lo, hi = min(ys), max(ys)
+    pad = (hi - lo) * 0.12 or 1.0
+    lo, hi = lo - pad, hi + pad
+    xmax = max(p[1] for p in pts) * 1.15 or 0.1
+    width, height = 640, 350
+    left, right, top, bottom = 70, 30, 34, height - 56
+    x1 = width - right
+
+    def x(v):
+        return left + v / xmax * (x1 - left)
+
+    def y(v):
+        return top + (hi - v) / (hi - lo) * (bottom - top)
+
+    unit = " (%)" if agg == "coverage" else ""
+    title = f"Score ({agg}{unit}) against change (LPIPS to the {ref_name}) of every variant"
+    parts = _svg_open("chart-tradeoff", width, height, title)
+    ticks = _nice_ticks(lo, hi)
+    _y_axis(parts, ticks, y, left, x1, lambda t: _tick_label(t, ticks),
+            f"{agg} score{unit}", top, bottom)
+    xticks = _nice_ticks(0.0, xmax)
+    for t in xticks:
+        parts.append(f'<text x="{x(t):.1f}" y="{bottom + 16}" text-anchor="middle" '
+                     f'class="tick">{_e(_tick_label(t, xticks))}</text>')
+    parts.append(f'<line x1="{left}" y1="{bottom}" x2="{x1}" y2="{bottom}" stroke="#444"/>')
+    if _finite(ref_score):
+        yy = y(ref_score * scale)
+        parts.append(f'<line class="ref-line" x1="{left}" y1="{yy:.1f}" x2="{x1}" y2="{yy:.1f}" '
+                     f'stroke="#000000" stroke-width="1" stroke-dasharray="6 4"/>')
+        parts.append(f'<circle class="ref-point" cx="{left}" cy="{yy:.1f}" r="5" fill="#000000">'
+                     f"<title>{_e(ref_name)}: {_e(format_score(ref_score, agg))}</title>"
+                     "</circle>")
+        parts.append(f'<text x="{left + 8}" y="{yy - 8:.1f}" class="ref-label">'
+                     f"{_e(ref_name)}</text>")
+    for i, cx, v in pts:
+        colour = BEST if i == s["best"] else BETTER if i == d["closest_gain"] else BAR
+        tip = (f"Variant {i}: {format_score(v / scale, agg)}, LPIPS "
+               f"{_fmt_lpips(d['change'][i])}")
+        parts.append(f'<g class="tradeoff-point" data-variant="{i}"><title>{_e(tip)}</title>'
+                     f'<circle cx="{x(cx):.1f}" cy="{y(v):.1f}" r="6" fill="{colour}"/>'
+                     f'<text x="{x(cx) + 9:.1f}" y="{y(v) + 4:.1f}" class="value">{i}</text></g>')
+    parts.append(f'<text x="{left}" y="18" class="legend"><tspan fill="{BEST}">&#9679; '
+                 f'recommended</tspan>  <tspan fill="{BETTER}">&#9679; smallest change that '
+                 f'beats the {_e(ref_name)}</tspan>  <tspan fill="{BAR}">&#9679; other '
+                 "variants</tspan></text>")
+    parts.append(f'<text x="{(left + x1) / 2:.1f}" y="{height - 14}" text-anchor="middle" '
+                 f'class="axis-title">change: LPIPS to the {_e(ref_name)} (0 = identical); '
+                 "up is preferred, left is closer</text>")
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -581,9 +696,20 @@ def _variants_table(s: dict) -> str:
         head += ["<th>median catalogue rank</th>",
                  f"<th>median rank change vs {ref_name}</th>",
                  f"<th>target users ranking it above the {ref_name}</th>"]
+    d = s["dist"]
+    if d is not None:
+        head += [f"<th>change (LPIPS to {'item' if d['ref'] == 'item' else 'base'})</th>",
+                 "<th>nearest other variant (LPIPS)</th>"]
     rows = []
 
-    def row(label, scores, css, row_id, median=None, extra=None):
+    def lpips_cells(change, nearest=None, nearest_idx=None) -> str:
+        if d is None:
+            return ""
+        near = "-" if nearest is None else _fmt_lpips(nearest) + (
+            f" (Variant {nearest_idx})" if nearest_idx is not None else "")
+        return f'<td class="lpips-change">{_e(change)}</td><td class="lpips-nearest">{_e(near)}</td>'
+
+    def row(label, scores, css, row_id, median=None, extra=None, lp=""):
         val = scores.get(agg)
         cells = [f'<td class="name">{label}</td>', f'<td class="score">{_e(format_score(val, agg))}'
                  "</td>"]
@@ -597,13 +723,19 @@ def _variants_table(s: dict) -> str:
             cells.append(f'<td class="median-rank">{_e(_fmt_rank(median))}</td>')
             cells.append("".join(f"<td>{_e(c)}</td>" for c in extra[1]) if extra
                          else "<td>-</td><td>-</td>")
+        cells.append(lp)
         rows.append(f'<tr id="{row_id}" class="{css}">{"".join(cells)}</tr>')
 
     if s["has_item"]:
         row("real item", s["item"], "reference-row", "row-item",
-            r["median_item"] if r else None)
+            r["median_item"] if r else None,
+            lp=lpips_cells("0 (reference)" if d and d["ref"] == "item" else "-"))
+    base_change = "-"
+    if d is not None:
+        base_change = ("0 (reference)" if d["ref"] == "base"
+                       else _fmt_lpips(d["base_to_item"]) + " (inversion)")
     row("base G(z*)" if s["has_item"] else "base G(z)", s["base"], "reference-row", "row-base",
-        r["median_base"] if r else None)
+        r["median_base"] if r else None, lp=lpips_cells(base_change))
     for i, v in enumerate(s["variants"]):
         val = v.get(agg)
         changes = [format_change(val - s["base"][agg] if _finite(val) and
@@ -618,7 +750,9 @@ def _variants_table(s: dict) -> str:
                           _share(r["better"][i], r["count"])]
         css = "variant-row best" if i == s["best"] else "variant-row"
         label = f"Variant {i}" + (" (recommended)" if i == s["best"] else "")
-        row(label, v, css, f"variant-row-{i}", median, (changes, rank_cells))
+        row(label, v, css, f"variant-row-{i}", median, (changes, rank_cells),
+            lp=lpips_cells(_fmt_lpips(d["change"][i]), d["nearest"][i],
+                           d["nearest_idx"][i] if d["nearest_idx"] else None) if d else "")
     note = ""
     if r:
         size = s["catalogue_size"]
@@ -627,6 +761,13 @@ def _variants_table(s: dict) -> str:
         note = (f'<p class="note">Ranks are positions among {size} catalogue items (1 = top), '
                 f"median over {users}{first}; for an even count the lower of the two middle "
                 f"values. Rank changes compare with the {ref_name}'s median rank.</p>")
+    if d is not None:
+        note += ('<p class="note" id="lpips-note">Change and nearest other variant are LPIPS '
+                 f"distances ({_e(d['metric'])}; 0 = identical, larger = more visibly "
+                 "different): how far each variant moved from the "
+                 f"{'real item' if d['ref'] == 'item' else 'base image'}, and how distinct it "
+                 "is from the most similar other variant. Mean over all pairs of variants: "
+                 f"{_e(_fmt_lpips(d['mean_pairwise']))}.</p>")
     return (f'<table id="variants-table"><thead><tr>{"".join(head)}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>{note}')
 
@@ -722,6 +863,8 @@ def render_report(run: dict) -> str:
 
     # charts
     out.append("<h2>Charts</h2><h3>Variant scores</h3>" + _scores_chart(s))
+    if s["dist"] is not None:
+        out.append("<h3>Score against change</h3>" + _tradeoff_chart(s))
     out.append("<h3>Catalogue rank per target user</h3>")
     if s["ranks"]:
         out.append(_ranks_chart(s))

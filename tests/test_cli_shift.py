@@ -41,6 +41,16 @@ def test_shift_writes_the_documented_files(shift_run):
     assert len(ranks) == 2 and len(ranks[0]["variants"]) == 3 and ranks[0]["item"] >= 1
     assert doc["bridge"]["resize"] == "none" and doc["catalogue_size"] == 6000
     assert "variants for 2 target user(s)" in output
+    dist = doc["distances"]
+    assert dist["metric"] == "lpips-alex"
+    for key in ("to_base", "to_item", "nearest_variant", "nearest_variant_index"):
+        assert len(dist[key]) == 3, key
+    assert all(0 <= v < 1 for v in dist["to_base"] + dist["to_item"] + dist["nearest_variant"])
+    assert all(j != i and 0 <= j < 3 for i, j in enumerate(dist["nearest_variant_index"]))
+    assert 0 <= dist["base_to_item"] < 1 and dist["mean_pairwise"] >= min(dist["nearest_variant"])
+    best = max(range(3), key=lambda i: doc["scores"]["variants"][i]["mean"])
+    assert f"LPIPS {dist['to_item'][best]:.3f} from the item" in output
+    assert f"mean pairwise LPIPS {dist['mean_pairwise']:.3f}" in output
 
 
 def test_same_seed_same_outputs_on_cpu(shift_run, tmp_path):

@@ -13,6 +13,7 @@ from gis.engine.pipeline import catalogue_ranks
 from gis.engine.settings import InvertSettings
 from gis.engine.targets import resolve_targets
 from gis.errors import GisUsageError, NonFiniteLossError, UnknownUserError
+from gis.metrics import lpips_distance
 
 
 class TinyGenerator(gis.Generator):
@@ -177,6 +178,14 @@ def test_run_gis_pipeline_and_ranks(models):
     assert set(run.ranks) == {"item", "base", "variants"}
     assert run.ranks["variants"].shape == (3, 2)
     assert run.bridge["resize"].startswith("bilinear") and set(run.item_scores) >= {"mean"}
+    # closeness and distinctness of the variants (16 px images, upsampled for AlexNet)
+    assert len(run.distances["to_base"]) == len(run.distances["to_item"]) == 3
+    assert run.distances["to_base"] == pytest.approx(lpips_distance(
+        run.result.images, run.result.base_image, value_range=(0.0, 1.0)).tolist(), rel=1e-5)
+    quiet = run_gis(generator=gen, recommender=rec, users=torch.tensor([0, 1]), item=item,
+                    invert_settings=InvertSettings(steps=5, restarts=1, lpips_weight=0.0),
+                    shift_settings=shift_settings(n=3, steps=5), distance_net=None)
+    assert quiet.distances == {} and "distances" not in quiet.seconds
 
 
 def test_catalogue_ranks_by_hand():

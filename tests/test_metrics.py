@@ -21,6 +21,7 @@ from gis.metrics import (
     pairwise_lpips,
     pairwise_ssim_diversity,
     ssim,
+    variant_distances,
 )
 
 
@@ -206,3 +207,40 @@ def test_lpips_metric_ranges_and_pairs():
     want = np.mean([lpips_distance(x[i:i + 1], x[j:j + 1], value_range=(0.0, 1.0)).item()
                     for i, j in pairs])
     assert pairwise_lpips(x, value_range=(0.0, 1.0)) == pytest.approx(want, rel=1e-5)
+
+
+def test_variant_distances_against_lpips_by_hand():
+    x, y = _pair(4, n=4, side=32)
+    variants = torch.cat([x[:3], x[1:2]])  # variant 3 is a copy of variant 1
+    base, item = y[:1], y[1:2]
+    d = variant_distances(variants, base, item)
+    want_base = lpips_distance(variants, base, value_range=(0.0, 1.0))
+    assert d["to_base"] == pytest.approx(want_base.tolist(), rel=1e-5)
+    assert d["to_item"] == pytest.approx(
+        lpips_distance(variants, item, value_range=(0.0, 1.0)).tolist(), rel=1e-5)
+    assert d["base_to_item"] == pytest.approx(
+        lpips_distance(base, item, value_range=(0.0, 1.0)).item(), rel=1e-5)
+    # the copies are each other's nearest variant, at distance 0
+    assert d["nearest_variant_index"][1] == 3 and d["nearest_variant_index"][3] == 1
+    assert d["nearest_variant"][1] == d["nearest_variant"][3] == pytest.approx(0.0, abs=1e-6)
+    for i in (0, 2):
+        others = [j for j in range(4) if j != i]
+        dist = [lpips_distance(variants[i:i + 1], variants[j:j + 1],
+                               value_range=(0.0, 1.0)).item() for j in others]
+        assert d["nearest_variant"][i] == pytest.approx(min(dist), rel=1e-5)
+        assert d["nearest_variant_index"][i] == others[int(np.argmin(dist))]
+    assert d["mean_pairwise"] == pytest.approx(pairwise_lpips(variants, value_range=(0.0, 1.0)),
+                                               rel=1e-5)
+    assert "to_item" not in variant_distances(variants, base)
+    with pytest.raises(ValueError, match="at least 2"):
+        variant_distances(variants[:1], base)
+
+
+def test_lpips_of_images_below_alexnets_minimum_side_is_upsampled():
+    x, y = _pair(5, n=2, side=16)  # AlexNet alone has no pixels left at 16 px
+    small = lpips_distance(x, y, value_range=(0.0, 1.0))
+    up = torch.nn.functional.interpolate
+    big = lpips_distance(up(x, size=(32, 32), mode="bilinear", align_corners=False),
+                         up(y, size=(32, 32), mode="bilinear", align_corners=False),
+                         value_range=(0.0, 1.0))
+    torch.testing.assert_close(small, big)

@@ -141,6 +141,22 @@ def test_report_is_a_self_contained_page(shift_run, report_page):
     assert f"of {doc['catalogue_size']} catalogue items" in callout
     assert text.count('class="bar"') == 3
 
+    # closeness and distinctness: LPIPS columns, the callout's sentence, the trade-off chart
+    dist = doc["distances"]
+    for i in range(3):
+        cells = row(text, f"variant-row-{i}")
+        assert f'class="lpips-change">{dist["to_item"][i]:.3f}<' in cells
+        j = dist["nearest_variant_index"][i]
+        assert (f'class="lpips-nearest">{dist["nearest_variant"][i]:.3f} (Variant {j})<'
+                in cells)
+    assert f'{dist["base_to_item"]:.3f} (inversion)' in row(text, "row-base")
+    assert f"differs from the real item by LPIPS {dist['to_item'][best]:.3f}" in callout
+    item_score = doc["scores"]["item"][agg]
+    gaining = [i for i in range(3) if variants[i][agg] > item_score]
+    closest = min(gaining, key=lambda i: dist["to_item"][i]) if gaining else None
+    assert ("The smallest change that still beats" in callout) == (closest not in (None, best))
+    assert "chart-tradeoff" in page.ids and text.count('class="tradeoff-point"') == 3
+
 
 def test_report_again_and_existing_files(shift_run, report_page, tmp_path):
     before = report_page.read_bytes()
@@ -178,6 +194,8 @@ def _damage(kind, run):
         edit_result(run, lambda d: d["scores"].update(variants=[]))
     elif kind == "invert folder":
         edit_result(run, lambda d: d.update(command="invert"))
+    elif kind == "short distances":
+        edit_result(run, lambda d: d["distances"].update(to_base=[0.1]))
 
 
 @pytest.mark.parametrize("kind, message", [
@@ -188,6 +206,7 @@ def _damage(kind, run):
     ("broken image", "base.png in RUN_DIR"),
     ("no variants", "no scores.variants"),
     ("invert folder", "output of `gis invert`, not of `gis shift`"),
+    ("short distances", "distances does not match the variants"),
 ])
 def test_bad_run_folder_is_a_one_line_error(shift_run, tmp_path, kind, message):
     run = copy_run(shift_run, tmp_path / "run")
@@ -225,12 +244,14 @@ def test_run_without_ranks_or_history(shift_run, tmp_path):
         for key in ("ranks", "rank_summary"):
             d["per_user"].pop(key)
         d.pop("history")
+        d.pop("distances")  # as runs written before gis recorded them
 
     strip_doc = edit_result(run, strip)
     text = write_report(run).read_text(encoding="utf-8")
     page = Page(text)
     assert {"no-ranks", "no-history", "chart-scores"} <= page.ids
     assert "chart-ranks" not in page.ids and "median catalogue rank" not in text
+    assert "chart-tradeoff" not in page.ids and "lpips-change" not in text
     agg = strip_doc["optimised_aggregation"]
     assert format_score(strip_doc["scores"]["variants"][0][agg], agg) in text
 
@@ -301,7 +322,7 @@ def test_report_renders_in_headless_chromium(chrome, shift_run, report_page):
         assert complete and natural == int(img.get_attribute("data-width")) == 32, (
             img.get_attribute("id"))
         assert img.size["width"] >= 96
-    for chart in ("chart-scores", "chart-ranks", "chart-history"):
+    for chart in ("chart-scores", "chart-tradeoff", "chart-ranks", "chart-history"):
         box = browser.execute_script(
             "const r = document.getElementById(arguments[0]).getBoundingClientRect();"
             "return [r.width, r.height];", chart)

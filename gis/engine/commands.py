@@ -206,6 +206,7 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
                    "variants": [{a: v["variants"][i] for a, v in res.scores.items()}
                                 for i in range(n)]},
         "per_user": _per_user(run, user_ids),
+        "distances": run.distances or None,
         "catalogue_size": run.catalogue_size,
         "seconds": run.seconds,
         "history": res.history,
@@ -215,10 +216,22 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
     gains = res.gains()
     best = max(range(n), key=lambda i: gains[i])
     ref = run.item_scores.get(agg) if run.item_scores else None
+    dist = run.distances
+    ref_name = "item" if dist.get("to_item") is not None else "base"
+    change = dist.get(f"to_{ref_name}")
+    moved = f", LPIPS {change[best]:.3f} from the {ref_name}" if change else ""
     lines = [f"{n} variants for {len(user_ids)} target user(s), aggregation {agg}:",
              f"  base G(z) score {base:.3f}" + (f", real item {ref:.3f}" if ref is not None else ""),
              f"  best variant #{best}: {res.scores[agg]['variants'][best]:.3f} "
-             f"({gains[best]:+.3f}); mean gain {sum(gains) / n:+.3f}"]
+             f"({gains[best]:+.3f}{moved}); mean gain {sum(gains) / n:+.3f}"]
+    if change:
+        up = [i for i in range(n) if gains[i] > 0]
+        c = min(up, key=lambda i: change[i], default=best)
+        if c != best:
+            lines.append(f"  smallest change with a gain: #{c}: "
+                         f"{res.scores[agg]['variants'][c]:.3f} ({gains[c]:+.3f}, LPIPS "
+                         f"{change[c]:.3f} from the {ref_name})")
+        lines.append(f"  distinctness: mean pairwise LPIPS {dist['mean_pairwise']:.3f}")
     return "\n".join(lines)
 
 

@@ -27,6 +27,9 @@ class GisRun:
     catalogue_size: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     bridge: dict = field(default_factory=dict)  # how generator images reach the recommender
+    # LPIPS of each variant to the base/item and to its nearest other variant (see
+    # gis.metrics.lpips_metric.variant_distances); empty when switched off
+    distances: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -80,13 +83,17 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
             item: torch.Tensor | None = None, invert_settings: InvertSettings | None = None,
             shift_settings: ShiftSettings, catalogue: torch.Tensor | None = None,
             catalogue_phi: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-            progress: bool = False, lpips_invert=None) -> GisRun:
+            progress: bool = False, lpips_invert=None,
+            distance_net: str | None = "alex") -> GisRun:
     """Invert ``item`` (or draw a random latent when None), shift it for ``users``, score all.
 
     item:      (1, 3, H, W) in [-1, 1], or None for the random-latent (class-centric) mode.
     users:     (U,) recommender rows.
     catalogue: (N, 3, h, w) in the recommender's input range (for ranks and coverage), or
                its embeddings ``catalogue_phi`` (N, K) if already computed.
+    distance_net: LPIPS trunk of the closeness/distinctness report (``GisRun.distances``:
+               how far each variant moved from the base and the item, and from the nearest
+               other variant); None skips it.
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -135,6 +142,17 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     item01 = None
     if inversion is not None:
         item01 = inversion.target.cpu()
+    distances: dict = {}
+    if distance_net is not None:
+        from ..metrics.lpips_metric import variant_distances
+
+        t0 = time.perf_counter()
+        dev = generator.device
+        distances = variant_distances(
+            result.images.to(dev), result.base_image.to(dev),
+            None if item01 is None else item01.to(dev), net=distance_net)
+        seconds["distances"] = time.perf_counter() - t0
     return GisRun(item=item01, inversion=inversion, result=result, item_scores=item_scores,
                   ranks=ranks, catalogue_size=0 if catalogue_phi is None else len(catalogue_phi),
-                  seconds=seconds, bridge=bridge_info(generator, recommender))
+                  seconds=seconds, bridge=bridge_info(generator, recommender),
+                  distances=distances)

@@ -165,7 +165,8 @@ def _gis(world: World, s: EvalSettings, users: torch.Tensor, item: int | None, s
 
     x = None if item is None else world.dataset.image_tensor([item])
     run = run_gis(generator=world.generator, recommender=world.recommender, users=users,
-                  item=x, invert_settings=s.invert(seed), shift_settings=s.shift(seed))
+                  item=x, invert_settings=s.invert(seed), shift_settings=s.shift(seed),
+                  distance_net=None)  # measure() computes the metrics of the tables
     res = run.result
     cat = None if item is None else int(world.dataset.categories[item])
     rec = measure(world, variants=res.images, reference=res.base_image, users=users,

@@ -64,7 +64,7 @@ def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=
         item = dataset.image_tensor([i])
         run = run_gis(generator=generator, recommender=recommender,
                       users=torch.tensor([u]), item=item, invert_settings=s_inv,
-                      shift_settings=s_shift)
+                      shift_settings=s_shift, distance_net=None)
         res = run.result
         variants = res.scores["mean"]["variants"]
         base = res.scores["mean"]["base"][0]

@@ -18,7 +18,7 @@ from .fid import (
 )
 from .inception import fid_features, load_inception
 from .inception_score import ISClassifier, inception_score, is_classifier
-from .lpips_metric import lpips_distance, pairwise_lpips
+from .lpips_metric import lpips_distance, pairwise_lpips, variant_distances
 from .ssim import opposite_ssim, pairwise_ssim_diversity, ssim
 
 __all__ = [
@@ -37,4 +37,5 @@ __all__ = [
     "pairwise_lpips",
     "pairwise_ssim_diversity",
     "ssim",
+    "variant_distances",
 ]
