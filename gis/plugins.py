@@ -178,7 +178,12 @@ class Registry(Generic[T]):
         return entries[key]
 
     def create(self, name: str, **options: Any) -> T:
-        return self.get(name).factory(**options)
+        entry = self.get(name)
+        if options.get("device") is not None:  # a one-line error, not torch's, for every plugin
+            from .training import resolve_device
+
+            resolve_device(options["device"])
+        return entry.factory(**options)
 
 
 generators: Registry = Registry("generator", "register_generators", errors.UnknownGeneratorError)

@@ -97,6 +97,39 @@ def set_threads(threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)`` once this machine is known to have it; otherwise a one-line
+    GisUsageError that says what to pass instead (not torch's traceback on first use)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise GisUsageError(f"unknown device {device!r}: pass cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU "
+                        "or driver here")
+            raise GisUsageError(f"device {device!r} requested but {why}: pass --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise GisUsageError(f"device {device!r} requested but this machine has {count} "
+                                f"CUDA device(s): pass cuda:0..cuda:{count - 1}")
+    return dev
+
+
+def training_device(device: str | torch.device, threads: int | None = None) -> torch.device:
+    """The GAN trainers' device set-up: the checked device; on CUDA cuDNN autotuning and TF32
+    matmuls, on the CPU ``set_threads(threads)`` when ``threads`` is given."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif dev.type == "cpu" and threads is not None:
+        set_threads(threads)
+    return dev
+
+
 # ----------------------------------------------------------------------------- tensor dicts
 
 def resuming_run(ckpt_path: Path, *, resume: bool, init_from: Any = None, name: str,

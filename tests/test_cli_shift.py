@@ -40,6 +40,7 @@ def test_shift_writes_the_documented_files(shift_run):
     ranks = doc["per_user"]["ranks"]
     assert len(ranks) == 2 and len(ranks[0]["variants"]) == 3 and ranks[0]["item"] >= 1
     assert doc["bridge"]["resize"] == "none" and doc["catalogue_size"] == 6000
+    assert doc["category"] is None  # progan is unconditional
     assert "variants for 2 target user(s)" in output
     dist = doc["distances"]
     assert dist["metric"] == "lpips-alex"
@@ -81,6 +82,11 @@ def test_existing_output_folder_is_refused(shift_run):
     (["--users", "u0001", "--steps", "0"], "steps must be a positive integer"),
     (["--users", "u0001", "--item-id", "nope"], "unknown item id 'nope'"),
     (["--users", "u0001", "--recommender", "nope"], "unknown recommender 'nope'"),
+    (["--users", "u0001", "--category", "Bag"], "progan is unconditional: drop --category"),
+    (["--users", "u0001", "--generator", "dvbpr-gan", "--random-latent"],
+     "dvbpr-gan is class-conditional: pass --category (one of T-shirt/top, Trouser"),
+    (["--users", "u0001", "--generator", "dvbpr-gan", "--category", "Hat"],
+     "unknown category 'Hat'"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "out"
@@ -113,6 +119,34 @@ def test_item_file_and_random_latent(tmp_path):
     assert not (tmp_path / "b" / "item.png").exists()
     doc = json.loads((tmp_path / "b" / "result.json").read_text())
     assert doc["item"]["source"] == "random latent" and doc["targets"]["count"] == 5
+
+
+def test_conditional_generator_shifts_under_the_items_category(tmp_path):
+    res = invoke("shift", "--generator", "dvbpr-gan", "--item-id", "train-12830", "--users",
+                 "u0001", "--out", tmp_path / "a", *FEW)  # the default item: a T-shirt
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert doc["item"]["category"] == "T-shirt/top"
+    assert doc["category"] == {"index": 0, "name": "T-shirt/top"}
+    res = invoke("shift", "--generator", "dvbpr-gan", "--random-latent", "--category", "7",
+                 "--users", "u0001", "--out", tmp_path / "b", *FEW)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert doc["category"] == {"index": 7, "name": "Sneaker"}
+
+
+def test_device_the_machine_lacks_is_a_one_line_error(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = CliRunner().invoke(cli, ["shift", "--users", "u0001", "--device", "cuda",
+                                   "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert "device 'cuda' requested" in res.output and "pass --device cpu" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    res = CliRunner().invoke(cli, ["shift", "--users", "u0001", "--device", "tpu9",
+                                   "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 2 and "unknown device 'tpu9'" in res.output, res.output
 
 
 def test_invert_and_design(tmp_path):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from ..errors import GisUsageError
+from .settings import InvertSettings, ShiftSettings
 
 _SETTINGS_HELP = "Defaults follow the paper (n=8, eps=0.4, Adam 0.01); see docs/ENGINE.md."
+_S, _I = ShiftSettings(), InvertSettings()  # the defaults the help shows
 
 
 def _common_model_options(f):
@@ -31,8 +33,9 @@ def _common_model_options(f):
 @click.option("--item-id", default=None, help="An item of the dataset instead of --item.")
 @click.option("--data", default="fashion-colors", show_default=True,
               help="Dataset for --item-id and the default item.")
-@click.option("--steps", type=int, default=None, help="Inversion steps.")
-@click.option("--restarts", type=int, default=None)
+@click.option("--steps", type=int, default=None, help=f"Inversion steps [{_I.steps}].")
+@click.option("--restarts", type=int, default=None,
+              help=f"Independent starts, the best is kept [{_I.restarts}].")
 @_common_model_options
 def invert(generator_name, generator_checkpoint, item, item_id, data, steps, restarts, device,
            trust, out, overwrite, quiet, seed):
@@ -64,25 +67,34 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--n-users", type=int, default=None, help="A random sample of N users (--seed).")
 @click.option("--recipe", type=click.Choice(["paper", "official-code"]), default="paper",
               show_default=True, help="paper: the article; official-code: the authors' scripts.")
-@click.option("--n", type=int, default=None, help="Number of variants [8].")
-@click.option("--eps", type=float, default=None, help="Shift bound per coordinate [0.4].")
-@click.option("--steps", type=int, default=None, help="Shifting steps [400].")
-@click.option("--invert-steps", type=int, default=None, help="Inversion steps [300].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate for shifts [0.01].")
+@click.option("--category", default=None,
+              help="Class-conditional generators (dvbpr-gan): the category to shift under, "
+                   "name or index. Default: the dataset item's own category.")
+@click.option("--n", type=int, default=None, help=f"Number of variants [{_S.n}].")
+@click.option("--eps", type=float, default=None, help=f"Shift bound per coordinate [{_S.eps}].")
+@click.option("--steps", type=int, default=None, help=f"Shifting steps [{_S.steps}].")
+@click.option("--invert-steps", type=int, default=None, help=f"Inversion steps [{_I.steps}].")
+@click.option("--lr", type=float, default=None, help=f"Adam learning rate for shifts [{_S.lr}].")
 @click.option("--aggregation", type=click.Choice(["mean", "min", "softmin", "coverage"]),
-              default=None, help="How scores over target users combine [mean].")
-@click.option("--temperature", type=float, default=None, help="softmin/coverage temperature.")
-@click.option("--top-k", type=int, default=None, help="coverage: the top-K to enter [10].")
-@click.option("--ce-weight", type=float, default=None)
-@click.option("--mae-weight", type=float, default=None)
-@click.option("--pref-weight", type=float, default=None)
+              default=None, help=f"How scores over target users combine [{_S.aggregation}].")
+@click.option("--temperature", type=float, default=None,
+              help=f"softmin/coverage temperature, in score units [{_S.temperature}].")
+@click.option("--top-k", type=int, default=None,
+              help=f"coverage: the top-K to enter [{_S.top_k}].")
+@click.option("--ce-weight", type=float, default=None,
+              help=f"Shift predictor's classification loss [{_S.ce_weight}].")
+@click.option("--mae-weight", type=float, default=None,
+              help=f"Shift predictor's regression loss [{_S.mae_weight}].")
+@click.option("--pref-weight", type=float, default=None,
+              help=f"Preference term [{_S.pref_weight}].")
 @click.option("--identity-weight", type=float, default=None,
-              help="LPIPS to the base image, keeps variants the seller's item [0 = off].")
+              help="LPIPS to the base image, keeps variants the seller's item "
+                   f"[{_S.identity_weight:g} = off].")
 @_common_model_options
 def shift(generator_name, recommender_name, generator_checkpoint, recommender_checkpoint, item,
-          item_id, random_latent, data, users, users_file, n_users, recipe, n, eps, steps,
-          invert_steps, lr, aggregation, temperature, top_k, ce_weight, mae_weight, pref_weight,
-          identity_weight, device, trust, out, overwrite, quiet, seed):
+          item_id, random_latent, data, users, users_file, n_users, recipe, category, n, eps,
+          steps, invert_steps, lr, aggregation, temperature, top_k, ce_weight, mae_weight,
+          pref_weight, identity_weight, device, trust, out, overwrite, quiet, seed):
     """Propose n variants of an item that the target users would prefer.
 
     Writes OUT/item.png, base.png, variant_XX.png, grid.png, result.json and latents.safetensors
@@ -98,7 +110,7 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
         generator_checkpoint=generator_checkpoint, recommender_checkpoint=recommender_checkpoint,
         item=item, item_id=item_id, random_latent=random_latent, data=data, users=user_list,
         users_file=users_file, n_users=n_users, device=device, trust=trust, out=out,
-        overwrite=overwrite, progress=not quiet,
+        overwrite=overwrite, progress=not quiet, category=category,
         invert_overrides=dict(steps=invert_steps, seed=seed),
         shift_overrides=dict(recipe=recipe, n=n, eps=eps, steps=steps, lr=lr,
                              aggregation=aggregation, temperature=temperature, top_k=top_k,

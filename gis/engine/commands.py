@@ -132,7 +132,7 @@ def invert_command(*, generator, generator_checkpoint, item, item_id, data, devi
 # ------------------------------------------------------------------------------ shift
 def shift_command(*, generator, recommender, generator_checkpoint, recommender_checkpoint, item,
                   item_id, random_latent, data, users, users_file, n_users, device, trust, out,
-                  overwrite, progress, invert_overrides, shift_overrides):
+                  overwrite, progress, invert_overrides, shift_overrides, category=None):
     from .pipeline import run_gis
     from .settings import InvertSettings, shift_settings
     from .targets import resolve_targets
@@ -154,18 +154,39 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
                                   seed=s_shift.seed)
     x, source = (None, {"source": "random latent"}) if random_latent else _load_item(
         item, item_id, dataset, max(gen.resolution, rec.image_size))
+    labels, cat = _shift_labels(gen, generator, category, source)
     catalogue = rec.prepare(dataset.image_tensor(), (-1.0, 1.0))
     run = run_gis(generator=gen, recommender=rec, users=target_rows, item=x,
                   invert_settings=s_inv, shift_settings=s_shift, catalogue=catalogue,
-                  progress=progress)
+                  labels=labels, progress=progress)
     with output_folder(out, overwrite) as tmp:
         summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
-                                     recommender=recommender, source=source, dataset=dataset)
+                                     recommender=recommender, source=source, dataset=dataset,
+                                     category=cat)
     _echo(summary)
 
 
+def _shift_labels(gen, name, category, source) -> tuple[torch.Tensor | None, dict | None]:
+    """The class label a conditional generator shifts under: ``--category``, else the dataset
+    item's own category. Unconditional generators take none."""
+    if gen.num_classes == 0:
+        if category is not None:
+            raise GisUsageError(f"--category is for class-conditional generators and {name} is "
+                                "unconditional: drop --category")
+        return None, None
+    if category is None:
+        category = source.get("category")
+    if category is None:
+        names = _category_names(gen)
+        raise GisUsageError(f"{name} is class-conditional: pass --category (one of "
+                            f"{', '.join(names) or f'0..{gen.num_classes - 1}'})")
+    idx = _category_index(gen, category)
+    names = _category_names(gen)
+    return torch.tensor([idx]), {"index": idx, "name": names[idx] if idx < len(names) else None}
+
+
 def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, source,
-                       dataset) -> str:
+                       dataset, category: dict | None = None) -> str:
     """Write the documented files of a shift run (docs/OUTPUTS.md) into ``tmp``."""
     from ..images import make_grid_png, save_image
 
@@ -193,6 +214,7 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
         "item": source,
         "generator": _model_info(gen, generator),
         "recommender": _model_info(rec, recommender),
+        "category": category,
         "bridge": run.bridge,
         "settings": vars(res.settings),
         "invert_settings": vars(run.inversion.settings) if run.inversion else None,

@@ -182,9 +182,7 @@ def train_dvbpr(dataset, *, out, seed: int = 0, device: str = "cpu", resume: boo
                             "lambda_theta, k, layout, width, eval_negatives, threads, half, "
                             "progress")
     t_start = time.monotonic()
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GisUsageError(f"device {device!r} requested but CUDA is not available")
+    dev = _training.resolve_device(device)
     if dev.type == "cpu" or threads is not None:
         set_threads(threads)
     if dev.type == "cuda":

@@ -55,7 +55,7 @@ from gis.training import (
     rng_state_tensors,
     save_checkpoint,
     seed_everything,
-    set_threads,
+    training_device,
     unflatten,
 )
 from gis.training import progress as progress_bar
@@ -136,15 +136,7 @@ def train_dvbpr_gan(dataset, *, out, seed: int = 0, device: str = "cpu", resume:
         raise GisUsageError(f"ema_beta must lie in [0, 1) (0 turns averaging off), got {ema_beta}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GisUsageError("device cuda requested but torch sees no CUDA device")
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    elif threads is not None:
-        set_threads(threads)
+    dev = training_device(device, threads)
     ckpt_path = out / CHECKPOINT
     resuming = resuming_run(ckpt_path, resume=resume, init_from=init_from, name="dvbpr-gan",
                             progress=progress)

@@ -68,7 +68,7 @@ from gis.training import (
     rng_state_tensors,
     save_checkpoint,
     seed_everything,
-    set_threads,
+    training_device,
     unflatten,
 )
 from gis.training import progress as progress_bar
@@ -162,17 +162,6 @@ def _reserve_s(minutes: float | None) -> float:
     return float(min(20.0, max(2.0, 0.04 * minutes * 60.0)))
 
 
-def _setup_device(device: str) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GisUsageError("device cuda requested but torch sees no CUDA device")
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return dev
-
-
 def train_step(G: ProGANGenerator, D: ProGANDiscriminator, ema: ProGANGenerator,
                opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, real: torch.Tensor,
                stage: int, alpha: float, *, rng: torch.Generator | None, step: int,
@@ -233,9 +222,7 @@ def train_progan(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bo
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = _setup_device(device)
-    if dev.type == "cpu" and threads is not None:
-        set_threads(threads)
+    dev = training_device(device, threads)
     ckpt_path = out / CHECKPOINT
     resuming = resuming_run(ckpt_path, resume=resume, init_from=init_from, name="progan",
                             progress=progress)
