@@ -209,3 +209,45 @@ def test_targets(models):
         resolve_targets(rec)
     with pytest.raises(GisUsageError, match="exceeds"):
         resolve_targets(rec, n_users=51)
+
+
+_PURE_CALL = """
+import pickle, sys, torch
+import gis
+from gis.data import load_dataset
+from gis.engine import InvertSettings, run_gis, shift_settings
+
+torch.set_num_threads(1)
+gen, rec = gis.get_generator("progan"), gis.get_recommender("dvbpr")
+item = load_dataset("fashion-colors").image_tensor([7])
+run = run_gis(generator=gen, recommender=rec, users=rec.user_index(["u0001", "u0042"]),
+              item=item, invert_settings=InvertSettings(steps=3, restarts=1),
+              shift_settings=shift_settings(steps=4, n=3))
+sys.stdout.buffer.write(pickle.dumps(run))
+"""
+
+
+def test_run_gis_is_a_pure_function_that_maps_across_processes():
+    """What a Ray task does: the same call in a fresh interpreter (models loaded there by name,
+    the GisRun pickled back) gives the same variants, scores and distances as in-process."""
+    import pickle
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _PURE_CALL], capture_output=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    remote = pickle.loads(proc.stdout)
+    threads = torch.get_num_threads()
+    try:
+        namespace: dict = {}
+        exec(_PURE_CALL.replace("sys.stdout.buffer.write(pickle.dumps(run))", ""), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    local = namespace["run"]
+    for name in ("base_latent", "shifts", "latents", "images", "base_image"):
+        assert torch.equal(getattr(remote.result, name), getattr(local.result, name)), name
+    assert remote.result.scores == local.result.scores
+    assert remote.item_scores == local.item_scores and remote.distances == local.distances
+    for key in local.ranks:
+        assert torch.equal(remote.ranks[key], local.ranks[key]), key
