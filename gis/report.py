@@ -372,6 +372,26 @@ def _y_axis(parts: list[str], ticks, y, x0, x1, label_fmt, title: str, top: floa
                  f'text-anchor="middle" class="axis-title">{_e(title)}</text>')
 
 
+def _unit(agg: str) -> str:
+    return " (%)" if agg == "coverage" else ""
+
+
+def _score_chart_open(chart_id: str, title: str, agg: str, span, size, frame):
+    """Open a chart whose y axis is the ``agg`` score over ``span`` = (lo, hi), in a ``size`` =
+    (width, height) picture whose plot area is ``frame`` = (left, top, right, bottom).
+    Returns the SVG parts so far and the score-to-y map."""
+    (lo, hi), (left, top, x1, bottom) = span, frame
+
+    def y(v):
+        return top + (hi - v) / (hi - lo) * (bottom - top)
+
+    parts = _svg_open(chart_id, *size, title)
+    ticks = _nice_ticks(lo, hi)
+    _y_axis(parts, ticks, y, left, x1, lambda t: _tick_label(t, ticks),
+            f"{agg} score{_unit(agg)}", top, bottom)
+    return parts, y
+
+
 def _scores_chart(s: dict) -> str:
     """(a) every variant's score, with dashed reference lines for the base and the item."""
     agg, n = s["agg"], s["n"]
@@ -390,15 +410,10 @@ def _scores_chart(s: dict) -> str:
     x1 = width - right
     slot = (x1 - left) / n
 
-    def y(v):
-        return top + (hi - v) / (hi - lo) * (bottom - top)
-
-    unit = " (%)" if agg == "coverage" else ""
-    title = f"Score of every variant ({agg}{unit}) with the base and item as reference lines"
-    parts = _svg_open("chart-scores", width, height, title)
-    ticks = _nice_ticks(lo, hi)
-    _y_axis(parts, ticks, y, left, x1, lambda t: _tick_label(t, ticks),
-            f"{agg} score{unit}", top, bottom)
+    unit = _unit(agg)
+    parts, y = _score_chart_open(
+        "chart-scores", f"Score of every variant ({agg}{unit}) with the base and item as "
+        "reference lines", agg, (lo, hi), (width, height), (left, top, x1, bottom))
     for i, v in enumerate(vals):
         cx = left + slot * (i + 0.5)
         if v is not None:
@@ -455,15 +470,9 @@ def _tradeoff_chart(s: dict) -> str:
     def x(v):
         return left + v / xmax * (x1 - left)
 
-    def y(v):
-        return top + (hi - v) / (hi - lo) * (bottom - top)
-
-    unit = " (%)" if agg == "coverage" else ""
-    title = f"Score ({agg}{unit}) against change (LPIPS to the {ref_name}) of every variant"
-    parts = _svg_open("chart-tradeoff", width, height, title)
-    ticks = _nice_ticks(lo, hi)
-    _y_axis(parts, ticks, y, left, x1, lambda t: _tick_label(t, ticks),
-            f"{agg} score{unit}", top, bottom)
+    parts, y = _score_chart_open(
+        "chart-tradeoff", f"Score ({agg}{_unit(agg)}) against change (LPIPS to the "
+        f"{ref_name}) of every variant", agg, (lo, hi), (width, height), (left, top, x1, bottom))
     xticks = _nice_ticks(0.0, xmax)
     for t in xticks:
         parts.append(f'<text x="{x(t):.1f}" y="{bottom + 16}" text-anchor="middle" '
