@@ -52,6 +52,26 @@ probe cpu_clip "print(ops.clip_shift_normalize(torch.randn(16), torch.randn(16, 
 probe cpu_pref "print(ops.preference_score(torch.randn(8, 100), torch.randn(5000, 100), 'softmin', impl='native'))"
 probe cuda_pref "print(ops.preference_score(torch.randn(8, 100, device='cuda'), torch.randn(5000, 100, device='cuda'), 'softmin', impl='native'))"
 
+# 2a'. a kernel's argument check that crashes (exit >= 128) instead of raising: on the device
+# image gis._C was built with /opt/gcc and the C++ exception did not unwind through torch
+# (benchmarks/RESULTS.md). Rebuild with the system compiler, if it is another one, and probe
+# again; the better build is the one tested below.
+crash=$(grep -o 'exit [0-9]*' <(grep "probe gis_check_error" "$OUT/summary.txt") | tail -1 | cut -d' ' -f2)
+used=$(grep -m1 -oE '^\[1/[0-9]+\] [^ ]+' "$OUT/build.log" | cut -d' ' -f2)
+if [ "${crash:-0}" -ge 128 ] && [ -x /usr/bin/g++ ] && [ "$used" != /usr/bin/g++ ]; then
+  summary "rebuilding with the system compiler ($(/usr/bin/g++ --version | head -1); the first build used $used)"
+  first=$(ls gis/_C*.so); cp "$first" /tmp/gis_C_first.so; rm -rf build "$first"
+  if CC=/usr/bin/gcc CXX=/usr/bin/g++ timeout 300 "$PY" setup.py build_ext --inplace \
+      > "$OUT/build_system_gcc.log" 2>&1; then
+    probe gis_check_error_system_gcc "torch.ops.gis.clip_shift_normalize(torch.randn(2, 16), torch.randn(8, 16), 0.4, 0)"
+    again=$(grep "probe gis_check_error_system_gcc" "$OUT/summary.txt" | grep -o '[0-9]*$')
+    if [ "${again:-139}" -ge 128 ]; then cp /tmp/gis_C_first.so "$first"; summary "kept the first build"; fi
+  else
+    cp /tmp/gis_C_first.so "$first"
+    summary "system-compiler build FAILED (kept the first build): $(tail -1 "$OUT/build_system_gcc.log")"
+  fi
+fi
+
 # 2b. tests: CUDA cases first (quick signal), then everything else in the file
 run_tests() {  # name, marker expression; -v names each test, faulthandler shows any crash
   local name=$1 expr=$2

@@ -8,7 +8,7 @@
 #
 # Needs .device_data/ (carried): the Fashion-MNIST IDX files, written by
 #   python scripts/make_device_data.py                   (all 60,000 train images, 26 MiB)
-#   python scripts/make_device_data.py --train-items 20000 --test-items 1000
+#   python scripts/make_device_data.py --train-items 16000 --test-items 1000
 #                                    (to leave room in the 64 MiB for a ProGAN warm start)
 # Usage: MINUTES=8 bash scripts/gpu_train_full.sh      (results in $OUT, at most 8 files)
 #   dvbpr-gan alone on the GPU, from the shipped weights:
