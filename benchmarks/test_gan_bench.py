@@ -29,7 +29,12 @@ from gis_dvbpr_gan.model import (  # noqa: E402
     one_hot,
 )
 from gis_dvbpr_gan.train import train_step as dvbpr_train_step  # noqa: E402
-from gis_progan.model import ProGANConfig, ProGANDiscriminator, ProGANGenerator  # noqa: E402
+from gis_progan.model import (  # noqa: E402
+    ProGANConfig,
+    ProGANDiscriminator,
+    ProGANGenerator,
+    ema_update,
+)
 from gis_progan.train import train_step as progan_train_step  # noqa: E402
 
 FULL = os.environ.get("GIS_BENCH_FULL") == "1"
@@ -118,9 +123,11 @@ def test_dvbpr_gan_train_step(record, size, device):
     real = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
     y = one_hot(torch.arange(batch, device=device) % 10, 10)
     z = torch.randn(batch, cfg.latent_dim, device=device)
+    ema = copy.deepcopy(G).requires_grad_(False)  # the trainer's weight average (ema_beta 0.999)
 
     def step():
         out = dvbpr_train_step(G, D, opt_g, opt_d, real, y, z, y)
+        ema_update(ema, G, 0.999)
         _sync(device)
         return out
 
