@@ -829,7 +829,7 @@ def render_report(run: dict) -> str:
     out.append('<p class="note" id="caveat">These scores are the recommender\'s predictions, '
                "not measured preferences: a recommender can reward artefacts (noise, blur, odd "
                "colours) that people would not buy. Look at a variant before acting on it. On "
-               "gis's simulated world, where the users' true tastes are known, about 7 in 10 "
+               "gis's simulated world, where the users' true tastes are known, about 6 in 10 "
                "of the recommender's predicted gains were true gains, and variants often "
                "changed the item's category (docs/RESULTS.md, truth checks); "
                "<code>gis shift --identity-weight</code> keeps variants closer to the item."
