@@ -45,8 +45,7 @@ def shift_item(item_id: str, user_ids: list[str], catalogue_phi, *, generator: s
     torch.set_num_threads(threads)
     gen, rec = _models(generator, recommender)
     dataset = load_dataset(data)
-    index = {str(k): i for i, k in enumerate(dataset.item_ids)}[item_id]
-    item = dataset.image_tensor([index])
+    item = dataset.image_tensor([[str(k) for k in dataset.item_ids].index(item_id)])
     return run_gis(generator=gen, recommender=rec, users=rec.user_index(user_ids), item=item,
                    invert_settings=InvertSettings(steps=settings["invert_steps"]),
                    shift_settings=shift_settings(steps=settings["steps"], n=settings["n"]),
@@ -86,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     users = [rec.user_ids[int(u)] for u in resolve_targets(rec, n_users=a.n_users, seed=0)]
     catalogue_phi = embed_catalogue(rec, rec.prepare(dataset.image_tensor(), (-1.0, 1.0)))
     items = [str(k) for k in dataset.item_ids[:a.items]]
+    row_of = {item_id: j for j, item_id in enumerate(items)}  # the first N catalogue rows
 
     ray.init(address=a.address, log_to_driver=False)
     task = ray.remote(num_cpus=a.cpus_per_task)(shift_item)
@@ -100,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         done, _ = ray.wait(list(pending), num_returns=1)
         item_id = pending.pop(done[0])
         run = ray.get(done[0])
-        index = {str(k): j for j, k in enumerate(dataset.item_ids)}[item_id]
         source = {"source": "dataset", "dataset": a.data, "item_id": item_id,
-                  "category": dataset.category_names[int(dataset.categories[index])],
+                  "category": dataset.category_names[int(dataset.categories[row_of[item_id]])],
                   "default": False}
         with output_folder(out / item_id, overwrite=False) as tmp:
             save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=a.generator,

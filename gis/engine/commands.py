@@ -174,14 +174,13 @@ def _shift_labels(gen, name, category, source) -> tuple[torch.Tensor | None, dic
             raise GisUsageError(f"--category is for class-conditional generators and {name} is "
                                 "unconditional: drop --category")
         return None, None
+    names = _category_names(gen)
     if category is None:
         category = source.get("category")
     if category is None:
-        names = _category_names(gen)
         raise GisUsageError(f"{name} is class-conditional: pass --category (one of "
                             f"{', '.join(names) or f'0..{gen.num_classes - 1}'})")
     idx = _category_index(gen, category)
-    names = _category_names(gen)
     return torch.tensor([idx]), {"index": idx, "name": names[idx] if idx < len(names) else None}
 
 
