@@ -3,12 +3,12 @@ lent GPU machine to build the fashion-colors training images there (the machine 
 network, and what travels with the working tree is limited to 64 MiB in all).
 
 The train images are xz-compressed (~380 bytes per image; all 60,000 take ~22 MiB), the rest
-gzipped. The working tree itself takes ~38 MiB (40.2 MB at the end of the fifth session), so:
+gzipped. The working tree itself takes ~38 MiB (40.1 MB at the end of the fifth session), so:
 
 * all 60,000 train images fit on their own (the default), but
 * a ProGAN warm start (``warmstart.safetensors``, 18.8 MiB for the default 32 px networks)
   leaves room for about 16,000 of them: ``--train-items 16000 --test-items 1000`` (6.2 MiB;
-  tree + data + warm start = 63.3 MiB of the 64: the tree must not grow by more than ~0.7 MB
+  tree + data + warm start = 63.2 MiB of the 64: the tree must not grow by more than ~0.9 MB
   before such a call, or use fewer images). Use the same N in every session of a chain,
   so that the training set stays the same.
 
