@@ -12,7 +12,7 @@
 # and .part01, train_logs.tar.gz.
 #
 # Before the call, here:
-#   python scripts/make_device_data.py --train-items 16000 --test-items 1000   # ~6.4 MiB
+#   python scripts/make_device_data.py --train-items 16000 --test-items 1000   # 6.2 MiB
 # The call (timeout_s 600; carry .device_data, plus runs/progan-gpu when continuing):
 #   TOTAL_MINUTES=9 bash scripts/gpu_session.sh
 #   PROGAN_INIT=runs/progan-gpu/warmstart.safetensors TOTAL_MINUTES=9 bash scripts/gpu_session.sh
