@@ -42,6 +42,7 @@ def test_shift_writes_the_documented_files(shift_run):
     assert doc["bridge"]["resize"] == "none" and doc["catalogue_size"] == 6000
     assert doc["category"] is None  # progan is unconditional
     assert "variants for 2 target user(s)" in output
+    assert f"-> {out} (docs/OUTPUTS.md); `gis report {out}`" in output
     dist = doc["distances"]
     assert dist["metric"] == "lpips-alex"
     for key in ("to_base", "to_item", "nearest_variant", "nearest_variant_index"):

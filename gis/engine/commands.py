@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -164,6 +165,8 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
                                      recommender=recommender, source=source, dataset=dataset,
                                      category=cat)
     _echo(summary)
+    _echo(f"-> {out} (docs/OUTPUTS.md); `gis report {shlex.quote(str(out))}` writes an HTML "
+          "page for the seller")
 
 
 def _shift_labels(gen, name, category, source) -> tuple[torch.Tensor | None, dict | None]:
