@@ -248,10 +248,8 @@ def _summarise(run: dict) -> dict:
     targets = doc.get("targets") or {}
     dist = _distances(doc.get("distances"), has_item)
     if dist is not None:
-        ref_score = item[agg] if has_item else base.get(agg)
-        gaining = [i for i in range(n) if _finite(v_scores[i]) and _finite(ref_score)
-                   and v_scores[i] > ref_score]
-        dist["closest_gain"] = min(gaining, key=lambda i: dist["change"][i], default=None)
+        dist["closest_gain"] = smallest_gaining_change(
+            v_scores, item[agg] if has_item else base.get(agg), dist["change"])
     return {
         "dist": dist,
         "agg": agg, "n": n, "aggs": aggs, "base": base, "item": item if has_item else {},
@@ -274,6 +272,14 @@ def _distances(d: dict | None, has_item: bool) -> dict | None:
             else None,
             "mean_pairwise": d.get("mean_pairwise"), "base_to_item": d.get("base_to_item"),
             "metric": d.get("metric", "lpips-alex")}
+
+
+def smallest_gaining_change(scores: list, reference, change: list) -> int | None:
+    """Index of the variant with the least ``change`` among those whose score beats
+    ``reference`` (None when none does): the seller's least-redesign option."""
+    gaining = [i for i, v in enumerate(scores) if _finite(v) and _finite(reference)
+               and v > reference]
+    return min(gaining, key=lambda i: change[i], default=None)
 
 
 def _fmt_lpips(v) -> str:

@@ -249,9 +249,10 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
              f"  best variant #{best}: {res.scores[agg]['variants'][best]:.3f} "
              f"({gains[best]:+.3f}{moved}); mean gain {sum(gains) / n:+.3f}"]
     if change:
-        up = [i for i in range(n) if gains[i] > 0]
-        c = min(up, key=lambda i: change[i], default=best)
-        if c != best:
+        from ..report import smallest_gaining_change
+
+        c = smallest_gaining_change(res.scores[agg]["variants"], base, change)
+        if c not in (None, best):
             lines.append(f"  smallest change with a gain: #{c}: "
                          f"{res.scores[agg]['variants'][c]:.3f} ({gains[c]:+.3f}, LPIPS "
                          f"{change[c]:.3f} from the {ref_name})")
