@@ -13,7 +13,6 @@ present. Each result records the commit, torch version, device and thread count.
 
 from __future__ import annotations
 
-import copy
 import os
 
 import pytest
@@ -29,13 +28,10 @@ from gis_dvbpr_gan.model import (  # noqa: E402
     one_hot,
 )
 from gis_dvbpr_gan.train import train_step as dvbpr_train_step  # noqa: E402
-from gis_progan.model import (  # noqa: E402
-    ProGANConfig,
-    ProGANDiscriminator,
-    ProGANGenerator,
-    ema_update,
-)
+from gis_progan.model import ProGANConfig, ProGANDiscriminator, ProGANGenerator  # noqa: E402
 from gis_progan.train import train_step as progan_train_step  # noqa: E402
+
+from gis.training import WeightAverage  # noqa: E402
 
 FULL = os.environ.get("GIS_BENCH_FULL") == "1"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -51,9 +47,13 @@ DVBPR = {
 }
 
 
-def _skip_slow(size: str, device: str) -> None:
-    if size == "default" and device == "cpu" and not FULL:
-        pytest.skip("default-size CPU training step: set GIS_BENCH_FULL=1")
+def _train_cases() -> list:
+    """(size, device) of the training-step benchmarks; default-size CPU steps are skipped
+    unless GIS_BENCH_FULL=1 (by a mark, so that no benchmark fixture is set up for them)."""
+    slow = pytest.mark.skip(reason="default-size CPU training step: set GIS_BENCH_FULL=1")
+    return [pytest.param(size, device, marks=slow if size == "default" and device == "cpu"
+                         and not FULL else ())
+            for device in DEVICES for size in ("small", "default")]
 
 
 def _sync(device: str) -> None:
@@ -61,23 +61,22 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("size", ["small", "default"])
+@pytest.mark.parametrize("size,device", _train_cases())
 def test_progan_train_step(record, size, device):
     record.group = "progan-train-step"
-    _skip_slow(size, device)
     torch.manual_seed(0)
     opts, batch = PROGAN[size]
     cfg = ProGANConfig(**opts)
     G, D = ProGANGenerator(cfg).to(device), ProGANDiscriminator(cfg).to(device)
-    ema = copy.deepcopy(G).requires_grad_(False)
+    ema = WeightAverage(G, 0.999)  # the trainer's EMA generator
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99))
     real = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
     stage = cfg.num_stages - 1
 
     def step():
-        out = progan_train_step(G, D, ema, opt_g, opt_d, real, stage, 0.5, rng=None, step=100)
+        out = progan_train_step(G, D, opt_g, opt_d, real, stage, 0.5, rng=None)
+        ema.update(100)
         _sync(device)
         return out
 
@@ -109,11 +108,9 @@ def test_progan_synthesis(record, size, device):
     record(synth)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("size", ["small", "default"])
+@pytest.mark.parametrize("size,device", _train_cases())
 def test_dvbpr_gan_train_step(record, size, device):
     record.group = "dvbpr-gan-train-step"
-    _skip_slow(size, device)
     torch.manual_seed(0)
     opts, batch = DVBPR[size]
     cfg = DVBPRGANConfig(num_classes=10, **opts)
@@ -123,11 +120,11 @@ def test_dvbpr_gan_train_step(record, size, device):
     real = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
     y = one_hot(torch.arange(batch, device=device) % 10, 10)
     z = torch.randn(batch, cfg.latent_dim, device=device)
-    ema = copy.deepcopy(G).requires_grad_(False)  # the trainer's weight average (ema_beta 0.999)
+    ema = WeightAverage(G, 0.999, ramp=False)  # the trainer's weight average (ema_beta 0.999)
 
     def step():
         out = dvbpr_train_step(G, D, opt_g, opt_d, real, y, z, y)
-        ema_update(ema, G, 0.999)
+        ema.update(100)
         _sync(device)
         return out
 

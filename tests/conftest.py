@@ -1,9 +1,6 @@
-import os
-
 import pytest
 import torch
 
-os.environ.setdefault("GIS_TEST", "1")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
@@ -11,6 +8,16 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread during the test: tiny networks run faster, timings are steadier on
+    a busy machine (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Domain classifier (gis.evaluation.classifier) and the Inception Score (gis.metrics)."""
+"""Domain classifier (the fashion-colors plugin's, gis_fashion_colors.classifier) and the
+Inception Score (gis.metrics)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from gis.data import load_dataset
-from gis.errors import CheckpointError, GisUsageError, MissingAssetError
-from gis.evaluation.classifier import (
+from gis_fashion_colors.classifier import (
     CARD_NAME,
     WEIGHTS_NAME,
     DomainClassifier,
@@ -24,6 +22,9 @@ from gis.evaluation.classifier import (
     save_domain_classifier,
     train_domain_classifier,
 )
+
+from gis.data import load_dataset
+from gis.errors import CheckpointError, GisUsageError, MissingAssetError
 from gis.metrics import ISClassifier, inception_score, is_classifier
 
 is_module = importlib.import_module("gis.metrics.inception_score")  # the attribute is the function

@@ -88,6 +88,11 @@ def test_existing_output_folder_is_refused(shift_run):
      "dvbpr-gan is class-conditional: pass --category (one of T-shirt/top, Trouser"),
     (["--users", "u0001", "--generator", "dvbpr-gan", "--category", "Hat"],
      "unknown category 'Hat'"),
+    (["--users", "u0001", "--loss", "nope=1"], "unknown loss 'nope'; available: "),
+    (["--users", "u0001", "--loss", "mse=1"],
+     "loss 'mse' cannot join the shifting objective: it is made for inversion"),
+    (["--users", "u0001", "--invert-loss", "lpips=0", "--invert-loss", "mse=0"],
+     "the inversion needs a loss term of weight > 0"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "out"
@@ -96,6 +101,37 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, messag
     assert message in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", ["--loss", "--invert-loss"])
+def test_malformed_loss_weights_are_one_line_errors(tmp_path, option):
+    for value in ("identity=abc", "identity", "=1", "identity=-1", "mse=inf", "mse=nan"):
+        res = CliRunner().invoke(cli, ["shift", "--users", "u0001", "--out",
+                                       str(tmp_path / "o"), option, value, "--quiet"])
+        assert res.exit_code == 2, res.output
+        assert res.output.strip().splitlines() == [
+            f"Error: {option} takes NAME=WEIGHT with a number WEIGHT >= 0 (0 switches the term "
+            f"off), got {value!r}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_loss_terms_and_weights_from_the_command_line(tmp_path):
+    """--loss / --invert-loss merge into the recipe's terms (0 switches one off); the run
+    records the weights, and each term's history."""
+    res = invoke("shift", "--users", "u0001", "--out", tmp_path / "a", "--loss", "shift_ce=0",
+                 "--loss", "identity=0.5", "--invert-loss", "lpips=0", *FEW)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert doc["settings"]["losses"] == {"shift_mae": 1.0, "preference": 1.0, "identity": 0.5}
+    assert list(doc["history"]) == ["mae", "pref", "identity", "total"]
+    assert all(v > 0 for v in doc["history"]["identity"][1:])
+    assert doc["invert_settings"]["losses"] == {"mse": 1.0}
+    assert set(doc["inversion"]["history"]) == {"mse", "total"}
+    res = invoke("shift", "--users", "u0001", "--out", tmp_path / "b", "--recipe",
+                 "official-code", "--loss", "shift_ce=0.3", *FEW)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert doc["settings"]["losses"] == {"shift_ce": 0.3, "shift_mae": 1.0, "preference": 1.0}
 
 
 def test_bad_item_files(tmp_path):

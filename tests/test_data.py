@@ -1,204 +1,42 @@
-"""gis.data: the embedded fashion-colors dataset, the readers, the split and `gis data`."""
+"""gis.data: the readers, the split, the default item, ground truth and `gis data` (the
+fashion-colors plugin's own dataset is tested in tests/test_fashion_colors.py)."""
 
 from __future__ import annotations
 
 import csv
-import gzip
+import dataclasses
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from gis_fashion_colors import DEFAULT_ITEM_ID
 from PIL import Image
 
-import gis
 from gis.data import (
-    DEFAULT_ITEM_ID,
     Dataset,
     DataWarning,
     default_item_id,
     dvbpr_split,
     load_dataset,
     load_npz,
-    popularity_auc,
+    oracle_auc,
     read_dvbpr,
     read_folder,
     sampled_auc,
     save_dataset,
+    with_resolution,
     write_dvbpr,
 )
-from gis.data import fashion_colors as fc
-from gis.data.split import activity
 from gis.errors import GisUsageError, MissingAssetError, UntrustedFileError
-
-SHIPPED = Path(fc.__file__).parents[2] / "plugins" / "gis_fashion_colors" / "fashion_colors.npz"
-
-
-@pytest.fixture(scope="module")
-def default_ds() -> Dataset:
-    return load_dataset()
+from gis.interfaces import GroundTruth
 
 
 def _cli(*args):
     from gis.cli import cli
 
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-# ------------------------------------------------------------------------------ fashion-colors
-
-
-def test_default_dataset_shape_and_balance(default_ds):
-    ds = default_ds
-    assert ds.meta["name"] == "fashion-colors"
-    assert ds.images.shape == (6000, 32, 32, 3) and ds.images.dtype == np.uint8
-    assert ds.heldout_images.shape == (2000, 32, 32, 3)
-    assert ds.category_names == fc.CATEGORY_NAMES
-    assert (np.bincount(ds.categories) == 600).all()
-    assert (np.bincount(ds.heldout_categories) == 200).all()
-    assert (np.bincount(ds.attributes["color"], minlength=10) == 600).all()
-    assert len(set(ds.item_ids)) == 6000 and not set(ds.item_ids) & set(ds.heldout_item_ids)
-    assert ds.num_users == 3000 and ds.user_ids[:2] == ["u0000", "u0001"]
-    # white product-photo background, coloured garment
-    corners = ds.images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
-    assert corners.min() >= 246
-    assert ds.attributes["color_rgb"].shape == (6000, 3)
-
-
-def test_default_dataset_interactions(default_ds):
-    ds = default_ds
-    act = activity(ds)
-    assert act.min() >= 3 and 9 <= np.median(act) <= 15 and 100 <= act.max() <= 300
-    assert (ds.val >= 0).all() and (ds.test >= 0).all()
-    pairs = set(map(tuple, ds.train.tolist()))
-    assert len(pairs) == len(ds.train)
-    for u in range(0, ds.num_users, 97):
-        assert (u, ds.val[u]) not in pairs and (u, ds.test[u]) not in pairs
-        assert ds.val[u] != ds.test[u]
-
-
-def test_colour_measurement_matches_palette(default_ds):
-    ds, t = default_ds, default_ds.tastes
-    m = fc.color_memberships(ds.attributes["color_rgb"], t["palette_lab"],
-                             float(t["color_bandwidth"]))
-    assert (m.argmax(1) == ds.attributes["color"]).mean() > 0.99
-    # measuring the rendered images again gives the stored attribute
-    np.testing.assert_allclose(fc.measure_color(ds.images[:50]),
-                               ds.attributes["color_rgb"][:50], atol=1e-3)
-    # float tensors in [-1, 1] (generator outputs) measure the same
-    x = ds.image_tensor(np.arange(20))
-    np.testing.assert_allclose(fc.measure_color(x), ds.attributes["color_rgb"][:20], atol=1.0)
-
-
-def test_true_utility(default_ds):
-    ds, t = default_ds, default_ds.tastes
-    rows = np.arange(10)
-    u_rgb = fc.true_utility(t, rows, ds.categories, ds.attributes["color_rgb"])
-    u_ids = fc.true_utility(t, rows, ds.categories, ds.attributes["color"])
-    assert u_rgb.shape == (10, 6000)
-    assert np.corrcoef(u_rgb.ravel(), u_ids.ravel())[0, 1] > 0.99
-    single = fc.true_utility(t, 3, ds.categories[:5], ds.attributes["color"][:5])
-    np.testing.assert_allclose(single, u_ids[3, :5])
-    # a user prefers their favourite colour to the colour they like least, same category
-    u = 7
-    fav, worst = int(t["favorite_color"][u]), int(np.argmin(t["color"][u]))
-    cat = np.array([2, 2])
-    good, bad = fc.true_utility(t, u, cat, np.array([fav, worst]))
-    assert good > bad
-    rgb = fc.PALETTE_RGB[[fav, worst]].astype(float) * 0.9  # a shaded measured colour
-    g2, b2 = fc.true_utility(t, u, cat, rgb)
-    assert g2 > b2
-    with pytest.raises(GisUsageError):
-        fc.true_utility(t, u, cat, np.zeros((2, 4)))
-
-
-def test_learnability_oracle_beats_popularity(default_ds):
-    oracle = fc.oracle_auc(default_ds, seed=1)
-    pop = popularity_auc(default_ds, seed=1)
-    assert oracle >= 0.95
-    assert pop <= oracle - 0.25
-
-
-def test_default_item_and_registry(default_ds):
-    x = default_ds.item_image(DEFAULT_ITEM_ID)
-    assert x.shape == (1, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
-    where, idx = default_ds.find_item(DEFAULT_ITEM_ID)
-    assert where == "catalogue" and default_item_id(default_ds) == DEFAULT_ITEM_ID
-    assert default_ds.category_names[default_ds.categories[idx]] == "T-shirt/top"
-    assert fc.COLOR_NAMES[default_ds.attributes["color"][idx]] == "yellow"
-    held = default_ds.heldout_item_ids[5]
-    assert default_ds.find_item(held) == ("heldout", 5)
-    np.testing.assert_array_equal(default_ds.item_array(held), default_ds.heldout_images[5])
-    assert default_ds.item_image(default_ds.item_ids[0], value_range=(0, 1)).min() >= 0
-    with pytest.raises(GisUsageError, match="unknown item id"):
-        default_ds.item_image("nope")
-    ds = gis.get_dataset("fashion-colors", resolution=16)
-    assert ds.images.shape[1:] == (16, 16, 3) and ds.heldout_images.shape[1:] == (16, 16, 3)
-    assert load_dataset("default").num_items == 6000
-    with pytest.raises(MissingAssetError, match="gis data build"):
-        gis.get_dataset("fashion-colors", path="/nonexistent/fc.npz")
-
-
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
-
-
-@pytest.fixture(scope="module")
-def fake_mnist(tmp_path_factory) -> Path:
-    """A tiny Fashion-MNIST in the original IDX .gz format: blobs of a class-dependent size."""
-    root = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 300), ("t10k", 80)):
-        labels = np.arange(n) % 10
-        rng.shuffle(labels)
-        imgs = np.zeros((n, 28, 28), np.uint8)
-        for k, c in enumerate(labels):
-            imgs[k, 4 + c // 2: 24, 6: 22 - c // 3] = rng.integers(120, 255)
-        _write_idx(root / f"{split}-images-idx3-ubyte.gz", imgs)
-        _write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
-def test_build_is_deterministic(fake_mnist):
-    kw = dict(items=100, heldout=20, users=40)
-    a = fc.build_arrays(fake_mnist, seed=3, **kw)
-    b = fc.build_arrays(fake_mnist, seed=3, **kw)
-    c = fc.build_arrays(fake_mnist, seed=4, **kw)
-    assert a.keys() == b.keys()
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert not np.array_equal(a["train"], c["train"])
-    ds = fc.from_compact(a)
-    assert ds.num_items == 100 and ds.num_heldout == 20 and ds.num_users == 40
-    # an item looks the same in a bigger build (e.g. --full) with the same seed
-    big = fc.from_compact(fc.build_arrays(fake_mnist, seed=3, items=300, heldout=80, users=5))
-    for item in (ds.item_ids[7], ds.heldout_item_ids[3]):
-        assert np.array_equal(ds.item_array(item), big.item_array(item))
-    assert (np.bincount(ds.categories) == 10).all()
-    assert fc.oracle_auc(ds) > popularity_auc(ds)
-
-
-def test_read_idx_errors(tmp_path):
-    bad = tmp_path / "x.gz"
-    with gzip.open(bad, "wb") as f:
-        f.write(bytes([0, 0, 8, 1, 0, 0, 0, 10, 1, 2]))
-    with pytest.raises(GisUsageError, match="truncated"):
-        fc.read_idx(bad)
-    with pytest.raises(MissingAssetError, match="dataset-fashion-mnist"):
-        fc.read_fashion_mnist(tmp_path)
-
-
-@pytest.mark.skipif(not Path(fc.DEFAULT_SOURCE).is_dir(), reason="dataset-fashion-mnist absent")
-def test_shipped_file_is_reproducible():
-    """The committed archive equals a fresh build from the Debian package (seed 0)."""
-    fresh = fc.build_arrays(fc.DEFAULT_SOURCE, seed=fc.DEFAULT_SEED, **fc.SUBSET)
-    with np.load(SHIPPED, allow_pickle=False) as z:
-        for key in fresh:
-            if key != "meta":
-                assert np.array_equal(z[key], fresh[key]), key
 
 
 # ------------------------------------------------------------------------------ gis npz format
@@ -257,6 +95,48 @@ def test_npz_refuses_pickles_and_junk(tmp_path):
     np.savez(other, x=np.zeros(3))
     with pytest.raises(GisUsageError, match="not a gis dataset"):
         load_dataset(other)
+
+
+# ------------------------------------------------------------------------------ ground truth
+
+
+class BrightnessTruth(GroundTruth):
+    """A toy ground truth: user row r values an image's mean brightness (r + 1) times."""
+
+    def utility(self, images, users, categories, *, value_range=(-1.0, 1.0)):
+        lo, hi = value_range
+        bright = ((images - lo) / (hi - lo)).mean(dim=(1, 2, 3)).double().numpy()
+        return (np.asarray(users)[:, None] + 1.0) * bright[None]
+
+    def category_classifier(self, *, device="cpu"):
+        raise MissingAssetError("no classifier in this toy truth")
+
+
+def test_ground_truth_capability_default_item_and_resolution():
+    ds = _tiny_dataset(n_items=40, n_users=6)
+    assert not ds.has_ground_truth
+    with pytest.raises(GisUsageError, match="offers no ground truth"):
+        ds.ground_truth  # noqa: B018
+    with pytest.raises(GisUsageError, match="no ground truth"):
+        oracle_auc(ds)
+    known = dataclasses.replace(ds, ground_truth_factory=BrightnessTruth)
+    truth = known.ground_truth
+    assert known.has_ground_truth and truth is known.ground_truth and truth.dataset is known
+    u = truth.item_utility(np.array([0, 2]), np.arange(5))  # default: from the images
+    assert u.shape == (2, 5)
+    np.testing.assert_allclose(u[1], 3 * u[0])
+    assert 0.0 <= oracle_auc(known, num_negatives=10) <= 1.0
+    # a resized copy gets its own truth and loses the assets made for the native resolution
+    known.meta.update(asset="model.bin", native_resolution_keys=["asset"])
+    small = with_resolution(known, 16)
+    assert "asset" not in small.meta and "asset" in known.meta
+    assert small.ground_truth.dataset is small
+    # the default item: the dataset's meta when it names a known item, else the first item
+    assert default_item_id(known) == "item0"
+    known.meta["default_item"] = "item7"
+    assert default_item_id(known) == "item7"
+    known.meta["default_item"] = "gone"
+    assert default_item_id(known) == "item0"
 
 
 # ------------------------------------------------------------------------------ split and AUC
@@ -450,16 +330,7 @@ def test_cli_info_users_show(tmp_path):
     assert r.exit_code == 0, r.output
 
 
-def test_cli_build_convert_and_errors(tmp_path, fake_mnist, dvbpr_file):
-    out = tmp_path / "fc.npz"
-    r = _cli("data", "build", "--source", str(fake_mnist), "--out", str(out), "--items", "100",
-             "--heldout", "20", "--users", "30", "--seed", "1")
-    assert r.exit_code == 0, r.output
-    assert out.exists() and json.loads(str(np.load(out)["meta"]))["users"] == 30
-    ds = gis.get_dataset("fashion-colors", path=out)
-    assert ds.num_items == 100 and ds.num_users == 30
-    r = _cli("data", "info", str(out), "--auc")
-    assert r.exit_code == 0 and "AUC true utility" in r.output
+def test_cli_convert_and_errors(tmp_path, dvbpr_file):
     r = _cli("data", "info", str(dvbpr_file))
     assert r.exit_code == 2 and "--trust" in r.output and "Traceback" not in r.output
     conv = tmp_path / "conv.npz"
@@ -469,5 +340,3 @@ def test_cli_build_convert_and_errors(tmp_path, fake_mnist, dvbpr_file):
     assert load_dataset(conv).num_items == 4
     r = _cli("data", "info", "no-such-dataset")
     assert r.exit_code == 2 and "unknown dataset" in r.output
-    r = _cli("data", "build", "--source", str(tmp_path), "--out", str(tmp_path / "y.npz"))
-    assert r.exit_code == 2 and "dataset-fashion-mnist" in r.output

@@ -20,21 +20,15 @@ from gis_dvbpr_gan.train import train_dvbpr_gan
 
 from gis.data import Dataset
 from gis.errors import CheckpointError, GisUsageError, MissingAssetError
-from gis.training import load_checkpoint
+from gis.training import load_checkpoint, train
 
 TINY = {"latent_dim": 8, "base_channels": 16, "g_channels": [16, 16, 16, 16, 8, 8],
         "d_channels": [8, 8, 16, 16]}
 TRAIN = {"batch_size": 4, "progress": False, "sample_every_s": 1e9, "checkpoint_every_s": 1e9,
-         "log_every": 2, **TINY}
+         "log_every": 2, "threads": 1, **TINY}
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_dataset(n: int = 24, res: int = 32, seed: int = 0) -> Dataset:
@@ -168,8 +162,8 @@ def test_training_export_card_samples_and_factory(tmp_path):
     ds = tiny_dataset()
     from gis.plugins import generators
 
-    path = generators.get("dvbpr-gan").trainer(ds, out=tmp_path, seed=0, device="cpu",
-                                               resume=False, max_steps=3, **TRAIN)
+    path = train(generators.get("dvbpr-gan").trainer, ds, out=tmp_path, seed=0, device="cpu",
+                 resume=False, max_steps=3, **TRAIN)
     assert path == tmp_path / "dvbpr_gan.safetensors"
     assert (tmp_path / "samples" / "reals.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "samples" / "latest.png").is_file()

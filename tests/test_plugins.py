@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pluggy
@@ -15,8 +17,13 @@ from click.testing import CliRunner
 
 import gis
 from gis import hookspecs, plugins
-from gis.cli import cli
-from gis.errors import DuplicateRegistrationError, UnknownGeneratorError, UnknownLossError
+from gis.cli import CORE_COMMANDS, GisGroup, add_core_commands, cli
+from gis.errors import (
+    DuplicateRegistrationError,
+    PluginContractError,
+    UnknownGeneratorError,
+    UnknownLossError,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = {"losses", "fashion_colors", "dvbpr", "progan", "dvbpr_gan"}
@@ -32,6 +39,13 @@ class TinyGen(gis.Generator):
         return torch.tanh(z @ self.w.T).view(-1, 3, 2, 2)
 
 
+class L1Term(gis.LossTerm):
+    """Mean absolute pixel value, per image (B,)."""
+
+    def forward(self, ctx):
+        return ctx.images.abs().flatten(1).mean(1)
+
+
 class FixturePlugin:
     @gis.hookimpl
     def register_generators(self, register):
@@ -39,7 +53,7 @@ class FixturePlugin:
 
     @gis.hookimpl
     def register_losses(self, register):
-        register("l1-test", lambda **kw: torch.nn.L1Loss())
+        register("l1-test", lambda **kw: L1Term())
 
 
 @pytest.fixture
@@ -61,7 +75,7 @@ def test_fixture_plugin_appears_in_registries_and_cli(fixture_plugin):
     g = gis.get_generator("tiny-alias")
     assert g.synthesize(torch.zeros(2, 4)).shape == (2, 3, 2, 2)
     assert plugins.generators.get("tiny").plugin == "fixture-plugin"
-    assert isinstance(gis.get_loss("l1-test"), torch.nn.L1Loss)
+    assert isinstance(gis.get_loss("l1-test"), L1Term)
     runner = CliRunner()
     out = runner.invoke(cli, ["plugins"])
     assert out.exit_code == 0, out.output
@@ -82,18 +96,22 @@ def test_unknown_names_list_what_is_available(fixture_plugin):
         gis.get_loss("nope")
 
 
-def test_duplicate_names_are_refused(fixture_plugin):
-    class Clash:
-        @gis.hookimpl
-        def register_generators(self, register):
-            register("tiny", lambda **kw: TinyGen())
+class ClashPlugin:
+    @gis.hookimpl
+    def register_generators(self, register):
+        register("tiny", lambda **kw: TinyGen())
 
-    gis.register_plugin(Clash(), name="clash")
-    try:
-        with pytest.raises(DuplicateRegistrationError, match="'tiny'"):
-            plugins.generators.names()
-    finally:
-        gis.unregister_plugin("clash")
+
+@pytest.fixture
+def clash(fixture_plugin):
+    name = gis.register_plugin(ClashPlugin(), name="clash")
+    yield name
+    gis.unregister_plugin(name)
+
+
+def test_duplicate_names_are_refused(clash):
+    with pytest.raises(DuplicateRegistrationError, match="'tiny'"):
+        plugins.generators.names()
 
 
 def test_misspelt_hook_is_caught():
@@ -152,7 +170,8 @@ def test_out_of_tree_plugin_is_discovered_through_its_entry_point(tmp_path):
     assert "total-variation" in res.stdout and "[example]" in res.stdout
 
 
-def test_uninstalled_source_tree_falls_back_to_the_builtin_list():
+def test_uninstalled_source_tree_reads_the_entry_points_from_its_pyproject():
+    assert not hasattr(plugins, "BUILTIN_PLUGINS")  # one list: the entry points
     code = (
         "import importlib.metadata as md\n"
         "md.entry_points = lambda **kw: []\n"
@@ -168,3 +187,277 @@ def test_uninstalled_source_tree_falls_back_to_the_builtin_list():
     names, source, found = res.stdout.strip().splitlines()
     assert set(eval(names)) == BUILTINS  # noqa: S307 - our own repr of a list of str
     assert "source tree, gis not installed" in source and found == "True"
+
+
+# ----------------------------------------------------------------------------- checks at load
+class TinyRec(gis.Recommender):
+    """3 users, K=4; ``width`` changes what embed returns, ``rows`` the rows of theta."""
+
+    def __init__(self, width=4, rows=3):
+        super().__init__()
+        self.image_size, self.embedding_dim, self.input_range = 2, 4, (-1.0, 1.0)
+        self.user_ids = ["u0", "u1", "u2"]
+        self.theta = torch.nn.Parameter(torch.ones(rows, 4))
+        self.width = width
+
+    def embed(self, images):
+        return images.flatten(1)[:, :self.width]
+
+    @property
+    def user_vectors(self):
+        return self.theta
+
+
+class NoLatentGen(gis.Generator):
+    resolution = 2
+
+    def synthesize(self, z, *, labels=None):
+        return torch.zeros(len(z), 3, 2, 2)
+
+
+def _boom(**options):
+    raise RuntimeError("boom\nsecond line")
+
+
+class BadPlugin:
+    @gis.hookimpl
+    def register_generators(self, register):
+        register("no-latent", lambda **kw: NoLatentGen())
+        register("boom", _boom)
+
+    @gis.hookimpl
+    def register_recommenders(self, register):
+        register("good-rec", lambda **kw: TinyRec())
+        register("wide-rec", lambda **kw: TinyRec(width=5))
+        register("short-rec", lambda **kw: TinyRec(rows=2))
+
+
+@pytest.fixture
+def bad_plugin():
+    name = gis.register_plugin(BadPlugin(), name="bad")
+    yield name
+    gis.unregister_plugin(name)
+
+
+def _label(kind, name, plugin="bad"):
+    return f"{kind} {name!r} from plugin {plugin!r} (module {__name__})"
+
+
+def test_missing_attribute_is_one_line(bad_plugin):
+    with pytest.raises(PluginContractError) as e:
+        gis.get_generator("no-latent")
+    assert str(e.value) == (f"{_label('generator', 'no-latent')}: missing attribute 'latent_dim' "
+                            "(a gis.Generator sets latent_dim, resolution, output_range, "
+                            "num_classes)")
+
+
+def test_wrong_embed_shape_is_one_line(bad_plugin):
+    assert gis.get_recommender("good-rec").embed(torch.zeros(1, 3, 2, 2)).shape == (1, 4)
+    with pytest.raises(PluginContractError) as e:
+        gis.get_recommender("wide-rec")
+    assert str(e.value) == (f"{_label('recommender', 'wide-rec')}: embed returned shape (2, 5); "
+                            "expected (2, 4) = (batch, embedding_dim)")
+
+
+def test_user_vectors_must_match_the_user_ids(bad_plugin):
+    with pytest.raises(PluginContractError) as e:
+        gis.get_recommender("short-rec")
+    assert str(e.value) == (f"{_label('recommender', 'short-rec')}: user_vectors returned shape "
+                            "(2, 4); expected (3, 4) = (len(user_ids), embedding_dim)")
+
+
+def test_a_factory_that_raises_is_wrapped_in_one_line(bad_plugin):
+    with pytest.raises(PluginContractError) as e:
+        gis.get_generator("boom")
+    assert str(e.value) == f"{_label('generator', 'boom')}: the factory raised RuntimeError: boom"
+    out = CliRunner().invoke(cli, ["shift", "--generator", "boom", "--out", "x"])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+
+
+def test_a_loss_term_must_name_known_stages():
+    from gis.interfaces import LossTerm
+
+    class Odd(LossTerm):
+        stages = ("train",)
+
+    class P:
+        @gis.hookimpl
+        def register_losses(self, register):
+            register("odd", lambda **kw: Odd())
+
+    name = gis.register_plugin(P(), name="odd-plugin")
+    try:
+        with pytest.raises(PluginContractError) as e:
+            gis.get_loss("odd")
+        assert str(e.value) == (f"{_label('loss', 'odd', 'odd-plugin')}: stages must be a "
+                                "non-empty subset of ('invert', 'shift'), got ('train',)")
+    finally:
+        gis.unregister_plugin(name)
+
+
+def test_checks_leave_no_trace():
+    class TrainModeGen(TinyGen):
+        def synthesize(self, z, *, labels=None):
+            return torch.nn.functional.dropout(super().synthesize(z), 0.5, self.training)
+
+    class P:
+        @gis.hookimpl
+        def register_generators(self, register):
+            register("train-mode", lambda **kw: TrainModeGen().train())
+
+    name = gis.register_plugin(P(), name="train-mode-plugin")
+    try:
+        torch.manual_seed(3)
+        expected = torch.rand(2)
+        torch.manual_seed(3)
+        g = gis.get_generator("train-mode")
+        assert torch.equal(torch.rand(2), expected) and g.training
+    finally:
+        gis.unregister_plugin(name)
+
+
+def test_builtin_objects_pass_their_checks():
+    _, passed = plugins.recommenders.create_checked("dvbpr")
+    assert passed[-3:] == ["user_vectors -> (3000, 100) matches the user ids",
+                           "embed(2 images 32x32 in input_range) -> (2, 100)",
+                           "item_bias -> None"]
+
+
+# ----------------------------------------------------------------------------- broken plugins
+@pytest.fixture
+def add_entry_point(monkeypatch):
+    """Declare extra ``gis`` entry points (module objects or import paths) and reload."""
+    real = importlib.metadata.entry_points
+    added = []
+
+    def add(name, module):
+        if isinstance(module, types.ModuleType):
+            monkeypatch.setitem(sys.modules, module.__name__, module)
+            module = module.__name__
+        added.append(importlib.metadata.EntryPoint(name=name, value=module, group="gis"))
+        monkeypatch.setattr(importlib.metadata, "entry_points",
+                            lambda **kw: [*real(**kw), *added])
+        plugins.reload_plugins()
+
+    yield add
+    monkeypatch.undo()
+    plugins.reload_plugins()
+
+
+def _module_with_misspelt_hook():
+    module = types.ModuleType("gis_typo_plugin")
+
+    @gis.hookimpl
+    def register_generatorz(register):
+        pass
+
+    module.register_generatorz = register_generatorz
+    return module
+
+
+def test_misspelt_hook_in_an_installed_plugin_is_listed_as_broken(add_entry_point, capsys):
+    add_entry_point("typo", _module_with_misspelt_hook())
+    hint = plugins.exclusion_hint("typo")
+    assert hint.startswith("exclude it with GIS_PLUGINS=")
+    assert set(hint.split("=")[1].split(",")) == BUILTINS
+    error = f"unknown hook 'register_generatorz' (did you mean 'register_generators'?); {hint}"
+    assert capsys.readouterr().err == (f"gis: plugin 'typo' (entry point typo = gis_typo_plugin) "
+                                       f"is broken: {error}\n")
+    out = CliRunner().invoke(cli, ["plugins"])
+    assert out.exit_code == 0, out.output
+    assert f"typo: entry point typo = gis_typo_plugin\n    BROKEN: {error}\n" in out.output
+    assert "progan: entry point progan = gis_progan" in out.output  # the others still load
+    assert "progan" in plugins.generators and plugins.pm.get_plugin("typo") is None
+    with pytest.raises(UnknownGeneratorError, match=r"broken plugins: typo \(gis plugins"):
+        gis.get_generator("nope")
+
+
+def test_import_error_and_taken_plugin_name_are_listed_as_broken(add_entry_point, capsys):
+    add_entry_point("ghost", "gis_no_such_module_xyz")
+    add_entry_point("progan", "gis_losses")
+    infos = [p for p in plugins.list_plugins() if p.broken]
+    assert [(p.name, p.error) for p in infos] == [
+        ("ghost", "import failed: ModuleNotFoundError: No module named 'gis_no_such_module_xyz'; "
+                  + plugins.exclusion_hint("ghost")),
+        ("progan", "the plugin name is taken by entry point progan = gis_progan (gis 0.1.0); "
+                   "uninstall one of the two packages")]
+    assert CliRunner().invoke(cli, ["plugins"]).exit_code == 0
+
+
+def test_duplicate_name_names_both_plugins_and_lists_the_second_as_broken(clash):
+    message = ("generator name 'tiny' registered by both 'fixture-plugin' and 'clash'; "
+               "remove it with gis.unregister_plugin('clash')")
+    out = CliRunner().invoke(cli, ["generators"])
+    assert out.exit_code == 1 and out.output == f"Error: {message}\n"
+    out = CliRunner().invoke(cli, ["plugins"])
+    assert out.exit_code == 0
+    assert f"clash: registered at run time\n    hooks: register_generators\n    BROKEN: " \
+           f"{message}\n" in out.output
+
+
+def test_a_hook_that_raises_leaves_only_its_plugin_out(capsys):
+    class Raising:
+        @gis.hookimpl
+        def register_generators(self, register):
+            raise ImportError("no module named 'stylegan2_ops'")
+
+    gis.register_plugin(Raising(), name="raising")
+    try:
+        assert "progan" in plugins.generators
+        error = ("register_generators failed: ImportError: no module named 'stylegan2_ops'; "
+                 "remove it with gis.unregister_plugin('raising')")
+        assert capsys.readouterr().err == (f"gis: plugin 'raising' (module {__name__}) is "
+                                           f"broken: {error}\n")
+        info = next(p for p in plugins.list_plugins() if p.name == "raising")
+        assert info.error == error
+    finally:
+        gis.unregister_plugin("raising")
+
+
+# ----------------------------------------------------------------------------- gis plugins check
+def test_plugins_check_prints_what_passed(fixture_plugin):
+    out = CliRunner().invoke(cli, ["plugins", "check", "tiny"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[:5] == [_label("generator", "tiny", "fixture-plugin"),
+                         "  ok      returned TinyGen, a gis.Generator",
+                         "  ok      attributes: latent_dim=4, resolution=2, output_range=(-1, 1), "
+                         "num_classes=0",
+                         "  ok      card: a ModelCard (no dataset named)",
+                         "  ok      sample_latents(2) -> (2, 4)"]
+    assert lines[5].startswith("  ok      synthesize -> (2, 3, 2, 2), values in [")
+    assert lines[-1] == "1 checked: all passed"
+    out = CliRunner().invoke(cli, ["plugins", "check", "fixture-plugin"])
+    assert out.exit_code == 0 and out.output.splitlines()[-1] == "2 checked: all passed"
+
+
+def test_plugins_check_fails_with_the_one_line_reason(bad_plugin):
+    out = CliRunner().invoke(cli, ["plugins", "check", "wide-rec"])
+    assert out.exit_code == 1
+    assert out.output.splitlines()[-2:] == [
+        "  FAILED  embed returned shape (2, 5); expected (2, 4) = (batch, embedding_dim)",
+        "1 checked: 1 failed"]
+    out = CliRunner().invoke(cli, ["plugins", "check", "bad", "--kind", "recommender"])
+    assert out.exit_code == 1 and out.output.splitlines()[-1] == "3 checked: 2 failed"
+    out = CliRunner().invoke(cli, ["plugins", "check", "nope"])
+    assert out.exit_code == 2
+    assert out.output.startswith("Error: nothing named 'nope': not a registered generator, ")
+
+
+# ----------------------------------------------------------------------------- the CLI itself
+def test_every_core_command_is_there():
+    for _module, name in CORE_COMMANDS:
+        assert not (cli.commands[name].help or "").startswith("(unavailable"), \
+            cli.commands[name].help
+
+
+def test_a_core_command_that_fails_to_import_says_why():
+    group = GisGroup()
+    add_core_commands(group, (("gis_no_such_module_xyz", "ghost"),))
+    out = CliRunner().invoke(group, ["ghost", "--out", "x"])
+    assert out.exit_code == 1
+    assert out.output == ("Error: gis ghost is unavailable: importing gis_no_such_module_xyz "
+                          "failed: ModuleNotFoundError: No module named 'gis_no_such_module_xyz' "
+                          "(`python -c \"import gis_no_such_module_xyz\"` shows the traceback)\n")
+    assert "ghost  (unavailable: importing gis_no_such_module_xyz" in \
+        CliRunner().invoke(group, ["--help"]).output

@@ -136,7 +136,7 @@ def test_report_is_a_self_contained_page(shift_run, report_page):
     callout = re.search(r'<div class="callout" id="recommended">(.*?)</div>', text, re.S).group(1)
     assert f"Recommended: Variant {best}." in callout
     caveat = re.search(r'<p class="note" id="caveat">(.*?)</p>', text, re.S).group(1)
-    assert "predictions, not measured preferences" in caveat and "--identity-weight" in caveat
+    assert "predictions, not measured preferences" in caveat and "--loss identity=" in caveat
     assert f"of the 2 target users from {format_score(doc['scores']['item'][agg])}" in callout
     assert f"of {doc['catalogue_size']} catalogue items" in callout
     assert text.count('class="bar"') == 3
@@ -265,6 +265,26 @@ def test_text_from_result_json_is_escaped(shift_run, tmp_path):
     assert "<script" not in text and "&lt;script&gt;" in text
 
 
+def test_charts_are_inline_svg_with_unique_ids(report_page):
+    text = report_page.read_text(encoding="utf-8")
+    ids = re.findall(r'\sid="([^"]+)"', text)
+    assert len(ids) == len(set(ids))  # four matplotlib figures share one page
+    for chart in ("chart-scores", "chart-tradeoff", "chart-ranks", "chart-history"):
+        assert re.search(rf'<svg [^>]*id="{chart}"[^>]*class="chart"', text), chart
+    assert "<?xml" not in text and "<!DOCTYPE svg" not in text and "clip-path" not in text
+
+
+def test_history_chart_draws_a_plugins_loss_term():
+    from gis.report.charts import history_chart
+
+    svg = history_chart({"total": [3.0, 2.0], "pref": [0.1, 0.3], "identity": [0.0, 0.0],
+                         "realism": [1.0, 0.5]})
+    series = re.findall(r'data-series="([^"]+)"', svg)
+    assert series == ["total", "pref", "realism"]  # a term weighted 0 is not drawn
+    assert history_chart({"total": [float("nan")]}) is None and history_chart(None) is None
+    assert history_chart({"total": [1.0]}) == history_chart({"total": [1.0]})  # reproducible
+
+
 # ------------------------------------------------------------------------------ Chromium
 @pytest.fixture(scope="module")
 def chrome():
@@ -327,11 +347,11 @@ def test_report_renders_in_headless_chromium(chrome, shift_run, report_page):
             "const r = document.getElementById(arguments[0]).getBoundingClientRect();"
             "return [r.width, r.height];", chart)
         assert box[0] > 100 and box[1] > 100, (chart, box)
-    bars = browser.find_elements(By.CSS_SELECTOR, "#chart-scores rect.bar")
+    bars = browser.find_elements(By.CSS_SELECTOR, "#chart-scores .bar")  # matplotlib: <g><path>
     assert len(bars) == len(variants)
     assert all(b.size["height"] > 0 and b.size["width"] > 0 for b in bars)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-ranks g.user-rank")) == 2
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-history polyline")) >= 4
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-history .series path")) >= 4
     # nothing was fetched: every resource the page loaded was inline
     fetched = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)")

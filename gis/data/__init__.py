@@ -1,8 +1,9 @@
 """Datasets: item images + categories + users' implicit feedback, split as DVBPR does.
 
-``load_dataset(spec)`` reads a registered dataset (``fashion-colors``, the embedded default),
-a folder of images with interaction CSVs, DVBPR's pickled ``.npy`` (``trust=True`` only) or
-gis's own ``.npz``; every reader returns a ``Dataset``.
+``load_dataset(spec)`` reads a dataset registered by a plugin (``DEFAULT_DATASET`` when none is
+named), a folder of images with interaction CSVs, DVBPR's pickled ``.npy`` (``trust=True``
+only) or gis's own ``.npz``; every reader returns a ``Dataset``. A dataset may offer ground
+truth (``Dataset.ground_truth``, ``gis.interfaces.GroundTruth``).
 """
 
 from ..errors import GisUsageError
@@ -10,34 +11,37 @@ from .base import Dataset
 from .dvbpr import read_dvbpr, write_dvbpr
 from .folder import DataWarning, read_folder
 from .loading import DEFAULT_DATASET, load_dataset, resize_images, with_resolution
-from .split import activity, dvbpr_split, item_popularity, popularity_auc, sampled_auc
+from .split import (
+    activity,
+    dvbpr_split,
+    item_popularity,
+    oracle_auc,
+    popularity_auc,
+    sampled_auc,
+)
 from .store import check_dataset, load_npz, save_dataset
-
-#: Item that ``gis shift`` modifies when no ``--item`` is given: a plain yellow T-shirt/top of
-#: the fashion-colors catalogue (Fashion-MNIST train image 12830; it looks the same in every
-#: build with seed 0, ``--full`` included). Yellow is the colour the simulated users like
-#: least, so a shift has room to help. Get it with
-#: ``load_dataset().item_image(DEFAULT_ITEM_ID)`` -> (1, 3, 32, 32) in [-1, 1].
-DEFAULT_ITEM_ID = "train-12830"
 
 
 def default_item_id(dataset: Dataset) -> str:
-    """The item to use when none is named: ``DEFAULT_ITEM_ID`` when ``dataset`` has it, else
-    ``dataset.meta["default_item"]`` when set, else its first catalogue item."""
-    for key in (DEFAULT_ITEM_ID, dataset.meta.get("default_item")):
-        if key is not None:
-            try:
-                dataset.find_item(key)
-                return str(key)
-            except GisUsageError:
-                pass
+    """The item to use when none is named: ``dataset.meta["default_item"]`` (set by the
+    dataset's plugin) when the dataset has it, else its first catalogue item.
+
+    Raises ``GisUsageError`` when the dataset has no catalogue items.
+    """
+    key = dataset.meta.get("default_item")
+    if key is not None:
+        try:
+            dataset.find_item(key)
+            return str(key)
+        except GisUsageError:
+            pass
     if not dataset.item_ids:
         raise GisUsageError(f"dataset {dataset.meta.get('name', '?')!r} has no items")
     return dataset.item_ids[0]
 
+
 __all__ = [
     "DEFAULT_DATASET",
-    "DEFAULT_ITEM_ID",
     "DataWarning",
     "Dataset",
     "activity",
@@ -47,6 +51,7 @@ __all__ = [
     "item_popularity",
     "load_dataset",
     "load_npz",
+    "oracle_auc",
     "popularity_auc",
     "read_dvbpr",
     "read_folder",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..interfaces import GroundTruth
 
 
 @dataclass
@@ -21,8 +25,16 @@ class Dataset:
     val, test:       int64 arrays (U,) of one held-out item per user (-1 when none).
     item_ids:        list of str, external item ids (default: "0".."N-1").
     attributes:      per-item ground-truth attributes (e.g. {"color": (N,3) float}), optional.
-    tastes:          hidden per-user tastes (simulated data only; ground truth), optional.
-    meta:            name, source, seed, how it was built.
+    tastes:          hidden per-user tastes (simulated data only), optional; read by the
+                     dataset's ground truth, never by methods.
+    meta:            name, source, seed, how it was built. Keys gis reads: ``name``,
+                     ``path``, ``default_item`` (the item ``gis shift`` modifies when none is
+                     named), ``color_names`` (names of ``attributes["color"]``) and
+                     ``native_resolution_keys`` (meta keys naming assets made for the native
+                     resolution, e.g. a classifier file; ``with_resolution`` drops them).
+    ground_truth_factory: ``Dataset -> gis.interfaces.GroundTruth`` when the dataset knows its
+                     users' true utility and its images' categories (simulated data), else
+                     None; see ``ground_truth``. Not saved by ``save_dataset``.
 
     Optional held-out items (never in any interaction; real images for FID and inversion
     checks), all aligned with ``heldout_images``:
@@ -48,6 +60,7 @@ class Dataset:
     heldout_categories: np.ndarray | None = None
     heldout_item_ids: list[str] = field(default_factory=list)
     heldout_attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    ground_truth_factory: Callable[[Dataset], GroundTruth] | None = None
 
     def __post_init__(self) -> None:
         if not self.item_ids:
@@ -70,6 +83,30 @@ class Dataset:
     @property
     def num_heldout(self) -> int:
         return 0 if self.heldout_images is None else len(self.heldout_images)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        """Whether the dataset offers a ``GroundTruth`` (true utility, image categories)."""
+        return self.ground_truth_factory is not None
+
+    @property
+    def ground_truth(self) -> GroundTruth:
+        """The dataset's ``gis.interfaces.GroundTruth``, built once per dataset object.
+
+        Raises ``GisUsageError`` when the dataset offers none (``has_ground_truth``).
+        """
+        truth = self.__dict__.get("_ground_truth")
+        if truth is None:
+            if self.ground_truth_factory is None:
+                from ..errors import GisUsageError
+
+                raise GisUsageError(
+                    f"dataset {self.meta.get('name', '?')!r} offers no ground truth (true "
+                    "utility of images, their categories): only datasets whose plugin "
+                    "provides one can be evaluated (docs/PLUGINS.md)")
+            truth = self.ground_truth_factory(self)
+            self.__dict__["_ground_truth"] = truth
+        return truth
 
     def find_item(self, item_id: str) -> tuple[str, int]:
         """(``"catalogue"`` or ``"heldout"``, index) of an external item id.

@@ -1,4 +1,5 @@
-"""``gis data``: inspect, build, convert and look at datasets."""
+"""``gis data``: inspect, convert and look at datasets (dataset plugins may add commands, such
+as a ``build`` command, through the ``register_commands`` hook)."""
 
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ def _counts_line(names, counts) -> str:
 @_dataset_options
 @click.option("--auc", "with_auc", is_flag=True,
               help="Also report sampled AUCs (100 negatives): popularity, and the ground-truth "
-                   "utility for simulated datasets.")
+                   "utility for datasets that offer ground truth.")
 def info(dataset, trust, resolution, with_auc):
-    from . import DEFAULT_ITEM_ID
-    from .split import activity, item_popularity, popularity_auc
+    from . import default_item_id
+    from .split import activity, item_popularity, oracle_auc, popularity_auc
 
     ds = _load(dataset, trust, resolution)
     m = ds.meta
@@ -76,19 +77,15 @@ def info(dataset, trust, resolution, with_auc):
                    f"{int((pop == 0).sum())} items without training interactions")
     if ds.tastes:
         click.echo(f"ground truth: hidden tastes ({', '.join(sorted(ds.tastes))})")
-    try:
-        where, _ = ds.find_item(DEFAULT_ITEM_ID)
-        what = _describe_item(ds, DEFAULT_ITEM_ID)
-        click.echo(f"default item: {DEFAULT_ITEM_ID} ({where}; {what})")
-    except GisUsageError:
-        pass
+    if ds.num_items:
+        key = default_item_id(ds)
+        where, _ = ds.find_item(key)
+        click.echo(f"default item: {key} ({where}; {_describe_item(ds, key)})")
     if with_auc:
         if len(ds.train) == 0 or n_test == 0:
             raise GisUsageError("no test interactions to compute an AUC on")
         click.echo(f"AUC popularity (non-visual baseline): {popularity_auc(ds):.3f}")
-        if {"category", "color", "palette_lab"} <= set(ds.tastes):
-            from .fashion_colors import oracle_auc
-
+        if ds.has_ground_truth:
             click.echo(f"AUC true utility (oracle ceiling):    {oracle_auc(ds):.3f}")
 
 
@@ -101,46 +98,6 @@ def _describe_item(ds, item_id) -> str:
     if names and "color" in attrs:
         parts.append(names[int(attrs["color"][idx])])
     return ", ".join(parts)
-
-
-@data.command()
-@click.option("--source", type=click.Path(file_okay=False, path_type=Path),
-              default=None, show_default="/usr/share/datasets/fashion-mnist",
-              help="Folder with the four Fashion-MNIST IDX files (.gz).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The .npz file to write (load it with --data PATH).")
-@click.option("--full", is_flag=True,
-              help="All 60,000 train images as catalogue, all 10,000 test images held out, "
-                   "20,000 users (default: 6,000 / 2,000 / 3,000 as shipped).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--items", type=int, default=None, help="Catalogue size (override).")
-@click.option("--heldout", type=int, default=None, help="Held-out set size (override).")
-@click.option("--users", type=int, default=None, help="Number of simulated users (override).")
-def build(source, out, full, seed, items, heldout, users):
-    """Build the fashion-colors dataset from Fashion-MNIST (deterministic for a seed)."""
-    from . import fashion_colors as fc
-    from .split import activity
-
-    sizes = dict(fc.FULL if full else fc.SUBSET)
-    for key, value in (("items", items), ("heldout", heldout), ("users", users)):
-        if value is not None:
-            sizes[key] = value
-    click.echo(f"building fashion-colors: {sizes['items']} items, {sizes['heldout']} held out, "
-               f"{sizes['users']} users, seed {seed}", err=True)
-    arrays = fc.build_arrays(source or fc.DEFAULT_SOURCE, seed=seed, **sizes)
-    meta_note = "gis data build" + (" --full" if full else "")
-    import json
-
-    meta = json.loads(str(arrays["meta"]))
-    meta["built_by"] = meta_note
-    meta["source"] = str(source or fc.DEFAULT_SOURCE)
-    arrays["meta"] = np.array(json.dumps(meta))
-    path = fc.save_compact(arrays, out)
-    ds = fc.from_compact(arrays)
-    act = activity(ds)
-    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {ds.num_items} items, "
-               f"{ds.num_heldout} held out, {ds.num_users} users, "
-               f"{len(ds.train)} train interactions, median activity {np.median(act):.0f}")
 
 
 @data.command()

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadImageError, GisUsageError, UntrustedFileError
+from ..errors import BadImageError, GisUsageError
 from ..images import decode_image
+from ..io import require_trust
 from .base import Dataset
 from .folder import DEFAULT_RESOLUTION, DataWarning
 
@@ -63,11 +64,7 @@ def read_dvbpr(path: str | Path, *, trust: bool = False, resolution: int | None 
     path = Path(path)
     if not path.is_file():
         raise GisUsageError(f"DVBPR data file not found: {path}")
-    if not trust:
-        raise UntrustedFileError(
-            f"{path} is a pickled DVBPR data file; unpickling can run arbitrary code. "
-            "Pass --trust (trust=True) only if you trust where it came from"
-        )
+    require_trust(path, trust=trust, what="DVBPR data file")
     try:
         data = np.load(path, encoding="bytes", allow_pickle=True)
         user_train, user_val, user_test, items, usernum, itemnum = list(data)

@@ -12,7 +12,7 @@ import torch
 from ..errors import GisUsageError
 from .base import Dataset
 
-#: the dataset used when none is named (shipped with the ``gis_fashion_colors`` plugin)
+#: the dataset used when none is named: the documented CLI default (a built-in plugin ships it)
 DEFAULT_DATASET = "fashion-colors"
 
 
@@ -31,15 +31,17 @@ def resize_images(images: np.ndarray, size: int, *, batch: int = 2048) -> np.nda
 
 
 def with_resolution(ds: Dataset, size: int | None) -> Dataset:
-    """A copy of ``ds`` whose (catalogue and held-out) images are ``size`` x ``size``."""
+    """A copy of ``ds`` whose (catalogue and held-out) images are ``size`` x ``size``; the
+    meta keys listed in ``meta["native_resolution_keys"]`` are dropped."""
     if size is None or size == ds.resolution:
         return ds
     if size < 8:
         raise GisUsageError(f"resolution must be at least 8 pixels, got {size}")
     held = None if ds.heldout_images is None else resize_images(ds.heldout_images, size)
     meta = dict(ds.meta, resolution=size, native_resolution=ds.resolution)
-    # assets trained at the native resolution no longer fit the resized images
-    meta.pop("domain_classifier", None)
+    # assets made for the native resolution (named by the dataset) no longer fit the images
+    for key in ds.meta.get("native_resolution_keys", ()):
+        meta.pop(key, None)
     return dataclasses.replace(ds, images=resize_images(ds.images, size), heldout_images=held,
                                meta=meta)
 

@@ -121,3 +121,18 @@ def popularity_auc(ds: Dataset, **kwargs) -> float:
     """Sampled AUC of the non-personalised, non-visual baseline: training popularity."""
     pop = item_popularity(ds).astype(np.float64)
     return sampled_auc(ds, lambda rows, items: pop[items], **kwargs)
+
+
+def oracle_auc(ds: Dataset, **kwargs) -> float:
+    """Sampled AUC of the ground-truth utility itself (``ds.ground_truth.item_utility``): the
+    ceiling a recommender could reach. Raises ``GisUsageError`` when ``ds`` has no ground
+    truth (``ds.has_ground_truth``)."""
+    truth = ds.ground_truth
+
+    def score(rows, items):
+        out = np.empty(items.shape)
+        for k, (r, it) in enumerate(zip(rows, items, strict=True)):
+            out[k] = truth.item_utility(np.array([int(r)]), it)[0]
+        return out
+
+    return sampled_auc(ds, score, **kwargs)

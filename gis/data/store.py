@@ -1,17 +1,18 @@
 """gis's own dataset files: compressed ``.npz`` archives that never hold pickled objects.
 
-Two layouts share the ``.npz`` suffix and are told apart by their ``format`` entry:
+Layouts share the ``.npz`` suffix and are told apart by their ``format`` entry:
 
 ``gis-dataset/1`` (``save_dataset``): any ``Dataset`` as rendered arrays --
     ``images``, ``categories``, ``category_names``, ``user_ids``, ``item_ids``, ``train``,
     ``val``, ``test``, ``attr__<key>``, ``taste__<key>``, optional ``heldout_images``,
     ``heldout_categories``, ``heldout_item_ids``, ``heldout_attr__<key>``, and ``meta``
     (a JSON string). Strings are stored as fixed-width unicode arrays.
-``gis-fashion-colors/1`` (``gis data build``): the compact fashion-colors sources (grey
-    28x28 garments, colours, interactions, tastes), rendered at load
-    (``gis.data.fashion_colors``).
+a dataset plugin's own layout: any other ``format``, with a ``meta`` JSON string whose
+    ``name`` is a registered dataset; that dataset's factory reads the file
+    (``factory(path=...)``), e.g. the compact sources a plugin's build command writes.
 
-Both are read with ``np.load(..., allow_pickle=False)``: loading one cannot run code.
+All are read with ``np.load(..., allow_pickle=False)`` (``open_npz``): loading one cannot run
+code.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GisUsageError
+from ..io import JSONEncoder, atomic_path
 from .base import Dataset
 
 FORMAT = "gis-dataset/1"
@@ -33,22 +35,12 @@ def _str_array(values) -> np.ndarray:
     return np.array(values, dtype=str) if values else np.zeros(0, dtype="<U1")
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot store {type(obj).__name__} in dataset meta")
-
-
 def save_dataset(ds: Dataset, path: str | Path) -> Path:
     """Write ``ds`` to ``path`` in the ``gis-dataset/1`` layout (compressed npz)."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT),
-        "meta": np.array(json.dumps(ds.meta, default=_json_default)),
+        "meta": np.array(json.dumps(ds.meta, cls=JSONEncoder)),
         "images": np.asarray(ds.images, dtype=np.uint8),
         "categories": np.asarray(ds.categories, dtype=np.int64),
         "category_names": _str_array(ds.category_names),
@@ -69,13 +61,15 @@ def save_dataset(ds: Dataset, path: str | Path) -> Path:
         arrays["heldout_images"] = np.asarray(ds.heldout_images, dtype=np.uint8)
         arrays["heldout_categories"] = np.asarray(ds.heldout_categories, dtype=np.int64)
         arrays["heldout_item_ids"] = _str_array(ds.heldout_item_ids)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:  # an open file: numpy would otherwise append ".npz"
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # numpy could append ".npz"
         np.savez_compressed(f, **arrays)
     return path
 
 
-def _open_npz(path: Path) -> dict[str, np.ndarray]:
+def open_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` file, read without pickle (``GisUsageError`` for a missing
+    file, one that is not a zip archive, or one that holds pickled objects)."""
+    path = Path(path)
     if not path.is_file():
         raise GisUsageError(f"dataset file not found: {path}")
     with open(path, "rb") as f:
@@ -98,15 +92,14 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
 def load_npz(path: str | Path) -> Dataset:
     """Read either gis ``.npz`` layout (see the module docstring) into a ``Dataset``."""
     path = Path(path)
-    z = _open_npz(path)
+    z = open_npz(path)
     fmt = str(z["format"]) if "format" in z else None
-    if fmt is not None and fmt.startswith("gis-fashion-colors/"):
-        from .fashion_colors import FORMAT as FC_FORMAT
-        from .fashion_colors import from_compact
+    if fmt is not None and fmt != FORMAT:
+        owner = _registered_owner(z)
+        if owner is not None:
+            from ..plugins import get_dataset
 
-        if fmt != FC_FORMAT:
-            raise GisUsageError(f"{path}: unsupported fashion-colors version {fmt!r}")
-        return from_compact(z, path=str(path))
+            return get_dataset(owner, path=path)
     if fmt != FORMAT:
         raise GisUsageError(
             f"{path} is not a gis dataset file (format {fmt!r}; expected {FORMAT!r})"
@@ -137,6 +130,17 @@ def load_npz(path: str | Path) -> Dataset:
     )
     check_dataset(ds)
     return ds
+
+
+def _registered_owner(z: dict[str, np.ndarray]) -> str | None:
+    """The registered dataset named by the file's ``meta`` (a plugin's own layout), if any."""
+    from .. import plugins
+
+    try:
+        name = json.loads(str(z["meta"])).get("name") if "meta" in z else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name in plugins.datasets else None
 
 
 def check_dataset(ds: Dataset) -> None:

@@ -2,8 +2,8 @@
 
 from .invert import InversionResult, invert
 from .pipeline import GisRun, run_gis
-from .settings import RECIPES, InvertSettings, ShiftSettings, shift_settings
+from .settings import RECIPES, InvertSettings, ShiftSettings, invert_settings, shift_settings
 from .shift import ShiftResult, shift
 
 __all__ = ["GisRun", "InversionResult", "InvertSettings", "RECIPES", "ShiftResult",
-           "ShiftSettings", "invert", "run_gis", "shift", "shift_settings"]
+           "ShiftSettings", "invert", "invert_settings", "run_gis", "shift", "shift_settings"]

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import click
 
+from ..cli_options import factory_options
 from ..errors import GisUsageError
-from .settings import InvertSettings, ShiftSettings
+from ..ops import AGGS
+from .settings import RECIPES, InvertSettings, ShiftSettings
 
 _SETTINGS_HELP = "Defaults follow the paper (n=8, eps=0.4, Adam 0.01); see docs/ENGINE.md."
 _S, _I = ShiftSettings(), InvertSettings()  # the defaults the help shows
+
+
+def _weights(weights: dict) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in weights.items())
+
+
+_LOSS_HELP = ("Loss term NAME=WEIGHT, repeatable; merged into the {what} objective's terms, "
+              "0 switches a term off (`gis losses` lists them; docs/ENGINE.md) [{default}].")
 
 
 def _common_model_options(f):
@@ -36,16 +46,21 @@ def _common_model_options(f):
 @click.option("--steps", type=int, default=None, help=f"Inversion steps [{_I.steps}].")
 @click.option("--restarts", type=int, default=None,
               help=f"Independent starts, the best is kept [{_I.restarts}].")
+@click.option("--loss", "losses", multiple=True, metavar="NAME=WEIGHT",
+              help=_LOSS_HELP.format(what="inversion", default=_weights(_I.losses)))
 @_common_model_options
-def invert(generator_name, generator_checkpoint, item, item_id, data, steps, restarts, device,
-           trust, out, overwrite, quiet, seed):
+@factory_options("generator", "dataset")
+def invert(generator_name, generator_checkpoint, item, item_id, data, steps, restarts, losses,
+           device, trust, out, overwrite, quiet, seed):
     """Invert an item image into a generator's latent space (LPIPS(VGG) + MSE)."""
     from . import commands
+    from .objective import parse_loss_weights
 
     commands.invert_command(
         generator=generator_name, generator_checkpoint=generator_checkpoint, item=item,
         item_id=item_id, data=data, device=device, trust=trust, out=out, overwrite=overwrite,
-        progress=not quiet, overrides=dict(steps=steps, restarts=restarts, seed=seed))
+        progress=not quiet, overrides=dict(steps=steps, restarts=restarts, seed=seed,
+                                           losses=parse_loss_weights(losses)))
 
 
 @click.command(epilog=_SETTINGS_HELP)
@@ -65,8 +80,9 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--users-file", type=click.Path(dir_okay=False), default=None,
               help="File with one user id per line (or a CSV whose first column is the id).")
 @click.option("--n-users", type=int, default=None, help="A random sample of N users (--seed).")
-@click.option("--recipe", type=click.Choice(["paper", "official-code"]), default="paper",
-              show_default=True, help="paper: the article; official-code: the authors' scripts.")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper",
+              show_default=True, help="paper: the article; official-code: the authors' scripts "
+                                      "(docs/METHOD.md).")
 @click.option("--category", default=None,
               help="Class-conditional generators (dvbpr-gan): the category to shift under, "
                    "name or index. Default: the dataset item's own category.")
@@ -75,32 +91,30 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--steps", type=int, default=None, help=f"Shifting steps [{_S.steps}].")
 @click.option("--invert-steps", type=int, default=None, help=f"Inversion steps [{_I.steps}].")
 @click.option("--lr", type=float, default=None, help=f"Adam learning rate for shifts [{_S.lr}].")
-@click.option("--aggregation", type=click.Choice(["mean", "min", "softmin", "coverage"]),
+@click.option("--aggregation", type=click.Choice(list(AGGS)),
               default=None, help=f"How scores over target users combine [{_S.aggregation}].")
 @click.option("--temperature", type=float, default=None,
               help=f"softmin/coverage temperature, in score units [{_S.temperature}].")
 @click.option("--top-k", type=int, default=None,
               help=f"coverage: the top-K to enter [{_S.top_k}].")
-@click.option("--ce-weight", type=float, default=None,
-              help=f"Shift predictor's classification loss [{_S.ce_weight}].")
-@click.option("--mae-weight", type=float, default=None,
-              help=f"Shift predictor's regression loss [{_S.mae_weight}].")
-@click.option("--pref-weight", type=float, default=None,
-              help=f"Preference term [{_S.pref_weight}].")
-@click.option("--identity-weight", type=float, default=None,
-              help="LPIPS to the base image, keeps variants the seller's item "
-                   f"[{_S.identity_weight:g} = off].")
+@click.option("--loss", "losses", multiple=True, metavar="NAME=WEIGHT",
+              help=_LOSS_HELP.format(what="shifting", default=_weights(_S.losses)) +
+              " E.g. --loss identity=0.3 keeps the variants close to the item.")
+@click.option("--invert-loss", "invert_losses", multiple=True, metavar="NAME=WEIGHT",
+              help=_LOSS_HELP.format(what="inversion", default=_weights(_I.losses)))
 @_common_model_options
+@factory_options("generator", "recommender", "dataset")
 def shift(generator_name, recommender_name, generator_checkpoint, recommender_checkpoint, item,
           item_id, random_latent, data, users, users_file, n_users, recipe, category, n, eps,
-          steps, invert_steps, lr, aggregation, temperature, top_k, ce_weight, mae_weight,
-          pref_weight, identity_weight, device, trust, out, overwrite, quiet, seed):
+          steps, invert_steps, lr, aggregation, temperature, top_k, losses, invert_losses,
+          device, trust, out, overwrite, quiet, seed):
     """Propose n variants of an item that the target users would prefer.
 
     Writes OUT/item.png, base.png, variant_XX.png, grid.png, result.json and latents.safetensors
     (docs/OUTPUTS.md).
     """
     from . import commands
+    from .objective import parse_loss_weights
 
     if random_latent and (item or item_id):
         raise GisUsageError("--random-latent shifts a random latent: drop --item/--item-id")
@@ -111,11 +125,11 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
         item=item, item_id=item_id, random_latent=random_latent, data=data, users=user_list,
         users_file=users_file, n_users=n_users, device=device, trust=trust, out=out,
         overwrite=overwrite, progress=not quiet, category=category,
-        invert_overrides=dict(steps=invert_steps, seed=seed),
+        invert_overrides=dict(steps=invert_steps, seed=seed,
+                              losses=parse_loss_weights(invert_losses, "--invert-loss")),
         shift_overrides=dict(recipe=recipe, n=n, eps=eps, steps=steps, lr=lr,
                              aggregation=aggregation, temperature=temperature, top_k=top_k,
-                             ce_weight=ce_weight, mae_weight=mae_weight, pref_weight=pref_weight,
-                             identity_weight=identity_weight, seed=seed))
+                             losses=parse_loss_weights(losses), seed=seed))
 
 
 @click.command()
@@ -131,6 +145,7 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
 @click.option("--non-personalized", is_flag=True,
               help="Plain samples of G(., c) (the non-personalized baseline).")
 @_common_model_options
+@factory_options("generator", "recommender")
 def design(user, category, generator_name, recommender_name, n, steps, lr, eta,
            non_personalized, device, trust, out, overwrite, quiet, seed):
     """DVBPR personalized design (Kang et al. 2017): the paper's baseline."""

@@ -1,50 +1,32 @@
 """What the CLI commands do: load models and inputs, call the engine, save the fixed outputs.
 
 Outputs appear whole or not at all: everything is written into a hidden sibling folder that is
-renamed into place at the end (an existing folder is replaced only with ``overwrite``).
+renamed into place at the end (``gis.io.atomic_folder``; an existing folder is replaced only with
+``overwrite``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import platform
 import shlex
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .. import __version__
 from ..errors import GisUsageError
-
-
-# ------------------------------------------------------------------------------ output folder
-@contextlib.contextmanager
-def output_folder(out: str | os.PathLike, overwrite: bool):
-    """Yield a temporary folder; on success it becomes ``out`` atomically."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise GisUsageError(f"output folder {out} already exists: pass --overwrite to replace "
-                            "it, or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise GisUsageError(f"--out {out} exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+from ..io import atomic_folder, check_output_folder, write_json
+from ..record import (
+    Distances,
+    Inversion,
+    PerUser,
+    RankSummary,
+    Scores,
+    ShiftRecord,
+    Targets,
+    UserRanks,
+    UserScores,
+)
 
 
 def versions() -> dict:
@@ -94,13 +76,12 @@ def _item_index(dataset, key) -> int:
 
 
 def _dataset_for(recommender, data, trust):
-    from ..data import load_dataset
+    from ..data import DEFAULT_DATASET, load_dataset
 
     name = data
     if name is None and recommender is not None:
-        trained_on = recommender.card.get("dataset")
-        name = trained_on.get("name") if isinstance(trained_on, dict) else trained_on
-    return load_dataset(name or "fashion-colors", trust=trust)
+        name = recommender.card.dataset_name
+    return load_dataset(name or DEFAULT_DATASET, trust=trust)
 
 
 # ------------------------------------------------------------------------------ invert
@@ -108,26 +89,38 @@ def invert_command(*, generator, generator_checkpoint, item, item_id, data, devi
                    overwrite, progress, overrides):
     from ..images import make_grid_png, save_image
     from .invert import invert
-    from .settings import InvertSettings
+    from .settings import invert_settings
 
-    settings = InvertSettings(**{k: v for k, v in overrides.items() if v is not None})
-    settings.validate()
+    settings = invert_settings(**overrides)
+    _seed_globally(settings.seed)
     gen, _ = _load_models(generator, None, generator_checkpoint=generator_checkpoint,
                           device=device, trust=trust)
     dataset = _dataset_for(None, data, trust) if item is None else None
     x, source = _load_item(item, item_id, dataset, gen.resolution)
-    with output_folder(out, overwrite) as tmp:
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         res = invert(x, gen, settings=settings, progress=progress)
         save_image(res.target, tmp / "item.png", value_range=(0, 1))
         save_image(res.image, tmp / "base.png", value_range=(0, 1))
         make_grid_png(torch.cat([res.target, res.image]), tmp / "grid.png", nrow=2, tile=128,
-                      labels=["item", f"G(z) lpips {res.lpips:.3f}"], value_range=(0, 1))
+                      labels=["item", f"G(z) {_terms(res.losses, '.3f')}"],
+                      value_range=(0, 1))
         _save_latents(tmp / "latents.safetensors", {"base": res.latent})
-        _write_json(tmp / "result.json", {
+        write_json(tmp / "result.json", {
             "command": "invert", "versions": versions(), "item": source,
             "generator": _model_info(gen, generator), "settings": vars(settings),
-            "lpips": res.lpips, "mse": res.mse, "history": res.history})
-    _echo(f"inverted: LPIPS {res.lpips:.4f}, MSE {res.mse:.4f} -> {out}")
+            "lpips": res.lpips, "mse": res.mse, "losses": res.losses, "history": res.history})
+    _echo(f"inverted: {_terms(res.losses, '.4f')} -> {out}")
+
+
+def _terms(losses: dict[str, float], fmt: str) -> str:
+    """``lpips 0.123, mse 0.010``: the final value of each inversion term."""
+    return ", ".join(f"{k} {v:{fmt}}" for k, v in losses.items())
+
+
+def _seed_globally(seed: int) -> None:
+    """Seeding happens in the command: the engine draws from its own generators seeded by its
+    settings (docs/ENGINE.md), and this fixes any global draw a plugin's model makes."""
+    torch.manual_seed(seed)
 
 
 # ------------------------------------------------------------------------------ shift
@@ -135,15 +128,13 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
                   item_id, random_latent, data, users, users_file, n_users, device, trust, out,
                   overwrite, progress, invert_overrides, shift_overrides, category=None):
     from .pipeline import run_gis
-    from .settings import InvertSettings, shift_settings
+    from .settings import invert_settings, shift_settings
     from .targets import resolve_targets
 
-    if Path(out).exists() and not overwrite:  # fail before any heavy work
-        raise GisUsageError(f"output folder {out} already exists: pass --overwrite to replace "
-                            "it, or choose another --out")
+    check_output_folder(out, overwrite=overwrite)  # fail before any heavy work
     s_shift = shift_settings(**shift_overrides)
-    s_inv = InvertSettings(**{k: v for k, v in invert_overrides.items() if v is not None})
-    s_inv.validate()
+    s_inv = invert_settings(**invert_overrides)
+    _seed_globally(s_shift.seed)
     gen, rec = _load_models(generator, recommender, generator_checkpoint=generator_checkpoint,
                             recommender_checkpoint=recommender_checkpoint, device=device,
                             trust=trust)
@@ -160,7 +151,7 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
     run = run_gis(generator=gen, recommender=rec, users=target_rows, item=x,
                   invert_settings=s_inv, shift_settings=s_shift, catalogue=catalogue,
                   labels=labels, progress=progress)
-    with output_folder(out, overwrite) as tmp:
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
                                      recommender=recommender, source=source, dataset=dataset,
                                      category=cat)
@@ -210,33 +201,25 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
     _save_latents(tmp / "latents.safetensors", {"base": res.base_latent, "shifts": res.shifts,
                                                 "variants": res.latents})
     user_ids = [rec.user_ids[int(u)] for u in res.users]
-    doc = {
-        "command": "shift",
-        "versions": versions(),
-        "item": source,
-        "generator": _model_info(gen, generator),
-        "recommender": _model_info(rec, recommender),
-        "category": category,
-        "bridge": run.bridge,
-        "settings": vars(res.settings),
-        "invert_settings": vars(run.inversion.settings) if run.inversion else None,
-        "inversion": ({"lpips_vgg": run.inversion.lpips, "mse": run.inversion.mse,
-                       "history": run.inversion.history} if run.inversion else None),
-        "targets": {"count": len(user_ids), "user_ids": user_ids[:1000],
-                    "user_ids_truncated": len(user_ids) > 1000},
-        "optimised_aggregation": agg,
-        "scores": {"item": run.item_scores or None, "base": {a: v["base"][0]
-                                                              for a, v in res.scores.items()},
-                   "variants": [{a: v["variants"][i] for a, v in res.scores.items()}
-                                for i in range(n)]},
-        "per_user": _per_user(run, user_ids),
-        "distances": run.distances or None,
-        "catalogue_size": run.catalogue_size,
-        "seconds": run.seconds,
-        "history": res.history,
-        "files": sorted(p.name for p in tmp.iterdir()) + ["result.json"],
-    }
-    _write_json(tmp / "result.json", doc)
+    inv = run.inversion
+    ShiftRecord(
+        versions=versions(), item=source, generator=_model_info(gen, generator),
+        recommender=_model_info(rec, recommender), category=category, bridge=run.bridge,
+        settings=vars(res.settings), invert_settings=vars(inv.settings) if inv else None,
+        inversion=Inversion(lpips_vgg=inv.lpips, mse=inv.mse, history=inv.history) if inv
+        else None,
+        targets=Targets(count=len(user_ids), user_ids=user_ids[:1000],
+                        user_ids_truncated=len(user_ids) > 1000),
+        optimised_aggregation=agg,
+        scores=Scores(item=run.item_scores or None,
+                      base={a: v["base"][0] for a, v in res.scores.items()},
+                      variants=[{a: v["variants"][i] for a, v in res.scores.items()}
+                                for i in range(n)]),
+        per_user=_per_user(run, user_ids),
+        distances=Distances(**run.distances) if run.distances else None,
+        catalogue_size=run.catalogue_size, seconds=run.seconds, history=res.history,
+        files=sorted(p.name for p in tmp.iterdir()) + ["result.json"],
+    ).write(tmp / "result.json")
     gains = res.gains()
     best = max(range(n), key=lambda i: gains[i])
     ref = run.item_scores.get(agg) if run.item_scores else None
@@ -260,34 +243,31 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
     return "\n".join(lines)
 
 
-def _per_user(run, user_ids: list[str], cap: int = 1000):
+def _per_user(run, user_ids: list[str], cap: int = 1000) -> PerUser:
     """Per target user: scores and catalogue ranks of item, base and each variant (first
     ``cap`` users; summaries over all)."""
     res = run.result
-    out: dict = {}
+    out = PerUser(truncated_to=cap if len(user_ids) > cap else None)
     if res.user_scores:
         sv, sb = res.user_scores["variants"], res.user_scores["base"]
-        out["scores"] = [{"user": u, "base": float(sb[j]),
-                          "variants": [float(v) for v in sv[:, j]]}
-                         for j, u in enumerate(user_ids[:cap])]
-        out["share_of_users_with_a_better_variant"] = float((sv > sb).any(0).float().mean())
+        out.scores = [UserScores(user=u, base=float(sb[j]),
+                                 variants=[float(v) for v in sv[:, j]])
+                      for j, u in enumerate(user_ids[:cap])]
+        out.share_of_users_with_a_better_variant = float((sv > sb).any(0).float().mean())
     if run.ranks:
         ranks = {k: v for k, v in run.ranks.items()}
         ref = ranks.get("item", ranks["base"])[0]
         best_rank = ranks["variants"].min(0).values
-        out["ranks"] = [{"user": u, **({"item": int(ranks["item"][0, j])} if "item" in ranks
-                                       else {}),
-                         "base": int(ranks["base"][0, j]),
-                         "variants": [int(r) for r in ranks["variants"][:, j]]}
-                        for j, u in enumerate(user_ids[:cap])]
-        out["rank_summary"] = {
-            "reference": "item" if "item" in ranks else "base",
-            "median_reference_rank": float(ref.float().median()),
-            "median_best_variant_rank": float(best_rank.float().median()),
-            "share_of_users_whose_best_variant_ranks_higher": float(
-                (best_rank < ref).float().mean()),
-        }
-    out["truncated_to"] = cap if len(user_ids) > cap else None
+        out.ranks = [UserRanks(user=u, item=int(ranks["item"][0, j]) if "item" in ranks
+                               else None, base=int(ranks["base"][0, j]),
+                               variants=[int(r) for r in ranks["variants"][:, j]])
+                     for j, u in enumerate(user_ids[:cap])]
+        out.rank_summary = RankSummary(
+            reference="item" if "item" in ranks else "base",
+            median_reference_rank=float(ref.float().median()),
+            median_best_variant_rank=float(best_rank.float().median()),
+            share_of_users_whose_best_variant_ranks_higher=float(
+                (best_rank < ref).float().mean()))
     return out
 
 
@@ -297,20 +277,19 @@ def design_command(*, user, category, generator, recommender, n, steps, lr, eta,
     from ..images import make_grid_png, save_image
     from .design import design
 
-    if Path(out).exists() and not overwrite:
-        raise GisUsageError(f"output folder {out} already exists: pass --overwrite to replace "
-                            "it, or choose another --out")
+    check_output_folder(out, overwrite=overwrite)
+    _seed_globally(seed)
     gen, rec = _load_models(generator, recommender, device=device, trust=trust)
     user_row = rec.user_index([user])
     cat = _category_index(gen, category)
     res = design(gen, rec, user_row, cat, n=n, steps=steps, lr=lr, eta=eta,
                  personalized=personalized, seed=seed, progress=progress)
-    with output_folder(out, overwrite) as tmp:
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         for i in range(n):
             save_image(res.images[i:i + 1], tmp / f"design_{i:02d}.png", value_range=(0, 1))
         make_grid_png(res.images, tmp / "grid.png", value_range=(0, 1), tile=96,
                       labels=[f"{s:.2f}" for s in res.scores])
-        _write_json(tmp / "result.json", {
+        write_json(tmp / "result.json", {
             "command": "design", "versions": versions(), "user": user,
             "category": {"index": cat, "name": (_category_names(gen) or [None] * (cat + 1))[cat]},
             "personalized": personalized, "settings": dict(n=n, steps=steps, lr=lr, eta=eta,
@@ -321,9 +300,7 @@ def design_command(*, user, category, generator, recommender, n, steps, lr, eta,
 
 
 def _category_names(gen) -> list[str]:
-    card = gen.card or {}
-    data = card.get("dataset") if isinstance(card.get("dataset"), dict) else {}
-    return list(card.get("categories") or data.get("category_names") or [])
+    return gen.card.category_names
 
 
 def _category_index(gen, category) -> int:
@@ -338,26 +315,13 @@ def _category_index(gen, category) -> int:
 
 # ------------------------------------------------------------------------------ helpers
 def _model_info(model, name) -> dict:
-    card = getattr(model, "card", {}) or {}
-    return {"name": name, **{k: card[k] for k in ("checkpoint", "dataset", "sha256") if k in card}}
+    return {"name": name, **model.card.recorded()}
 
 
 def _save_latents(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(path))
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _echo(msg: str) -> None:

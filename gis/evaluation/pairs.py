@@ -3,15 +3,16 @@ do the default settings produce variants the user's recommender scores above the
 and are the variants distinct?
 
     python -m gis.evaluation.pairs --pairs 100 --out pairs.json [--device cuda]
+        [--generator G --recommender R --data D]   # default: the `gis shift` defaults
         [--shard I --num-shards N]      # split the pairs over processes, merge with --merge
 
 An interrupted run resumes: pairs already in --out are kept and not run again.
 
 Per pair it records: the scores of the real item, of the inverted base G(z*) and of each
 variant for the user; the best-3 mean (the paper's top-3); the mean pairwise LPIPS (AlexNet)
-among the variants; and, on fashion-colors, the user's *true* utility (hidden taste) of the
-base and of each variant, with colours measured from the pixels and the item's category
-assumed kept (a category classifier check comes with the evaluation suite).
+among the variants; and, on a dataset with ground truth (``gis.interfaces.GroundTruth``), the
+user's *true* utility of the base and of each variant, with the item's category assumed kept
+(``gis evaluate`` reads the category of each variant).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..io import write_json
 
 
 def sample_pairs(dataset, n_pairs: int, seed: int) -> list[tuple[int, int]]:
@@ -50,11 +53,7 @@ def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=
 
     s_inv = InvertSettings(**(invert_overrides or {}))
     s_shift = shift_settings(**(shift_overrides or {}))
-    truth = None
-    if dataset.tastes:
-        from gis.data.fashion_colors import measure_color, true_utility
-
-        truth = (measure_color, true_utility)
+    truth = dataset.ground_truth if dataset.has_ground_truth else None
     rows = list(done)
     finished = {(r["user"], r["item"]) for r in rows}
     for k, (u, i) in enumerate(pairs):
@@ -76,10 +75,9 @@ def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=
                "pairwise_lpips_alex": pairwise_lpips(res.images.to(device) * 2 - 1),
                "inversion_lpips_vgg": run.inversion.lpips, "seconds": time.perf_counter() - t0}
         if truth is not None:
-            measure_color, true_utility = truth
             cat = np.full(len(variants) + 1, int(dataset.categories[i]))
             imgs = torch.cat([res.base_image, res.images]) * 2 - 1
-            util = true_utility(dataset.tastes, u, cat, measure_color(imgs))
+            util = truth.utility(imgs, np.array([u]), cat)[0]
             row["true_utility_base"] = float(util[0])
             row["true_utility_variants"] = [float(x) for x in util[1:]]
             best3 = np.argsort(variants)[-3:]
@@ -121,6 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--generator", default="progan", help="default: progan")
+    p.add_argument("--recommender", default="dvbpr", help="default: dvbpr")
+    p.add_argument("--data", default=None, help="dataset (default: gis's default dataset)")
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--out", required=True)
@@ -130,9 +131,7 @@ def main(argv=None) -> int:
         doc = {"summary": summarise(rows), "rows": rows,
                "command": "python -m gis.evaluation.pairs " + " ".join(argv or sys.argv[1:]),
                "torch": torch.__version__, "threads": torch.get_num_threads()}
-        tmp = Path(a.out + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(a.out)  # readable after every pair, whole
+        write_json(a.out, doc)  # readable after every pair, whole
         return doc
 
     if a.merge:
@@ -141,9 +140,9 @@ def main(argv=None) -> int:
         import gis
         from gis.data import load_dataset
 
-        gen = gis.get_generator("progan", device=a.device)
-        rec = gis.get_recommender("dvbpr", device=a.device)
-        dataset = load_dataset("fashion-colors")
+        gen = gis.get_generator(a.generator, device=a.device)
+        rec = gis.get_recommender(a.recommender, device=a.device)
+        dataset = load_dataset(a.data)
         pairs = sample_pairs(dataset, a.pairs, a.seed)[a.shard::a.num_shards]
         done = json.loads(Path(a.out).read_text())["rows"] if Path(a.out).exists() else []
         rows = run_pairs(pairs, generator=gen, recommender=rec, dataset=dataset,

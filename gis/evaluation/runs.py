@@ -1,7 +1,7 @@
 """One evaluation run, measured: everything the tables need from a GIS run or a DVBPR design.
 
-``World`` holds what every trial shares (models, dataset, catalogue embeddings, the domain
-classifier); ``measure`` turns a set of images plus their scores into the per-trial record that
+``World`` holds what every trial shares (models, dataset, catalogue embeddings, the dataset's
+ground truth and its category classifier, ``gis.interfaces.GroundTruth``); ``measure`` turns a set of images plus their scores into the per-trial record that
 ``gis evaluate`` appends to its trial log. Every number is defined in gis/metrics.
 """
 
@@ -28,7 +28,7 @@ class World:
     baseline_generator: object | None
     recommender: object
     dataset: object
-    classifier: object
+    classifier: object  # gis.interfaces.CategoryClassifier of the dataset's ground truth
     catalogue_phi: torch.Tensor
     history: list = field(default_factory=list)  # per user: set of items seen (train/val/test)
 
@@ -38,14 +38,20 @@ class World:
         from ..data import load_dataset
         from ..engine.pipeline import embed_catalogue
         from ..plugins import get_generator, get_recommender
-        from .classifier import load_domain_classifier
 
         dataset = load_dataset(data, trust=trust)
         gen = get_generator(generator, device=device, trust=trust)
         base_gen = (get_generator(baseline_generator, device=device, trust=trust)
                     if baseline_generator else None)
         rec = get_recommender(recommender, device=device, trust=trust)
-        clf = load_domain_classifier(dataset).to(device).eval()
+        if list(rec.user_ids) != list(dataset.user_ids):  # user rows index both
+            from ..errors import GisUsageError
+
+            raise GisUsageError(
+                f"recommender {recommender!r} was not trained on dataset "
+                f"{dataset.meta.get('name', data)!r}: its {len(rec.user_ids)} users are not the "
+                f"dataset's {dataset.num_users} (same ids, same order)")
+        clf = dataset.ground_truth.category_classifier(device=device)
         cat = rec.prepare(dataset.image_tensor(value_range=(0.0, 1.0)), (0.0, 1.0))
         phi = embed_catalogue(rec, cat)
         items_of = dataset.user_items()
@@ -75,21 +81,17 @@ class World:
         return catalogue_ranks(phi, self.theta(users), self.catalogue_phi).numpy()
 
     def categories(self, images01: torch.Tensor) -> np.ndarray:
-        """The domain classifier's category of each image in [0, 1]."""
+        """The category (N,) of each image in [0, 1], read by the ground truth's classifier."""
         with torch.no_grad():
             p = self.classifier.predict_proba(images01, value_range=(0.0, 1.0))
         return p.argmax(1).cpu().numpy()
 
     def true_utility(self, images01: torch.Tensor, users: torch.Tensor,
-                     categories: np.ndarray) -> np.ndarray | None:
-        """Mean hidden-taste utility over ``users`` of each image (B,), colour measured from the
-        pixels and the category given (None when the dataset has no ground truth)."""
-        if not self.dataset.tastes:
-            return None
-        from ..data.fashion_colors import measure_color, true_utility
-
-        color = measure_color(images01, value_range=(0.0, 1.0))
-        u = true_utility(self.dataset.tastes, users.numpy(), categories, color)
+                     categories: np.ndarray) -> np.ndarray:
+        """Mean true utility over ``users`` (rows) of each image (B,) in [0, 1], with the
+        categories given (the dataset's ``GroundTruth.utility``)."""
+        u = self.dataset.ground_truth.utility(images01, users.numpy(), categories,
+                                              value_range=(0.0, 1.0))
         return u.mean(0)
 
 
@@ -141,24 +143,23 @@ def measure(world: World, *, variants: torch.Tensor, reference: torch.Tensor,
         s_item = world.scores(phi_item, users).mean(1)
         rec["item_score"] = float(s_item[0])
         rec["shift_vs_item"] = top - rec["item_score"]
-    # truth: hidden tastes (category as the classifier reads it, colour from the pixels)
+    # truth: the dataset's ground truth (category as the classifier reads it)
     u_var = world.true_utility(variants, users, c_var)
-    if u_var is not None:
-        u_ref = world.true_utility(reference, users, c_ref)
-        best3 = np.argsort(mean_var)[-TOP_K:]
-        gains = mean_var - float(mean_ref.mean())
-        true_gains = u_var - float(u_ref.mean())
-        won = gains > 0
-        rec.update(true_utility_variants=u_var.tolist(), true_utility_reference=u_ref.tolist(),
-                   true_gain_top3=float(u_var[best3].mean() - u_ref.mean()),
-                   recommender_gains=int(won.sum()),
-                   recommender_gains_that_are_true=int((won & (true_gains > 0)).sum()))
-        if item is not None:
-            cat = np.array([item_category if item_category is not None
-                            else int(world.categories(item)[0])])
-            u_item = world.true_utility(item, users, cat)
-            rec["true_utility_item"] = float(u_item[0])
-            rec["true_gain_top3_vs_item"] = float(u_var[best3].mean() - u_item[0])
+    u_ref = world.true_utility(reference, users, c_ref)
+    best3 = np.argsort(mean_var)[-TOP_K:]
+    gains = mean_var - float(mean_ref.mean())
+    true_gains = u_var - float(u_ref.mean())
+    won = gains > 0
+    rec.update(true_utility_variants=u_var.tolist(), true_utility_reference=u_ref.tolist(),
+               true_gain_top3=float(u_var[best3].mean() - u_ref.mean()),
+               recommender_gains=int(won.sum()),
+               recommender_gains_that_are_true=int((won & (true_gains > 0)).sum()))
+    if item is not None:
+        cat = np.array([item_category if item_category is not None
+                        else int(world.categories(item)[0])])
+        u_item = world.true_utility(item, users, cat)
+        rec["true_utility_item"] = float(u_item[0])
+        rec["true_gain_top3_vs_item"] = float(u_var[best3].mean() - u_item[0])
     return rec
 
 

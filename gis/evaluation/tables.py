@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..io import atomic_path, write_json, write_text
 from .experiments import PAPER, EvalSettings, TrialLog
 from .runs import TOP_K
 
@@ -58,10 +58,8 @@ class ImageMetrics:
             else:
                 real = torch.from_numpy(ds.heldout_images[:n]).permute(0, 3, 1, 2).float() / 255
                 self._real = fid_features(real, device=self.device)
-                self.cache.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp.npy")
-                np.save(tmp, self._real)
-                tmp.replace(path)
+                with atomic_path(path) as tmp:
+                    np.save(tmp, self._real)
         return self._real
 
     def __call__(self, images01: torch.Tensor) -> dict:
@@ -339,15 +337,12 @@ def _one_per(records: list[dict], field: str) -> list[dict]:
 
 def write_outputs(experiment: str, records: list[dict], log: TrialLog, metrics: ImageMetrics,
                   s: EvalSettings, out: Path, ds) -> dict:
-    from .experiments import _atomic_write, _json_default
-
     doc = summarise(experiment, records, log, metrics, ds)
     doc["settings"] = {k: (list(v) if isinstance(v, tuple) else v)
                        for k, v in vars(s).items()}
     doc["paper"] = PAPER[experiment]
     md = markdown(experiment, doc, s, scale_header(s, doc))
     doc["figures"] = [p.name for p in figures(experiment, records, log, out, ds, doc)]
-    _atomic_write(out / f"{experiment}.json", json.dumps(doc, indent=2,
-                                                         default=_json_default) + "\n")
-    _atomic_write(out / f"{experiment}.md", md)
+    write_json(out / f"{experiment}.json", doc)
+    write_text(out / f"{experiment}.md", md)
     return doc

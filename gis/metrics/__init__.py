@@ -4,7 +4,8 @@ The Inception Score here is the standard definition; without torchvision's Image
 Inception-v3 weights in the torch hub cache, ``is_classifier`` gives the dataset's domain
 classifier, and the result is a *domain IS* in [1, num_classes], not comparable to ImageNet IS.
 
-Every function states the pixel range it expects; see REFERENCE.md §4 for the pitfalls.
+Every function states the pixel range it expects; docs/RESULTS.md (Definitions) gives the
+settings every reported number uses.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Below about 2,048 samples (the feature dimension) the covariance matrices are singular and
 FID is biased upwards and unstable: always report the sample counts, and read KID (unbiased,
-with its standard deviation over subsets) for small sets (REFERENCE.md §4).
+with its standard deviation over subsets) for small sets (docs/RESULTS.md, Definitions).
 """
 
 from __future__ import annotations
@@ -71,37 +71,39 @@ def frechet_distance(feat1, feat2, *, method: str = "sqrtm") -> float:
     return frechet_distance_from_stats(mu1, s1, mu2, s2, method=method)
 
 
-def polynomial_mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 of x (m, D) and y (n, D) with the kernel k(a, b) = (a.b / D + 1)^3."""
-    d = x.shape[1]
-    kxx = (x @ x.T / d + 1.0) ** 3
-    kyy = (y @ y.T / d + 1.0) ** 3
-    kxy = (x @ y.T / d + 1.0) ** 3
-    m, n = x.shape[0], y.shape[0]
-    if m < 2 or n < 2:
-        raise ValueError(f"KID needs at least 2 samples per set (got {m}, {n})")
-    xx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    yy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(xx + yy - 2.0 * kxy.mean())
-
-
 def kid(feat1, feat2, subsets: int = 100, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (Binkowski et al. 2018): (mean, std) over ``subsets`` random
-    subsets of ``min(subset_size, N1, N2)`` samples of each set, drawn without replacement
-    (seeded), of the unbiased polynomial-kernel MMD^2. It can be slightly negative."""
+    subsets of ``min(subset_size, N1, N2)`` samples of each feature set (N1, D), (N2, D), of
+    the unbiased MMD^2 with the cubic polynomial kernel k(a, b) = (a.b / D + 1)^3. It can be
+    slightly negative; std is the population std over subsets (as torchmetrics).
+
+    Each subset's MMD^2 is torchmetrics' ``poly_mmd`` (the estimator of its
+    ``KernelInceptionDistance``), in float64. gis draws the subsets itself, without
+    replacement from ``numpy.random.default_rng(seed)``: torchmetrics draws them from the
+    global torch RNG, which a library must not touch, and needs ``subset_size`` <= N. With a
+    single subset of all samples the result equals torchmetrics' exactly. Raises ValueError
+    for mismatched dimensions, ``subsets`` < 1 or fewer than 2 samples in a set.
+    """
+    import torch
+    from torchmetrics.image.kid import poly_mmd
+
     f1, f2 = _as_features(feat1), _as_features(feat2)
     if f1.shape[1] != f2.shape[1]:
         raise ValueError(f"feature dimensions differ: {f1.shape[1]} vs {f2.shape[1]}")
     if subsets < 1:
         raise ValueError(f"subsets must be >= 1 (got {subsets})")
     m = min(subset_size, f1.shape[0], f2.shape[0])
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 samples per set (got {f1.shape[0]}, "
+                         f"{f2.shape[0]})")
     rng = np.random.default_rng(seed)
+    t1, t2 = torch.from_numpy(f1), torch.from_numpy(f2)
     values = np.empty(subsets)
     for i in range(subsets):
-        x = f1[rng.choice(f1.shape[0], m, replace=False)]
-        y = f2[rng.choice(f2.shape[0], m, replace=False)]
-        values[i] = polynomial_mmd2_unbiased(x, y)
+        x = t1[rng.choice(f1.shape[0], m, replace=False)]
+        y = t2[rng.choice(f2.shape[0], m, replace=False)]
+        values[i] = float(poly_mmd(x, y))
     return float(values.mean()), float(values.std())
 
 

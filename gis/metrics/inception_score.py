@@ -7,14 +7,20 @@ it: the N rows of ``probs`` are cut, in the order given, into ``splits`` consecu
     IS_part = exp( mean_i KL( p(y|x_i) || p(y) ) ),   p(y) = mean_i p(y|x_i) over the part,
 
 and the result is the mean and the (population, ``ddof=0``) standard deviation of the parts'
-scores. The score depends on the order of the rows and on ``splits`` (REFERENCE.md §4):
-report both, and shuffle beforehand only on purpose.
+scores. The score depends on the order of the rows and on ``splits`` (docs/RESULTS.md,
+Definitions): report both, and shuffle beforehand only on purpose.
+
+Why not torchmetrics' ``InceptionScore``: it shuffles the rows with the global torch RNG
+(which a library must not touch) and reports the unbiased standard deviation, so its numbers
+are neither reproducible from a seed nor the reference code's; on the same row order its mean
+is the same.
 
 The ImageNet Inception Score needs the 1008-way head of the 2015 Inception network, which no
 package ships offline. ``is_classifier`` therefore uses torchvision's Inception-v3 (1000
 ImageNet classes) only when its weights are already in the torch hub cache -- gis never
-downloads -- and otherwise the dataset's own ``DomainClassifier``. A score computed with the
-latter is a **domain IS**: it lies in [1, num_classes] (10 for fashion-colors), measures how
+downloads -- and otherwise the category classifier of the dataset's ground truth
+(``gis.interfaces.GroundTruth``). A score computed with the latter is a **domain IS**: it
+lies in [1, num_classes] (the dataset's number of categories), measures how
 confidently and how evenly the generated images fall into the dataset's categories, and is
 not comparable to ImageNet IS values reported in papers (which are computed on 1,000 or 1,008
 ImageNet classes with another network).
@@ -176,8 +182,9 @@ def is_classifier(dataset=None, device: str | torch.device = "cpu", *,
     ``prefer="auto"``: torchvision's Inception-v3 with its ImageNet weights when the file is
     already in ``torch.hub.get_dir()/checkpoints/`` (name ``"IS (torchvision Inception-v3,
     ImageNet)"``; images resized to 299 px bilinear, ImageNet normalisation, softmax over the
-    1000 classes), else ``dataset``'s domain classifier (``load_domain_classifier``; name
-    ``"domain IS (gis DomainClassifier on <dataset>, <C> classes)"``; a domain IS lies in
+    1000 classes), else the category classifier of ``dataset``'s ground truth
+    (``dataset.ground_truth.category_classifier()``, ``gis.interfaces.GroundTruth``; name
+    ``"domain IS (<its label> on <dataset>, <C> classes)"``; a domain IS lies in
     [1, C] and is not comparable to ImageNet IS). ``prefer="domain"`` or ``"imagenet"`` force
     one (``"imagenet"`` raises ``MissingAssetError`` when the file is absent).
 
@@ -201,14 +208,13 @@ def is_classifier(dataset=None, device: str | torch.device = "cpu", *,
         from ..data import load_dataset
 
         dataset = load_dataset()
-    from ..evaluation.classifier import load_domain_classifier
-
-    model = load_domain_classifier(dataset, device=device)
+    model = dataset.ground_truth.category_classifier(device=device)
     name = (dataset.meta or {}).get("name") or "?"
 
     def fn(images01: torch.Tensor) -> torch.Tensor:
         return model.predict_proba(_check01(images01), value_range=(0.0, 1.0)).cpu()
 
     return ISClassifier(
-        fn, f"domain IS (gis DomainClassifier on {name}, {model.num_classes} classes)",
+        fn, f"domain IS ({getattr(model, 'label', type(model).__name__)} on {name}, "
+        f"{model.num_classes} classes)",
         "domain", model.num_classes)

@@ -1,7 +1,7 @@
 """LPIPS as a metric: distances between images and the mean pairwise distance of a set.
 
-AlexNet is the trunk for the metric (REFERENCE.md §4). Modules come from the ``lpips`` loss
-plugin and are built once per (trunk, device).
+AlexNet is the trunk for the metric (docs/RESULTS.md, Definitions). Modules come from the
+``lpips`` loss plugin and are built once per (trunk, device).
 """
 
 from __future__ import annotations

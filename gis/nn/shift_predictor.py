@@ -1,4 +1,4 @@
-"""The shift predictor Theta_s of GIS (Kumar, Sharma & Narayan 2025).
+"""The shift predictor Theta_s of GIS (Kumar, Sharma & Narayan 2025; docs/METHOD.md).
 
 From each shifted image it predicts which of the n shifts made it (class logits, trained with
 cross-entropy against the shift's index) and the shift itself (regression, trained with mean
@@ -14,33 +14,48 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import GisUsageError
+
 
 class ShiftPredictor(nn.Module):
     """ResNet-18 trunk + (index logits, shift regression) heads.
 
     Any input side works (down to a few pixels: the average pool is adaptive); in training mode
     its batch norms need more than one image per batch.
+
+    ``seed``: draw the initial weights from this seed. torchvision's layers draw from the global
+    generator, so they are built inside ``torch.random.fork_rng`` (CPU): the caller's RNG state
+    is left as it was. ``None`` draws from the global generator as it stands.
     """
 
-    def __init__(self, n: int, latent_dim: int):
+    def __init__(self, n: int, latent_dim: int, *, seed: int | None = None):
         super().__init__()
+        if n < 1 or latent_dim < 1:
+            raise GisUsageError(f"n and latent_dim must be >= 1 (got {n}, {latent_dim})")
+        self.n = n
+        self.latent_dim = latent_dim
+        if seed is None:
+            self._build()
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                self._build()
+
+    def _build(self) -> None:
         from torchvision.models import resnet18
 
-        if n < 1 or latent_dim < 1:
-            raise ValueError(f"n and latent_dim must be >= 1 (got {n}, {latent_dim})")
         trunk = resnet18(weights=None)
         trunk.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3)
         trunk.fc = nn.Identity()  # keep the 512-d pooled features
         self.trunk = trunk
-        self.n = n
-        self.latent_dim = latent_dim
-        self.class_head = nn.Linear(512, n)
-        self.shift_head = nn.Linear(512, latent_dim)
+        self.class_head = nn.Linear(512, self.n)
+        self.shift_head = nn.Linear(512, self.latent_dim)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 512) pooled features of images (B, 3, H, W) (or (B, 1, H, W), replicated)."""
-        assert images.ndim == 4 and images.shape[1] in (1, 3), (
-            f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise GisUsageError(f"the shift predictor reads (B, 3, H, W) images, got "
+                                f"{tuple(images.shape)}")
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         return self.trunk(images)

@@ -3,7 +3,8 @@
 Registers recommender ``dvbpr``: x(u, X) = theta_u . phi(X), phi a CNN trained end to end with
 BPR. The factory loads the shipped default for the embedded ``fashion-colors`` data, a gis
 ``.safetensors`` checkpoint, or (with ``trust=True``) an AIP-style PyTorch ``.tar``; the trainer
-makes ``gis train recommender dvbpr`` work. Torch-heavy modules are imported on first use.
+(``gis_dvbpr.trainer.DVBPRTrainer``) makes ``gis train recommender dvbpr`` work. Torch-heavy
+modules are imported when the registry is first used, not when gis starts.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from gis.hookspecs import hookimpl
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "fashion-colors.safetensors"
-TRAIN_COMMAND = ("gis train recommender dvbpr --data fashion-colors --out runs/dvbpr "
-                 "(or: PYTHONPATH=.:plugins python -m gis_dvbpr.train --data fashion-colors "
-                 "--out runs/dvbpr)")
+TRAIN_COMMAND = "gis train recommender dvbpr --data fashion-colors --out runs/dvbpr"
 
 
 def create(*, checkpoint: str | Path | None = None, device: str = "cpu", trust: bool = False,
@@ -60,17 +59,11 @@ def create(*, checkpoint: str | Path | None = None, device: str = "cpu", trust: 
     return model.to(device)
 
 
-def train(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bool = False,
-          **options: Any) -> Path:
-    """BPR-train DVBPR on ``dataset``; see ``gis_dvbpr.trainer.train_dvbpr`` for the options."""
-    from .trainer import train_dvbpr
-
-    return train_dvbpr(dataset, out=out, seed=seed, device=device, resume=resume, **options)
-
-
 @hookimpl
 def register_recommenders(register):
+    from .trainer import DVBPRTrainer
+
     register("dvbpr", create,
              description="DVBPR (Kang et al. 2017): CNN image embedding + user vectors, BPR; "
                          "layouts 32/128/224, AIP .tar checkpoints with --trust",
-             trainer=train)
+             trainer=DVBPRTrainer)

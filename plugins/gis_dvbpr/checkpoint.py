@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from gis.errors import CheckpointError, UntrustedFileError
+from gis.errors import CheckpointError
+from gis.io import require_trust
 from gis.training import load_checkpoint, save_checkpoint
 
 from .model import DVBPR, LAYOUTS, Layout, get_layout
@@ -37,7 +38,7 @@ def save_dvbpr(model: DVBPR, path: str | os.PathLike, *, half: bool = False,
     tensors["theta"] = model.theta.detach().to(dtype)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "layout": model.layout.to_dict(), "k": model.embedding_dim,
-            "user_ids": model.user_ids, "card": model.card, **(extra_meta or {})}
+            "user_ids": model.user_ids, "card": model.card.to_dict(), **(extra_meta or {})}
     return save_checkpoint(path, tensors, meta)
 
 
@@ -77,20 +78,19 @@ def _load_gis(path: Path, *, layout, user_ids) -> DVBPR:
 def _load_torch(path: Path, *, trust: bool, layout, user_ids) -> DVBPR:
     import pickle
 
+    pickled = False
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        if not trust:
-            raise UntrustedFileError(
-                f"{path} is a pickle-based PyTorch checkpoint (AIP style, numpy inside); loading "
-                "it can run arbitrary code: pass --trust (trust=True) only if you trust its "
-                "source") from None
+        pickled = True
+    except Exception as exc:
+        raise CheckpointError(f"{path} could not be read by torch.load: {exc}") from None
+    if pickled:
+        require_trust(path, trust=trust, what="PyTorch checkpoint (AIP style, numpy inside)")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:
             raise CheckpointError(f"{path} could not be read by torch.load: {exc}") from None
-    except Exception as exc:
-        raise CheckpointError(f"{path} could not be read by torch.load: {exc}") from None
     if not isinstance(obj, dict) or "model_state_dict" not in obj or "U" not in obj:
         keys = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path} is not an AIP-style DVBPR checkpoint (expected keys "

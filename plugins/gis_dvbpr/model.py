@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gis.errors import CheckpointError
-from gis.interfaces import Recommender
+from gis.interfaces import ModelCard, Recommender
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class DVBPR(Recommender):
         self.image_size = layout.image_size
         self.embedding_dim = k
         self.user_ids = [str(u) for u in user_ids]
-        self.card = dict(card or {})
+        self.card = ModelCard.from_dict(card)
         self.cnn = DVBPRNet(layout, k)
         self.theta = nn.Parameter(torch.zeros(len(self.user_ids), k))
 

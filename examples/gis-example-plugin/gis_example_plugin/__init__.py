@@ -1,8 +1,10 @@
 """An example third-party gis plugin, packaged on its own (see docs/PLUGINS.md).
 
 It registers one of each: a generator (a random linear decoder), a recommender (average
-colour against random user vectors) and a loss (total variation). Install it with
-``pip install -e examples/gis-example-plugin`` and it appears in ``gis plugins``.
+colour against random user vectors), a loss term (total variation, selected with ``gis shift
+--loss total-variation=WEIGHT``) and a dataset with ground truth (colour swatches,
+``dataset.py``). Install it with ``pip install -e
+examples/gis-example-plugin`` and it appears in ``gis plugins``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import gis
 class LinearGenerator(gis.Generator):
     """G(z) = tanh(W z) reshaped to an image: the smallest thing that meets the interface."""
 
-    def __init__(self, latent_dim: int = 16, resolution: int = 8, seed: int = 0):
+    def __init__(self, latent_dim: int = 16, resolution: int = 16, seed: int = 0):
         super().__init__()
         self.latent_dim, self.resolution, self.output_range = latent_dim, resolution, (-1.0, 1.0)
         self.card = {"dataset": None, "note": "random weights; an example only"}
@@ -47,12 +49,21 @@ class ColourRecommender(gis.Recommender):
         return self.theta
 
 
-class TotalVariation(nn.Module):
-    """Mean absolute difference between neighbouring pixels (smoothness)."""
+class TotalVariation(gis.LossTerm):
+    """A smoothness prior for either objective: each image's mean absolute difference between
+    neighbouring pixels, (B,), in the generator's pixel units (0 for a flat image).
 
-    def forward(self, x):
-        return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + \
-            (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    gis calls ``forward`` with a ``gis.LossContext`` at every step and adds ``weight x value``
+    to the objective: ``gis shift --loss total-variation=0.5`` makes smoother variants,
+    ``--invert-loss total-variation=0.5`` a smoother inversion (docs/PLUGINS.md, "Losses").
+    """
+
+    stages = ("invert", "shift")  # the default; a term made for one objective names it
+
+    def forward(self, ctx: gis.LossContext) -> torch.Tensor:
+        x = ctx.images  # (B, 3, R, R), differentiable: the gradient smooths the images
+        return ((x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+                + (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1))
 
 
 @gis.hookimpl
@@ -70,4 +81,14 @@ def register_recommenders(register):
 @gis.hookimpl
 def register_losses(register):
     register("total-variation", lambda **kw: TotalVariation(), aliases=("tv",),
-             description="Total variation (example plugin)")
+             description="Total variation of the images, for either objective (example "
+                         "plugin)")
+
+
+@gis.hookimpl
+def register_datasets(register):
+    from .dataset import load_swatches
+
+    register("example-swatches", load_swatches,
+             description="Colour swatches with 5 simulated users and ground truth "
+                         "(example plugin)")

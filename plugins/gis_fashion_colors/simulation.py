@@ -1,4 +1,4 @@
-"""fashion-colors: coloured Fashion-MNIST product photos with simulated users.
+"""fashion-colors: coloured Fashion-MNIST product photos with simulated users (the simulation).
 
 Items. Fashion-MNIST garments (28x28 grey, 10 classes) are laid out like product photos: a
 2-pixel white margin (32x32 RGB), an off-white background (level 246..255), and the garment
@@ -29,8 +29,9 @@ replacement from softmax(utility) (Gumbel top-k); one is held out for validation
 test, at random, as DVBPR does.
 
 The colour of any image -- a catalogue item or a generated one -- is measured from its pixels
-by ``measure_color`` and ``true_utility`` accepts that measured RGB, so the ground truth can
-judge whether a shifted image is really preferred.
+by ``measure_color`` and ``true_utility`` accepts that measured RGB, so the ground truth
+(``gis_fashion_colors.truth``, gis's ``GroundTruth`` interface) can judge whether a shifted
+image is really preferred.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GisUsageError, MissingAssetError
-from .base import Dataset
-from .split import dvbpr_split
+from gis.data import Dataset
+from gis.data.split import dvbpr_split
+from gis.errors import GisUsageError, MissingAssetError
 
 FORMAT = "gis-fashion-colors/1"
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
@@ -89,6 +90,12 @@ SUBSET = {"items": 6000, "heldout": 2000, "users": 3000}
 #: ``gis data build --full``: every Fashion-MNIST image
 FULL = {"items": 60000, "heldout": 10000, "users": 20000}
 DEFAULT_SEED = 0
+#: Item that ``gis shift`` modifies when no ``--item`` is given (``meta["default_item"]``): a
+#: plain yellow T-shirt/top of the catalogue (Fashion-MNIST train image 12830; it looks the
+#: same in every build with seed 0, ``--full`` included). Yellow is the colour the simulated
+#: users like least, so a shift has room to help. Get it with
+#: ``load().item_image(DEFAULT_ITEM_ID)`` -> (1, 3, 32, 32) in [-1, 1].
+DEFAULT_ITEM_ID = "train-12830"
 
 # --------------------------------------------------------------------------------------------
 # Fashion-MNIST sources
@@ -164,7 +171,7 @@ def measure_color(images, *, value_range: tuple[float, float] = (-1.0, 1.0)) -> 
     """
     import torch
 
-    from ..images import to_uint8
+    from gis.images import to_uint8
 
     arr = torch.from_numpy(to_uint8(images, value_range)).float()  # (N, H, W, 3)
     n = arr.shape[0]
@@ -411,7 +418,11 @@ def user_id_list(n: int) -> list[str]:
 
 
 def from_compact(arrays, *, path: str | None = None) -> Dataset:
-    """Render a compact fashion-colors archive (dict-like of arrays) into a ``Dataset``."""
+    """Render a compact fashion-colors archive (dict-like of arrays) into a ``Dataset`` that
+    offers ground truth (``FashionColorsTruth``) and names ``DEFAULT_ITEM_ID`` as its default
+    item."""
+    from .truth import FashionColorsTruth
+
     meta = json.loads(str(arrays["meta"]))
     if path is not None:
         meta["path"] = str(path)
@@ -434,6 +445,7 @@ def from_compact(arrays, *, path: str | None = None) -> Dataset:
     num_users = len(arrays["val"])
     meta.setdefault("category_names", CATEGORY_NAMES)
     meta["color_names"] = COLOR_NAMES
+    meta.setdefault("default_item", DEFAULT_ITEM_ID)
     return Dataset(
         images=images, categories=cats, category_names=list(CATEGORY_NAMES),
         user_ids=user_id_list(num_users),
@@ -442,6 +454,7 @@ def from_compact(arrays, *, path: str | None = None) -> Dataset:
         meta=meta, heldout_images=h_images if len(h_images) else None,
         heldout_categories=h_cats if len(h_images) else None,
         heldout_item_ids=h_ids, heldout_attributes=h_attrs if len(h_images) else {},
+        ground_truth_factory=FashionColorsTruth,
     )
 
 
@@ -452,18 +465,3 @@ def build(source: str | Path = DEFAULT_SOURCE, *, full: bool = False, seed: int 
     opts.update({k: v for k, v in sizes.items() if v is not None})
     return from_compact(build_arrays(source, seed=seed, **opts))
 
-
-def oracle_auc(ds: Dataset, **kwargs) -> float:
-    """Sampled AUC (``gis.data.split.sampled_auc``) of the ground-truth utility itself: the
-    ceiling a recommender could reach from the visible attributes."""
-    from .split import sampled_auc
-
-    cats, rgb = ds.categories, ds.attributes["color_rgb"]
-
-    def score(rows, items):
-        out = np.empty(items.shape)
-        for k, (r, it) in enumerate(zip(rows, items, strict=True)):
-            out[k] = true_utility(ds.tastes, int(r), cats[it], rgb[it])
-        return out
-
-    return sampled_auc(ds, score, **kwargs)

@@ -1,0 +1,184 @@
+"""One home for how gis writes files and for the checks every command repeats.
+
+* Atomic writes: :func:`atomic_path` (a temporary path beside the target, renamed onto it when
+  the block ends without error, removed otherwise), :func:`write_bytes`, :func:`write_text`,
+  :func:`write_json`; :func:`atomic_folder` builds a whole output folder in a hidden sibling
+  and renames it into place. A reader sees the old file (or folder) or the new one, never a
+  half-written one; an error leaves nothing behind.
+* :class:`JSONEncoder` / :func:`json_default`: numpy and torch scalars and arrays, paths,
+  devices, dtypes and sets as JSON.
+* :func:`require_trust`: the one check before any pickle-based file is loaded.
+* :func:`check_output_folder`: the one check of an ``--out`` folder.
+
+Imported when the CLI starts: no numpy or torch at the top (types are recognised only when
+their module is already loaded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import GisUsageError, UntrustedFileError
+
+__all__ = ["JSONEncoder", "atomic_folder", "atomic_path", "check_output_folder", "json_default",
+           "require_trust", "write_bytes", "write_json", "write_text"]
+
+
+# ------------------------------------------------------------------------------ atomic files
+def _ordinary_mode(path: str | os.PathLike) -> None:
+    """rw for the owner, r/w for the rest as the umask allows (what ``open()`` would make;
+    ``mkstemp`` and safetensors make 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same folder, same suffix, so writers that add
+    or check a suffix, such as ``np.save`` or safetensors, work); when the block ends without
+    error the file is given ordinary permissions, flushed to disk and renamed onto ``path``
+    (``os.replace``); on any error it is removed and ``path`` is left as it was. Parent
+    folders are created. Raises OSError when the folder cannot be written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{path.suffix}",
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        _ordinary_mode(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically write ``data`` to ``path`` (see :func:`atomic_path`); returns ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write ``text`` as UTF-8 to ``path``; returns ``path``."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) -> Path:
+    """Atomically write ``obj`` as JSON indented by 2 with a final newline, encoded with
+    :class:`JSONEncoder`; returns ``path``. Raises TypeError for a value it cannot encode."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, cls=JSONEncoder)
+                      + "\n")
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``out``; when the block ends without error it
+    becomes ``out`` (an existing ``out`` is replaced only with ``overwrite``); on any error it
+    is removed with everything in it and ``out`` is left as it was.
+
+    Checks ``out`` first with :func:`check_output_folder` (GisUsageError)."""
+    out = check_output_folder(out, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        _ordinary_mode_dir(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _ordinary_mode_dir(path: Path) -> None:
+    """What ``mkdir`` would have made (``mkdtemp`` makes 0700 folders)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+
+
+# ------------------------------------------------------------------------------ checks
+def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
+                        resume: bool | None = None) -> Path:
+    """Refuse an ``--out`` folder that a command must not write into; returns it as a Path.
+
+    A folder written whole (``resume=None``, e.g. ``gis shift``): refused when it exists,
+    unless ``overwrite``. A run folder filled over time (``resume`` True or False, e.g.
+    ``gis train``): refused when it already holds files, unless ``resume``. An ``--out``
+    that is a file is always refused. Raises GisUsageError with a one-line message."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GisUsageError(f"--out {out} exists and is not a folder")
+    if resume is None:
+        if out.exists() and not overwrite:
+            raise GisUsageError(f"output folder {out} already exists: pass --overwrite to "
+                                "replace it, or choose another --out")
+    elif not resume and out.is_dir() and any(out.iterdir()):
+        raise GisUsageError(f"output folder {out} is not empty: pass --resume to continue that "
+                            "run, or choose another --out")
+    return out
+
+
+def require_trust(path: str | os.PathLike, *, trust: bool, what: str, hint: str = "") -> None:
+    """The check before loading a pickle-based file: unpickling runs code chosen by whoever
+    wrote the file, so it happens only with the user's explicit ``trust``.
+
+    ``what`` names the file's kind ("DVBPR data file", "ProGAN checkpoint"); ``hint`` is an
+    alternative to offer ("convert it to a .safetensors file"). Raises UntrustedFileError
+    (one line naming ``--trust``) when ``trust`` is false."""
+    if not trust:
+        alt = f", or {hint}" if hint else ""
+        raise UntrustedFileError(
+            f"{path} is a pickle-based {what}: loading it can run arbitrary code. Pass --trust "
+            f"(trust=True) only for files you trust{alt}")
+
+
+# ------------------------------------------------------------------------------ JSON
+def json_default(o: Any) -> Any:
+    """The JSON form of what ``json`` cannot encode itself: numpy and torch scalars (their
+    value) and arrays/tensors (nested lists), paths, torch devices and dtypes (their text),
+    sets and frozensets (sorted lists). Raises TypeError for anything else."""
+    np = sys.modules.get("numpy")
+    torch = sys.modules.get("torch")
+    if np is not None:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    if torch is not None:
+        if isinstance(o, torch.Tensor):
+            return o.detach().cpu().tolist()
+        if isinstance(o, (torch.device, torch.dtype)):
+            return str(o)
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o, key=str)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+class JSONEncoder(json.JSONEncoder):
+    """``json.dumps(obj, cls=JSONEncoder)``: the standard encoder plus :func:`json_default`."""
+
+    def default(self, o: Any) -> Any:
+        return json_default(o)

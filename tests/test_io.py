@@ -1,0 +1,112 @@
+"""gis.io: atomic files and folders, the JSON encoder, the trust and output-folder checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gis.errors import GisUsageError, UntrustedFileError
+from gis.io import (
+    JSONEncoder,
+    atomic_folder,
+    atomic_path,
+    check_output_folder,
+    require_trust,
+    write_bytes,
+    write_json,
+)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_file_write_replaces_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "a" / "page.html"
+    write_bytes(path, b"first")
+    assert path.read_bytes() == b"first"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # not mkstemp's 0600
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert path.read_bytes() == b"first"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["page.html"]
+
+
+def test_atomic_path_keeps_the_suffix_for_writers_that_check_it(tmp_path):
+    path = tmp_path / "features.npy"
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.arange(3))  # np.save appends .npy to any other name
+    np.testing.assert_array_equal(np.load(path), np.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.npy"]
+
+
+def test_atomic_folder_leaves_nothing_behind_on_exception(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError), atomic_folder(out) as tmp:
+        (tmp / "result.json").write_text("{}")
+        (tmp / "sub").mkdir()
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+    with atomic_folder(out) as tmp:
+        (tmp / "a.txt").write_text("old")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()
+    with pytest.raises(GisUsageError, match="already exists: pass --overwrite"):
+        with atomic_folder(out):
+            pass
+    with pytest.raises(RuntimeError), atomic_folder(out, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("new")
+        raise RuntimeError("interrupted")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    with atomic_folder(out, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert [p.name for p in out.iterdir()] == ["b.txt"]
+
+
+def test_output_folder_check(tmp_path):
+    assert check_output_folder(tmp_path / "new") == tmp_path / "new"
+    with pytest.raises(GisUsageError, match="already exists"):
+        check_output_folder(tmp_path)
+    assert check_output_folder(tmp_path, overwrite=True) == tmp_path
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GisUsageError, match="is not a folder"):
+        check_output_folder(tmp_path / "file", overwrite=True)
+    # run folders filled over time: an empty one is fine, a used one only with --resume
+    (tmp_path / "empty").mkdir()
+    assert check_output_folder(tmp_path / "empty", resume=False)
+    with pytest.raises(GisUsageError, match="not empty: pass --resume"):
+        check_output_folder(tmp_path, resume=False)
+    assert check_output_folder(tmp_path, resume=True) == tmp_path
+
+
+def test_trust_check():
+    require_trust("x.pt", trust=True, what="ProGAN checkpoint")
+    with pytest.raises(UntrustedFileError, match=r"x.pt is a pickle-based ProGAN checkpoint: "
+                       r"loading it can run arbitrary code. Pass --trust .* or convert it"):
+        require_trust("x.pt", trust=False, what="ProGAN checkpoint",
+                      hint="convert it to a .safetensors file")
+
+
+def test_json_encoder(tmp_path):
+    doc = {"i": np.int64(3), "f": np.float32(0.5), "b": np.bool_(True), "a": np.arange(2),
+           "t": torch.tensor([1.0, 2.0]), "s": torch.tensor(4), "p": Path("x/y"),
+           "d": torch.device("cpu"), "dt": torch.float16, "set": {"b", "a"}}
+    path = write_json(tmp_path / "r.json", doc)
+    text = path.read_text()
+    assert text.endswith("}\n") and text.startswith('{\n  "i": 3')
+    assert json.loads(text) == {"i": 3, "f": 0.5, "b": True, "a": [0, 1], "t": [1.0, 2.0],
+                                "s": 4, "p": "x/y", "d": "cpu", "dt": "torch.float16",
+                                "set": ["a", "b"]}
+    with pytest.raises(TypeError, match="not JSON-serialisable: object"):
+        json.dumps({"o": object()}, cls=JSONEncoder)
