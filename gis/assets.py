@@ -321,6 +321,8 @@ def export(directory: str | os.PathLike, *, half: bool = False) -> list[Path]:
     folder there. ``half`` stores float16 (half the size; values rounded, LPIPS moves ~1e-3)."""
     from safetensors.torch import save_file
 
+    from .io import atomic_path
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -331,9 +333,10 @@ def export(directory: str | os.PathLike, *, half: bool = False) -> list[Path]:
         if half:
             tensors = {k: v.half() for k, v in tensors.items()}
         path = out / f"{key}.safetensors"
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
-                  metadata={"source": str(asset_path(key)), "dtype": "float16" if half else
-                            "float32"})
+        with atomic_path(path) as tmp:  # the umask's permissions, not safetensors' 0600
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                      metadata={"source": str(asset_path(key)), "dtype": "float16" if half
+                                else "float32"})
         written.append(path)
     return written
 

@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import __version__
+from .cli_options import check_device
 from .errors import GisError
 
 KINDS = ("generator", "recommender", "dataset", "loss")
@@ -77,7 +78,7 @@ def plugins(ctx):
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), default=None,
               help="Check only the object of this kind named NAME.")
-@click.option("--device", default="cpu", show_default=True,
+@click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="Device for generators and recommenders.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
               help="Option for each factory (repeatable; VALUE is read as a JSON scalar, else "

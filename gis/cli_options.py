@@ -4,7 +4,7 @@ options from the command line (docs/PLUGINS.md, "Factories").
 Commands that build those objects apply ``factory_options(...)``; each option is repeatable, its
 value is read as a JSON scalar (``3``, ``0.5``, ``true``, ``null``, ``"32"``) and otherwise kept
 as a string, and it reaches the factory of the object the command names (``--generator``,
-``--recommender``, ``--data``) through ``gis.plugins.factory_options``.
+``--recommender``, ``--data``) through ``gis.options.factory_options``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,17 @@ def parse_key_values(values: Iterable[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def check_device(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """click callback of every ``--device`` option: the one-line device check
+    (``gis.training.resolve_device``, exit status 2) while the command line is parsed, so
+    that no command creates anything for a device this machine cannot use."""
+    if value is not None:
+        from .training import resolve_device
+
+        resolve_device(value)
+    return value
+
+
 def factory_options(*kinds: str) -> Callable:
     """A click decorator adding ``--<kind>-option KEY=VALUE`` (repeatable) for each of
     ``kinds`` ("generator", "recommender", "dataset") to a command; while the command runs, the
@@ -62,7 +73,7 @@ def factory_options(*kinds: str) -> Callable:
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
         def run(*args: Any, **kwargs: Any) -> Any:
-            from .plugins import factory_options as scope
+            from .options import factory_options as scope
 
             scopes = {}
             for kind in kinds:

@@ -151,6 +151,14 @@ def check_generator(gen: Any) -> list[str]:
     passed += [f"sample_latents({BATCH}) -> {_shape_text((BATCH, dim))}",
                f"synthesize -> {_shape_text(tuple(x.shape))}, values in [{xmin:.3g}, "
                f"{xmax:.3g}] within output_range"]
+    kinds = tuple(gen.realism_kinds)
+    with _no_trace(gen, device):
+        for kind in kinds:  # the optional realism capability (gis.realism)
+            with _calling(f"realism(kind={kind!r})"):
+                r = gen.realism(images=x, latents=z, kind=kind, labels=labels)
+            _tensor(f"realism(kind={kind!r})", r, (BATCH,), "(n,)")
+    passed.append(f"realism: {', '.join(kinds)} -> ({BATCH},)" if kinds else
+                  "realism: none offered")
     return passed
 
 
@@ -294,6 +302,112 @@ def check_loss(loss: Any) -> list[str]:
             f"stages {', '.join(stages)}; " + ("maximised" if loss.maximise else "minimised")]
 
 
+def _tiny_models() -> tuple[Any, Any]:
+    """A tiny generator (latent 8, 32x32 in [-1, 1]) and recommender (3 users, K = 4), both
+    differentiable and seeded, for running a loss term outside any run."""
+    from .interfaces import Generator, Recommender
+
+    rng = torch.Generator().manual_seed(0)
+
+    class TinyGenerator(Generator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.latent_dim, self.resolution, self.card = 8, 32, {}
+            self.register_buffer("w", torch.randn(3 * 32 * 32, 8, generator=rng) / 8 ** 0.5)
+
+        def synthesize(self, z: torch.Tensor, *, labels: Any = None) -> torch.Tensor:
+            return torch.tanh(z @ self.w.T).view(-1, 3, 32, 32)
+
+    class TinyRecommender(Recommender):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image_size, self.embedding_dim, self.input_range = 32, 4, (-1.0, 1.0)
+            self.user_ids, self.card = ["u0", "u1", "u2"], {}
+            self.register_buffer("proj", torch.randn(4, 3, generator=rng))
+            self.register_buffer("theta", torch.randn(3, 4, generator=rng))
+
+        def embed(self, images: torch.Tensor) -> torch.Tensor:
+            return images.mean((2, 3)) @ self.proj.T
+
+        @property
+        def user_vectors(self) -> torch.Tensor:
+            return self.theta
+
+    return TinyGenerator().eval(), TinyRecommender().eval()
+
+
+def _tiny_context(stage: str, gen: Any, rec: Any) -> tuple[Any, list[torch.Tensor]]:
+    """A LossContext of ``stage`` over ``BATCH`` images of the tiny models, with what the
+    engine fills for that stage, and the tensors the value may depend on (images, latents,
+    shifts) for the gradient check."""
+    from .engine.settings import invert_settings, shift_settings
+    from .interfaces import LossContext
+
+    rng = torch.Generator().manual_seed(1)
+    d, n = gen.latent_dim, BATCH
+    if stage == "invert":
+        z = torch.randn(n, d, generator=rng).requires_grad_(True)
+        images = gen.synthesize(z)
+        target = gen.synthesize(torch.randn(1, d, generator=rng)).detach()
+        ctx = LossContext(stage=stage, step=0, images=images, latents=z, generator=gen,
+                          settings=invert_settings(), target=target)
+        return ctx, [images, z]
+    settings = shift_settings()
+    base = torch.randn(1, d, generator=rng)
+    shifts = ((torch.rand(n, d, generator=rng) * 2 - 1) * settings.eps).requires_grad_(True)
+    latents = base + shifts
+    images = gen.synthesize(latents)
+    phi = rec.embed(images)
+    head = torch.randn(3 * 32 * 32, n + d, generator=rng) / 32.0  # a stand-in predictor
+    predicted = (images - gen.synthesize(base).detach()).flatten(1) @ head
+    ctx = LossContext(stage=stage, step=0, images=images, latents=latents, generator=gen,
+                      settings=settings, base_latent=base, base_image=gen.synthesize(base),
+                      shifts=shifts, recommender=rec, user_vectors=rec.user_vectors,
+                      embeddings=phi, scores=(phi @ rec.user_vectors.T).mean(1),
+                      predicted_logits=predicted[:, :n], predicted_shifts=predicted[:, n:],
+                      order=torch.arange(n))
+    return ctx, [images, latents, shifts]
+
+
+def check_loss_forward(loss: Any) -> list[str]:
+    """``gis plugins check`` of a loss term: ``forward`` once on a tiny LossContext for each
+    stage it declares (a tiny generator and recommender, not the plugin's own models): a
+    float scalar or ``(BATCH,)`` tensor, finite, with a finite gradient with respect to
+    ``ctx.images`` (or the latents and shifts they come from), as a term that steers the
+    optimisation must have. A term whose ``check_models`` refuses the tiny models is not run
+    (said so in the line). Raises ContractMismatch naming the stage and the piece."""
+    gen, rec = _tiny_models()
+    try:
+        loss.check_models(gen, rec)
+    except errors.GisUsageError as exc:
+        return [f"forward: not run (its check_models refuses a tiny test generator: {exc})"]
+    passed = []
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        for stage in loss.stages:
+            ctx, inputs = _tiny_context(stage, gen, rec)
+            what = f"forward(ctx) at stage {stage!r}"
+            with _calling(what):
+                value = loss(ctx)
+            if not isinstance(value, torch.Tensor) or value.ndim > 1:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else \
+                    type(value).__name__
+                raise ContractMismatch(f"{what} returned {got}; expected a scalar or "
+                                       f"({BATCH},), one value per image")
+            _tensor(what, value, tuple(value.shape) if value.ndim == 0 else (BATCH,),
+                    "one value per image")
+            grads = [] if not value.requires_grad else [g for g in torch.autograd.grad(
+                value.sum(), inputs, allow_unused=True) if g is not None]
+            if not grads:
+                raise ContractMismatch(f"{what} has no gradient with respect to ctx.images "
+                                       "(nor the latents or shifts): it cannot steer the "
+                                       "optimisation")
+            if not all(bool(torch.isfinite(g).all()) for g in grads):
+                raise ContractMismatch(f"{what} has a non-finite gradient (NaN or inf)")
+            passed.append(f"forward at stage {stage!r} on a tiny context -> "
+                          f"{tuple(value.shape)}, finite, with a gradient")
+    return passed
+
+
 CHECKS = {"generator": check_generator, "recommender": check_recommender,
           "dataset": check_dataset, "loss": check_loss}
 
@@ -330,12 +444,7 @@ def run_checks(name: str, *, kind: str | None = None, device: str = "cpu",
     for registry in plugins.REGISTRIES.values():
         if kind is not None and registry.kind != kind:
             continue
-        try:
-            entries = list(registry)
-        except errors.DuplicateRegistrationError as exc:
-            reports.append(CheckReport(f"{registry.kind}s", error=str(exc)))
-            continue
-        for entry in entries:
+        for entry in list(registry):
             if name not in (entry.name, *entry.aliases, entry.plugin):
                 continue
             opts = dict(options or {})
@@ -343,9 +452,13 @@ def run_checks(name: str, *, kind: str | None = None, device: str = "cpu",
                 opts.setdefault("device", device)
             report = CheckReport(entry.label)
             try:
-                report.passed = registry.create_checked(entry.name, **opts)[1]
+                obj, report.passed = registry.create_checked(entry.name, **opts)
+                if registry.kind == "loss":  # what only `gis plugins check` runs
+                    report.passed += check_loss_forward(obj)
             except errors.GisError as exc:
                 report.error = str(exc).removeprefix(f"{entry.label}: ")
+            except ContractMismatch as exc:
+                report.error = str(exc)
             reports.append(report)
     if not reports:
         what = kind or "generator, recommender, dataset or loss"

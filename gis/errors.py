@@ -55,7 +55,9 @@ class UnknownDatasetError(UnknownPluginObjectError):
 
 
 class DuplicateRegistrationError(GisError):
-    """Two plugins registered the same name or alias. ``plugins`` holds (owner, newcomer)."""
+    """Two plugins registered the same name or alias. ``plugins`` holds (owner, newcomer).
+    Raised by the newcomer's ``register`` call; gis then leaves the newcomer out entirely
+    (docs/PLUGINS.md, "When a plugin is broken")."""
 
     def __init__(self, message: str, plugins: tuple[str, str] = ("", "")):
         super().__init__(message)

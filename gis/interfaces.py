@@ -203,6 +203,9 @@ class Generator(nn.Module):
     resolution: int
     output_range: tuple[float, float] = (-1.0, 1.0)
     num_classes: int = 0
+    #: the latents' prior in training: "normal" is N(0, I) (what ``sample_latents`` draws and
+    #: what the "latent-prior" realism assumes); None for any other prior
+    latent_prior: str | None = "normal"
     #: the weights' ModelCard (training data, checkpoint, provenance, quality)
     card = _card_property()
 
@@ -228,6 +231,20 @@ class Generator(nn.Module):
         """The critic's output (n,) for images in ``output_range``, when the plugin ships its
         discriminator (the DVBPR design baseline's realism term needs it)."""
         raise NotImplementedError(f"{type(self).__name__} ships no discriminator")
+
+    @property
+    def realism_kinds(self) -> tuple[str, ...]:
+        """Realism scores ``realism`` gives, preferred first (gis.realism): "latent-prior" when
+        ``latent_prior == "normal"``; a plugin shipping its critic prepends "critic"."""
+        return ("latent-prior",) if self.latent_prior == "normal" else ()
+
+    def realism(self, images: torch.Tensor | None = None, latents: torch.Tensor | None = None,
+                *, kind: str | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) float, higher = more realistic, differentiable (gis.realism: the kinds, what
+        each reads, units); one-line GisUsageError when ``kind`` (None: the first) is absent."""
+        from .realism import base_realism
+
+        return base_realism(self, images, latents, kind)
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """Map synthesised images to [0, 1] (clamped)."""
@@ -343,6 +360,20 @@ class CategoryClassifier(Protocol):
         ...
 
 
+@dataclass(eq=False)
+class RealismVerdict:
+    """Whether images are realistic products of a dataset's world (``GroundTruth.realism``).
+
+    ``realistic`` (N,) bool; ``reasons`` (N,) str, "" for a realistic image, else why not
+    (e.g. "speckle: chroma noise 14.2 > 10"); ``measures`` the per-image figures (N,) the
+    verdict was read from, by name, in the units the dataset documents.
+    """
+
+    realistic: np.ndarray
+    reasons: list[str]
+    measures: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class GroundTruth(ABC):
     """The hidden truth of a (simulated) dataset: the true utility of any image for its users,
     and the category of any image.
@@ -374,6 +405,14 @@ class GroundTruth(ABC):
         items = np.asarray(items, dtype=np.int64)
         return self.utility(self.dataset.image_tensor(items), np.asarray(users),
                             np.asarray(self.dataset.categories)[items])
+
+    def realism(self, images: torch.Tensor, *,
+                value_range: tuple[float, float] = (-1.0, 1.0)) -> RealismVerdict | None:
+        """Whether images (N, 3, H, W) in ``value_range`` are products a user of this world
+        could buy (not speckled, not malformed): a ``RealismVerdict``, or None when the
+        dataset defines no realism (the default). Truth checks count the gain of an image
+        judged unrealistic as false."""
+        return None
 
     @abstractmethod
     def category_classifier(self, *, device: str | torch.device = "cpu") -> CategoryClassifier:
@@ -421,6 +460,7 @@ class LossContext:
     predicted_logits: torch.Tensor | None = None  # (B, n) shift predictor, row i: order[i]
     predicted_shifts: torch.Tensor | None = None  # (B, d) shift predictor, row i: order[i]
     order: torch.Tensor | None = None  # (B,) long: variant fed to the predictor as row i
+    labels: torch.Tensor | None = None  # both: (B,) long class of each image (conditional G)
 
     def rescale(self, x: torch.Tensor,
                 value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
@@ -449,6 +489,10 @@ class LossTerm(nn.Module):
     maximise: bool = False
     #: its name in the loss history and the progress bar; None: the name it was selected by
     key: str | None = None
+
+    def check_models(self, generator: Generator, recommender: Recommender | None = None) -> None:
+        """Called once before the optimisation with the run's models: raise a one-line
+        GisUsageError when the term cannot work with them (default: no requirement)."""
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
         raise NotImplementedError

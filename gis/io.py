@@ -8,7 +8,9 @@
 * :class:`JSONEncoder` / :func:`json_default`: numpy and torch scalars and arrays, paths,
   devices, dtypes and sets as JSON.
 * :func:`require_trust`: the one check before any pickle-based file is loaded.
-* :func:`check_output_folder`: the one check of an ``--out`` folder.
+* :func:`check_output_folder`: the one check of an ``--out`` folder (``--overwrite`` replaces
+  only an empty folder or one that ``gis shift``/``invert``/``design`` wrote: never the user's
+  own files); :func:`removed_if_left_empty` for run folders filled over time.
 
 Imported when the CLI starts: no numpy or torch at the top (types are recognised only when
 their module is already loaded).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -29,16 +32,20 @@ from typing import Any
 from .errors import GisUsageError, UntrustedFileError
 
 __all__ = ["JSONEncoder", "atomic_folder", "atomic_path", "check_output_folder", "json_default",
-           "require_trust", "write_bytes", "write_json", "write_text"]
+           "removed_if_left_empty", "require_trust", "write_bytes", "write_json", "write_text"]
 
 
 # ------------------------------------------------------------------------------ atomic files
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def _ordinary_mode(path: str | os.PathLike) -> None:
     """rw for the owner, r/w for the rest as the umask allows (what ``open()`` would make;
     ``mkstemp`` and safetensors make 0600 files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, 0o666 & ~_umask())
 
 
 @contextlib.contextmanager
@@ -93,11 +100,14 @@ def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterato
 
     Checks ``out`` first with :func:`check_output_folder` (GisUsageError)."""
     out = check_output_folder(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise _cannot_create(out, exc) from None
     try:
         yield tmp
-        _ordinary_mode_dir(tmp)
+        _ordinary_modes(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
@@ -110,11 +120,39 @@ def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         raise
 
 
-def _ordinary_mode_dir(path: Path) -> None:
-    """What ``mkdir`` would have made (``mkdtemp`` makes 0700 folders)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
+def _ordinary_modes(folder: Path) -> None:
+    """What ``mkdir`` and ``open()`` would have made under the user's umask, for ``folder``
+    and everything in it (``mkdtemp`` makes 0700 folders, ``mkstemp`` and safetensors 0600
+    files)."""
+    umask = _umask()
+    os.chmod(folder, 0o777 & ~umask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~umask)
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder: str | os.PathLike) -> Iterator[Path]:
+    """For a folder filled over time (``gis train``): when the block raises and the folder
+    did not exist before it, the folder (and any parent the block created with it) is removed
+    again if it holds no file, so a failed command leaves no empty ``--out`` behind."""
+    folder = Path(folder)
+    top = None  # the highest folder of the path that does not exist yet
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        top = p
+    try:
+        yield folder
+    except BaseException:
+        if top is not None and top.is_dir() and not any(
+                not q.is_dir() or q.is_symlink() for q in top.rglob("*")):
+            shutil.rmtree(top, ignore_errors=True)
+        raise
 
 
 # ------------------------------------------------------------------------------ checks
@@ -123,20 +161,93 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
     """Refuse an ``--out`` folder that a command must not write into; returns it as a Path.
 
     A folder written whole (``resume=None``, e.g. ``gis shift``): refused when it exists,
-    unless ``overwrite``. A run folder filled over time (``resume`` True or False, e.g.
-    ``gis train``): refused when it already holds files, unless ``resume``. An ``--out``
-    that is a file is always refused. Raises GisUsageError with a one-line message."""
+    unless ``overwrite``, and even then unless it is empty or a folder gis wrote
+    (:func:`_check_replaceable`: the user's own files are never replaced); the current folder
+    or one above it (``--out .``, ``--out ..``) is refused. A run folder filled over time
+    (``resume`` True or False, e.g. ``gis train``): refused when it already holds files,
+    unless ``resume``. An ``--out`` that is a file, or that cannot be created (its parent is
+    not writable), is always refused. Raises GisUsageError with a one-line message."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GisUsageError(f"--out {out} exists and is not a folder")
     if resume is None:
+        _check_not_a_working_folder(out)
+    if not out.exists():
+        _check_creatable(out)
+    if resume is None:
         if out.exists() and not overwrite:
             raise GisUsageError(f"output folder {out} already exists: pass --overwrite to "
                                 "replace it, or choose another --out")
+        if out.exists():
+            _check_replaceable(out)
     elif not resume and out.is_dir() and any(out.iterdir()):
         raise GisUsageError(f"output folder {out} is not empty: pass --resume to continue that "
                             "run, or choose another --out")
     return out
+
+
+#: what ``gis shift``, ``gis invert`` and ``gis design`` write into their folder (and ``gis
+#: report`` beside it): the only names ``--overwrite`` replaces
+GIS_FOLDER_FILES = re.compile(r"(item|base|grid)\.png|(variant|design)_\d+\.png|result\.json|"
+                              r"latents\.safetensors|report\.html")
+#: the ``command`` field of the result.json of those commands
+GIS_FOLDER_COMMANDS = ("shift", "invert", "design")
+
+
+def _check_not_a_working_folder(out: Path) -> None:
+    """``--out .``, ``..`` or another folder that holds the current one: a folder written
+    whole is renamed into place, which these cannot be (and replacing them would take the
+    user's files with them)."""
+    resolved, cwd = out.resolve(), Path.cwd().resolve()
+    if out.name in ("", ".", "..") or resolved == cwd or resolved in cwd.parents:
+        raise GisUsageError(f"--out {out} is the current folder or one above it: gis writes a "
+                            "new folder of its own, so name one, e.g. --out run1")
+
+
+def _cannot_create(out: Path, exc: OSError) -> GisUsageError:
+    why = exc.strerror or type(exc).__name__
+    return GisUsageError(f"cannot create output folder {out} ({why}): choose another --out")
+
+
+def _check_creatable(out: Path) -> None:
+    """A one-line error, before any work, when ``out`` cannot be created: its nearest existing
+    parent is a file or not writable (probed with a temporary folder, removed at once)."""
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None:
+        return
+    if not parent.is_dir():
+        raise GisUsageError(f"cannot create output folder {out}: {parent} is not a folder: "
+                            "choose another --out")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".gis-probe-", dir=parent))
+    except OSError as exc:
+        raise _cannot_create(out, exc) from None
+
+
+def _check_replaceable(out: Path) -> None:
+    """``--overwrite`` replaces ``out`` only when it is empty or gis wrote it: a result.json of
+    ``gis shift``, ``invert`` or ``design`` and nothing but the files those commands (and
+    ``gis report``) write. Anything else is the user's: a one-line GisUsageError."""
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    advice = "--overwrite replaces only a folder that gis wrote: choose another --out or " \
+             "delete it yourself"
+    try:
+        doc = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or doc.get("command") not in GIS_FOLDER_COMMANDS:
+        raise GisUsageError(f"output folder {out} was not written by gis shift, invert or "
+                            f"design (no result.json of theirs): {advice}")
+    listed = {f for f in doc.get("files") or [] if isinstance(f, str)}
+    foreign = [n for n in entries if not ((GIS_FOLDER_FILES.fullmatch(n) or n in listed)
+                                          and (out / n).is_file())]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                          else "")
+        raise GisUsageError(f"output folder {out} holds {shown}, which gis did not write: "
+                            f"{advice}")
 
 
 def require_trust(path: str | os.PathLike, *, trust: bool, what: str, hint: str = "") -> None:

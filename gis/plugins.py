@@ -6,15 +6,16 @@ that is not installed (``PYTHONPATH=.:plugins``), the same declarations are read
 tree's pyproject.toml. ``GIS_PLUGINS`` (comma-separated entry-point names) restricts which
 plugins load; ``GIS_PLUGINS=""`` loads none.
 
-A plugin that cannot load (an import error, an unknown or misspelt hook, a plugin name already
-taken, a hook that raises) is left out with one line on stderr that names it, its module and
-how to exclude it; ``list_plugins`` (``gis plugins``) lists it as broken. Each object a factory
-returns is checked at once (``gis.contracts``; docs/PLUGINS.md, "Checks").
+A plugin that cannot load (an import error, an unknown or misspelt hook, a hook with wrong
+argument names, a plugin name already taken, a hook that raises, an object name another plugin
+registered first) is left out entirely with one line on stderr that names it, its module and
+how to exclude it; ``list_plugins`` (``gis plugins``) lists it once, as broken. gis's own
+plugins register first, so a third-party plugin never displaces a built-in name. Each object a
+factory returns is checked at once (``gis.contracts``; docs/PLUGINS.md, "Checks").
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib
 import importlib.metadata
@@ -22,8 +23,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -32,6 +32,7 @@ import pluggy
 
 from . import errors, hookspecs
 from .errors import one_line
+from .options import check_options, cli_scope, factory_options  # noqa: F401 - public here too
 
 ENTRY_POINT_GROUP = "gis"
 PLUGINS_ENV = "GIS_PLUGINS"
@@ -41,6 +42,7 @@ pm.add_hookspecs(hookspecs)
 
 _loaded = False
 _sources: dict[str, str] = {}  # plugin name -> where it came from ("entry point x = m (...)")
+_builtin: set[str] = set()  # gis's own plugins (entry points of the gis distribution)
 _entry_point_names: list[str] = []  # entry points allowed by GIS_PLUGINS, in load order
 _broken: list[PluginInfo] = []  # plugins left out at load time
 _hook_errors: dict[str, str] = {}  # plugin name -> why one of its registry hooks failed
@@ -67,6 +69,8 @@ def load_plugins() -> None:
     _entry_point_names[:] = list(dict.fromkeys(ep.name for ep, _ in declared))
     for ep, origin in declared:
         source = f"entry point {ep.name} = {ep.value}" + (f" ({origin})" if origin else "")
+        builtin = origin is not None and (origin.startswith("source tree")
+                                          or origin.split(" ")[0] == "gis")
         if pm.get_plugin(ep.name) is not None:
             _left_out(ep.name, source, f"the plugin name is taken by {_sources.get(ep.name)}",
                       "uninstall one of the two packages")
@@ -79,7 +83,8 @@ def load_plugins() -> None:
         try:
             pm.register(module, name=ep.name)
         except (pluggy.PluginValidationError, ValueError) as exc:
-            _left_out(ep.name, source, one_line(exc))
+            _forget(ep.name, module)
+            _left_out(ep.name, source, validation_reason(exc))
             continue
         unknown = _unknown_hooks(module)
         if unknown:
@@ -87,6 +92,8 @@ def load_plugins() -> None:
             _left_out(ep.name, source, unknown)
             continue
         _sources[ep.name] = source
+        if builtin:
+            _builtin.add(ep.name)
 
 
 def reload_plugins() -> None:
@@ -99,9 +106,34 @@ def reload_plugins() -> None:
             pm.unregister(name=name)
             del _sources[name]
     _broken.clear()
+    _builtin.clear()
     _loaded = False
     _reset_registries()
     load_plugins()
+
+
+def _forget(name: str, plugin: Any) -> None:
+    """Undo a registration that pluggy refused half-way (it registers the hooks before the
+    one it refuses): nothing of the plugin stays."""
+    if pm.get_plugin(name) is plugin:
+        pm.unregister(name=name)
+
+
+def validation_reason(exc: Exception) -> str:
+    """pluggy's refusal of a plugin in one line, with its explanation (pluggy's first line
+    only names the plugin) and, for wrong argument names, the arguments the hook takes."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    hook = re.search(r"for hook '(\w+)'", text)
+    caller = getattr(pm.hook, hook.group(1), None) if hook else None
+    spec = getattr(caller, "spec", None)
+    detail = [line.removeprefix("hookimpl definition: ") for line in lines[1:]]
+    if not detail:
+        return one_line(exc)
+    reason = "hook " + ": ".join(detail) if hook else "; ".join(detail)
+    if spec is not None and "can not be found in the hookspec" in text:
+        reason += f"; {hook.group(1)} takes ({', '.join(spec.argnames)})"
+    return reason
 
 
 def _origin(ep: importlib.metadata.EntryPoint) -> str | None:
@@ -185,12 +217,14 @@ def register_plugin(plugin: Any, name: str | None = None) -> str:
     Raises ``pluggy.PluginValidationError`` (and registers nothing) when the plugin implements
     an unknown or misspelt hook."""
     load_plugins()
-    registered = pm.register(plugin, name=name)
     try:
+        registered = pm.register(plugin, name=name)
         pm.check_pending()
-    except pluggy.PluginValidationError:
-        pm.unregister(name=registered)
-        raise
+    except pluggy.PluginValidationError as exc:
+        taken = pm.get_name(plugin)
+        if taken is not None:  # refused half-way: nothing of it stays
+            pm.unregister(name=taken)
+        raise pluggy.PluginValidationError(plugin, validation_reason(exc)) from None
     _sources[registered] = "registered at run time"
     _reset_registries()
     return registered
@@ -221,14 +255,9 @@ def list_plugins() -> list[PluginInfo]:
     """Every plugin, loaded or broken, sorted by name. Builds the registries so that a plugin
     whose hook fails or that registers a name another plugin holds shows as broken."""
     load_plugins()
-    problems: dict[str, str] = {}
     for registry in REGISTRIES.values():
-        try:
-            registry.names()
-        except errors.DuplicateRegistrationError as exc:
-            problems.setdefault(exc.plugins[1], str(exc))
-    problems.update(_hook_errors)
-    problems.update(_command_errors)
+        registry.names()
+    problems = {**_hook_errors, **_command_errors}
     out = list(_broken)
     for name, plugin in pm.list_name_plugin():
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
@@ -257,27 +286,6 @@ class Entry(Generic[T]):
         return f"{self.kind} {self.name!r} from plugin {self.plugin!r} (module {self.module})"
 
 
-#: options from the command line (--generator-option ...), per kind: (name or None, options)
-_cli_options: ContextVar[dict[str, tuple[str | None, dict[str, Any]]] | None] = ContextVar(
-    "gis_factory_options", default=None)
-
-
-@contextlib.contextmanager
-def factory_options(**scopes: tuple[str | None, Mapping[str, Any]]) -> Iterator[None]:
-    """Within the block, ``create`` adds ``options`` to the factory call of the object of kind
-    ``kind`` named ``name`` (any object of that kind when ``name`` is None):
-    ``factory_options(generator=("progan", {"clamp": False}))``. The command line's
-    ``--generator-option`` / ``--recommender-option`` / ``--dataset-option`` use it
-    (``gis.cli_options``); options passed to ``create`` itself win."""
-    current = dict(_cli_options.get() or {})
-    current.update({kind: (name, dict(opts)) for kind, (name, opts) in scopes.items() if opts})
-    token = _cli_options.set(current)
-    try:
-        yield
-    finally:
-        _cli_options.reset(token)
-
-
 @dataclass
 class Registry(Generic[T]):
     """Names -> factories for one kind of plugin object, filled lazily from one hook."""
@@ -294,29 +302,41 @@ class Registry(Generic[T]):
         load_plugins()
         entries: dict[str, Entry[T]] = {}
         alias_map: dict[str, str] = {}
-        for impl in getattr(pm.hook, self.hook).get_hookimpls():
+        impls = sorted(getattr(pm.hook, self.hook).get_hookimpls(),  # gis's own first
+                       key=lambda impl: pm.get_name(impl.plugin) not in _builtin)
+        for impl in impls:
             plugin = pm.get_name(impl.plugin) or "?"
+            if plugin in _hook_errors:  # broken in another registry: left out entirely
+                continue
             mine: dict[str, Entry[T]] = {}
+            clashes: list[str] = []
             register = self._register_function(plugin, _module_of(impl.plugin), entries,
-                                               alias_map, mine)
+                                               alias_map, mine, clashes)
             try:
                 impl.function(register=register)
-            except errors.DuplicateRegistrationError:
-                raise
             except Exception as exc:  # a plugin whose hook fails is left out, not gis
-                error = f"{self.hook} failed: {one_line(exc)}; {exclusion_hint(plugin)}"
-                if plugin not in _hook_errors:
-                    print(f"gis: plugin {plugin!r} (module {_module_of(impl.plugin)}) is "
-                          f"broken: {error}", file=sys.stderr)
-                _hook_errors[plugin] = error
+                clashes.append(f"{self.hook} failed: {one_line(exc)}")
+            if clashes:  # the first problem, even when the hook caught the exception
+                self._exclude(plugin, _module_of(impl.plugin), clashes[0])
                 continue
             entries.update(mine)
             alias_map.update({a: e.name for e in mine.values() for a in e.aliases})
         self._entries, self._aliases = entries, alias_map
         return entries
 
+    def _exclude(self, plugin: str, module: str, reason: str) -> None:
+        """Leave ``plugin`` out of every registry (one line on stderr, ``gis plugins`` lists
+        it as broken); the registries built already are rebuilt without it."""
+        error = f"{reason}; {exclusion_hint(plugin)}"
+        print(f"gis: plugin {plugin!r} (module {module}) is broken: {error}", file=sys.stderr)
+        _hook_errors[plugin] = error
+        for other in REGISTRIES.values():
+            if other is not self:
+                other.reset()
+
     def _register_function(self, plugin: str, module: str, entries: dict[str, Entry[T]],
-                           alias_map: dict[str, str], mine: dict[str, Entry[T]]):
+                           alias_map: dict[str, str], mine: dict[str, Entry[T]],
+                           clashes: list[str]):
         def register(name, factory, *, aliases=(), description="", trainer=None):
             names = (name, *aliases)
             if not all(isinstance(n, str) and n for n in names):
@@ -331,9 +351,10 @@ class Registry(Generic[T]):
                               ((entries, alias_map), (mine, own_aliases))
                               if aliases.get(n, n) in table), None)
                 if owner is not None:
+                    reason = f"{self.kind} name {n!r} already registered by plugin {owner!r}"
+                    clashes.append(reason)
                     raise errors.DuplicateRegistrationError(
-                        f"{self.kind} name {n!r} registered by both {owner!r} and {plugin!r}; "
-                        f"{exclusion_hint(plugin)}", plugins=(owner, plugin))
+                        f"{reason}; {exclusion_hint(plugin)}", plugins=(owner, plugin))
             mine[name] = Entry(name, factory, plugin, tuple(aliases), description, trainer,
                                self.kind, module)
 
@@ -362,6 +383,20 @@ class Registry(Generic[T]):
             raise self.error(name, list(entries), note)
         return entries[key]
 
+    def scoped_options(self, name: str | None) -> dict[str, Any]:
+        """The command-line options (``factory_options``) that reach the factory of object
+        ``name`` now: ``{}`` when none do. Commands record them beside the object's name."""
+        scope_name, scoped = cli_scope(self.kind)
+        if not scoped:
+            return {}
+        if scope_name is None or name is None or scope_name == name:
+            return dict(scoped)
+        try:
+            same = self.get(scope_name).name == self.get(name).name
+        except errors.UnknownPluginObjectError:
+            same = False
+        return dict(scoped) if same else {}
+
     def create(self, name: str, **options: Any) -> T:
         """Build object ``name`` with ``options`` and check it (``gis.contracts``).
 
@@ -375,15 +410,12 @@ class Registry(Generic[T]):
         from . import contracts
 
         entry = self.get(name)
-        scope_name, scoped = (_cli_options.get() or {}).get(self.kind, (None, {}))
-        if scoped and (scope_name is None
-                       or (scope_name in self and self.get(scope_name).name == entry.name)):
-            options = {**scoped, **options}
+        options = {**self.scoped_options(entry.name), **options}
         if options.get("device") is not None:  # a one-line error, not torch's, for every plugin
             from .training import resolve_device
 
             resolve_device(options["device"])
-        _check_options(entry, options)
+        options = check_options(entry, options)
         try:
             obj = entry.factory(**options)
         except errors.GisError:
@@ -396,23 +428,6 @@ class Registry(Generic[T]):
         except contracts.ContractMismatch as exc:
             raise errors.PluginContractError(f"{entry.label}: {exc}") from None
         return obj, passed
-
-
-def _check_options(entry: Entry, options: Mapping[str, Any]) -> None:
-    """A one-line ``GisUsageError`` for an option the factory's signature does not take."""
-    try:
-        params = inspect.signature(entry.factory).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    takes = [n for n, p in params.items() if p.kind in (inspect.Parameter.KEYWORD_ONLY,
-                                                         inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    unknown = sorted(set(options) - set(takes))
-    if unknown:
-        raise errors.GisUsageError(
-            f"{entry.label} takes no option {', '.join(map(repr, unknown))}; its options: "
-            f"{', '.join(takes) or 'none'}")
 
 
 generators: Registry = Registry("generator", "register_generators", errors.UnknownGeneratorError)

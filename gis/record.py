@@ -145,6 +145,8 @@ class Distances:
     """The index of that most similar other variant."""
     mean_pairwise: float | None = None
     """Mean distance over all pairs of variants: the set's diversity."""
+    min_pairwise: float | None = None
+    """Smallest distance over all pairs of variants (near 0: two variants are copies)."""
     to_item: list[float] | None = None
     """Each variant's distance to the real item; None with ``--random-latent``."""
     base_to_item: float | None = None
@@ -165,10 +167,13 @@ class ShiftRecord:
     """Where the item came from: ``{"source": "file", "path"}``, ``{"source": "dataset",
     "dataset", "item_id", "category", "default"}`` or ``{"source": "random latent"}``."""
     generator: dict[str, Any] | None = None
-    """The generator's registered ``name`` and, from its card, ``checkpoint``, ``dataset``,
-    ``sha256``."""
+    """The generator's registered ``name``, from its card ``checkpoint``, ``dataset``,
+    ``sha256``, and the ``options`` its factory was given (``--generator-option``)."""
     recommender: dict[str, Any] | None = None
     """The same for the recommender."""
+    dataset: dict[str, Any] | None = None
+    """The catalogue dataset: its ``name`` and the ``options`` its factory was given
+    (``--dataset-option``)."""
     category: dict[str, Any] | None = None
     """For a class-conditional generator: ``{"index", "name"}`` of the class shifted under."""
     bridge: dict[str, Any] | None = None

@@ -199,3 +199,50 @@ def test_invert_and_design(tmp_path):
     res = CliRunner().invoke(cli, ["design", "--user", "u0001", "--category", "Hat",
                                    "--out", str(tmp_path / "e"), "--quiet"])
     assert res.exit_code == 2 and "unknown category 'Hat'" in res.output
+    doc = json.loads((tmp_path / "inv" / "result.json").read_text())
+    assert doc["generator"]["options"] == {}
+    assert doc["dataset"] == {"name": "fashion-colors", "options": {}}
+    # --overwrite replaces the folders gis wrote (and only those: tests/test_out_folders.py)
+    res = invoke("invert", "--steps", "2", "--out", tmp_path / "inv", "--overwrite", "--quiet")
+    assert res.exit_code == 0, res.output
+    res = invoke("design", "--user", "u0001", "--category", "Sneaker", "--n", "2", "--steps",
+                 "1", "--out", tmp_path / "d", "--overwrite", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((tmp_path / "d" / "result.json").read_text())["scores"]) == 2
+
+
+def test_options_are_recorded_and_a_run_without_a_win_says_so(tmp_path, monkeypatch):
+    from gis.engine import pipeline
+    from gis.report import write_report
+
+    real = pipeline.run_gis
+
+    def item_beats_every_variant(**kwargs):  # e.g. a badly inverted item
+        run = real(**kwargs)
+        run.item_scores = {a: 100.0 for a in run.item_scores}
+        return run
+
+    monkeypatch.setattr(pipeline, "run_gis", item_beats_every_variant)
+    out = tmp_path / "run"
+    args = ["shift", "--users", "u0001", "--out", out, "--generator-option", "clamp=false",
+            "--dataset-option", "resolution=16", *FEW]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert ("  WARNING: no variant beats the real item for these users: keep the item"
+            in res.output.splitlines())
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["generator"]["name"] == "progan" and doc["generator"]["options"] == {"clamp": False}
+    assert doc["recommender"]["options"] == {}
+    assert doc["dataset"] == {"name": "fashion-colors", "options": {"resolution": 16}}
+    text = write_report(out).read_text(encoding="utf-8")
+    assert ('<div class="callout warning" id="recommended">' in text and "<strong>No variant "
+            "beats the real item for these users: keep the item.</strong>" in text)
+    assert "Recommended: Variant" not in text
+    assert "progan, trained on fashion-colors (checkpoint fashion-colors.safetensors), options " \
+           "clamp=false" in text
+    assert '<tr><th class="name">options</th><td>clamp: false</td></tr>' in text
+    assert 'id="settings-dataset"><tr><th class="name">name</th><td>fashion-colors</td></tr>' \
+           '<tr><th class="name">options</th><td>resolution: 16</td></tr>' in text
+    res = invoke(*args, "--overwrite")  # a gis shift folder with its report: gis's to replace
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -273,7 +273,8 @@ def test_bad_engine_input_is_a_usage_error(models, call, message):
 def test_non_finite_loss_names_the_term(models):
     gen, rec = models
     rec.theta[0, 0] = float("nan")
-    with pytest.raises(NonFiniteLossError, match="preference"):
+    with pytest.raises(NonFiniteLossError,
+                       match=r"the preference term \(plugin 'losses'\) became non-finite"):
         shift(normalise_rows(torch.randn(1, 16)), torch.tensor([0]), gen, rec, **FAST)
 
 

@@ -89,6 +89,16 @@ def test_table_numbers_come_from_the_trials(evaluation):
         assert g["shift_vs_reference"] == pytest.approx(g["top3"] - g["reference_scores"][0])
         assert g["shift_vs_item"] == pytest.approx(g["top3"] - g["item_score"])
         assert 0 <= g["recommender_gains_that_are_true"] <= g["recommender_gains"] <= 3
+        # a speckled or malformed variant's gain is never a true gain (GroundTruth.realism)
+        real = np.array(g["variant_realistic"])
+        assert len(real) == 3 and g["realistic_share"] == pytest.approx(real.mean())
+        assert all((reason == "") == ok for reason, ok in
+                   zip(g["variant_unrealistic_reasons"], real, strict=True))
+        assert g["recommender_gains_that_are_true"] <= \
+            g["recommender_gains_true_ignoring_realism"]
+        gains = np.array(g["variant_scores"]) > np.mean(g["reference_scores"])
+        true = np.array(g["true_utility_variants"]) > np.mean(g["true_utility_reference"])
+        assert g["recommender_gains_that_are_true"] == int((gains & true & real).sum())
         assert 0.0 <= g["category_preserved"] <= 1.0
         assert len(g["true_utility_variants"]) == 3
     doc = json.loads((out / "table3.json").read_text())

@@ -58,20 +58,20 @@ def test_atomic_folder_leaves_nothing_behind_on_exception(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
     with atomic_folder(out) as tmp:
-        (tmp / "a.txt").write_text("old")
+        (tmp / "result.json").write_text('{"command": "shift"}')
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()
     with pytest.raises(GisUsageError, match="already exists: pass --overwrite"):
         with atomic_folder(out):
             pass
     with pytest.raises(RuntimeError), atomic_folder(out, overwrite=True) as tmp:
-        (tmp / "b.txt").write_text("new")
+        (tmp / "grid.png").write_text("new")
         raise RuntimeError("interrupted")
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
-    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    assert [p.name for p in out.iterdir()] == ["result.json"]
     with atomic_folder(out, overwrite=True) as tmp:
-        (tmp / "b.txt").write_text("new")
+        (tmp / "grid.png").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
-    assert [p.name for p in out.iterdir()] == ["b.txt"]
+    assert [p.name for p in out.iterdir()] == ["grid.png"]
 
 
 def test_output_folder_check(tmp_path):

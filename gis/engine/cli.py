@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli_options import factory_options
+from ..cli_options import check_device, factory_options
 from ..errors import GisUsageError
 from ..ops import AGGS
 from .settings import RECIPES, InvertSettings, ShiftSettings
@@ -22,14 +22,16 @@ _LOSS_HELP = ("Loss term NAME=WEIGHT, repeatable; merged into the {what} objecti
 
 
 def _common_model_options(f):
-    f = click.option("--device", default="cpu", show_default=True,
+    f = click.option("--device", default="cpu", show_default=True, callback=check_device,
                      help="torch device (cpu, cuda, cuda:1).")(f)
     f = click.option("--trust", is_flag=True,
                      help="Allow pickle-based checkpoints/data you trust (AIP .tar, "
                           "pro_gan_pytorch .bin, DVBPR .npy).")(f)
     f = click.option("--out", required=True, type=click.Path(file_okay=False),
                      help="Output folder (must not exist unless --overwrite).")(f)
-    f = click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")(f)
+    f = click.option("--overwrite", is_flag=True,
+                     help="Replace an existing output folder that gis wrote (a folder holding "
+                          "other files is refused).")(f)
     f = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(f)
     f = click.option("--seed", default=0, show_default=True, type=int)(f)
     return f
@@ -82,7 +84,8 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--n-users", type=int, default=None, help="A random sample of N users (--seed).")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper",
               show_default=True, help="paper: the article; official-code: the authors' scripts "
-                                      "(docs/METHOD.md).")
+                                      "(docs/METHOD.md); seller: paper + realism, identity, "
+                                      "silhouette (docs/ENGINE.md).")
 @click.option("--category", default=None,
               help="Class-conditional generators (dvbpr-gan): the category to shift under, "
                    "name or index. Default: the dataset item's own category.")

@@ -107,8 +107,8 @@ def invert_command(*, generator, generator_checkpoint, item, item_id, data, devi
         _save_latents(tmp / "latents.safetensors", {"base": res.latent})
         write_json(tmp / "result.json", {
             "command": "invert", "versions": versions(), "item": source,
-            "generator": _model_info(gen, generator), "settings": vars(settings),
-            "lpips": res.lpips, "mse": res.mse, "losses": res.losses, "history": res.history})
+            "generator": _model_info(gen, generator), "dataset": _dataset_info(dataset),
+            "settings": vars(settings), "lpips": res.lpips, "mse": res.mse, "losses": res.losses, "history": res.history})
     _echo(f"inverted: {_terms(res.losses, '.4f')} -> {out}")
 
 
@@ -204,7 +204,8 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
     inv = run.inversion
     ShiftRecord(
         versions=versions(), item=source, generator=_model_info(gen, generator),
-        recommender=_model_info(rec, recommender), category=category, bridge=run.bridge,
+        recommender=_model_info(rec, recommender), dataset=_dataset_info(dataset),
+        category=category, bridge=run.bridge,
         settings=vars(res.settings), invert_settings=vars(inv.settings) if inv else None,
         inversion=Inversion(lpips_vgg=inv.lpips, mse=inv.mse, history=inv.history) if inv
         else None,
@@ -231,6 +232,10 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
              f"  base G(z) score {base:.3f}" + (f", real item {ref:.3f}" if ref is not None else ""),
              f"  best variant #{best}: {res.scores[agg]['variants'][best]:.3f} "
              f"({gains[best]:+.3f}{moved}); mean gain {sum(gains) / n:+.3f}"]
+    if res.scores[agg]["variants"][best] <= (ref if ref is not None else base):
+        lines.append("  WARNING: no variant beats the " + (
+            "real item for these users: keep the item" if ref is not None
+            else "base image G(z) for these users"))
     if change:
         from ..report import smallest_gaining_change
 
@@ -239,7 +244,8 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
             lines.append(f"  smallest change with a gain: #{c}: "
                          f"{res.scores[agg]['variants'][c]:.3f} ({gains[c]:+.3f}, LPIPS "
                          f"{change[c]:.3f} from the {ref_name})")
-        lines.append(f"  distinctness: mean pairwise LPIPS {dist['mean_pairwise']:.3f}")
+        lines.append(f"  distinctness: mean pairwise LPIPS {dist['mean_pairwise']:.3f}, "
+                     f"closest pair {dist['min_pairwise']:.3f}")
     return "\n".join(lines)
 
 
@@ -315,7 +321,22 @@ def _category_index(gen, category) -> int:
 
 # ------------------------------------------------------------------------------ helpers
 def _model_info(model, name) -> dict:
-    return {"name": name, **model.card.recorded()}
+    """Registered name, the card's recorded fields, and the factory options the command line
+    passed (``--generator-option`` / ``--recommender-option``; {} when none)."""
+    from ..interfaces import Generator
+    from ..plugins import generators, recommenders
+
+    registry = generators if isinstance(model, Generator) else recommenders
+    return {"name": name, **model.card.recorded(), "options": registry.scoped_options(name)}
+
+
+def _dataset_info(dataset) -> dict | None:
+    """The catalogue dataset's name and the ``--dataset-option`` options it was built with."""
+    from ..options import cli_scope
+
+    if dataset is None:
+        return None
+    return {"name": dataset.meta.get("name"), "options": cli_scope("dataset")[1]}
 
 
 def _save_latents(path: Path, tensors: dict) -> None:

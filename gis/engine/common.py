@@ -18,13 +18,15 @@ def to_range(x: torch.Tensor, src: tuple[float, float], dst: tuple[float, float]
     return (x - a) / (b - a) * (d - c) + c
 
 
-def check_finite(terms: dict[str, torch.Tensor], where: str) -> None:
-    """Stop with a message naming the first non-finite loss term."""
+def check_finite(terms: dict[str, torch.Tensor], where: str, origin=None) -> None:
+    """Stop with a message naming the first non-finite loss term (and, with ``origin``, a
+    function of the term's name, where it comes from: "plugin 'losses'")."""
     for name, value in terms.items():
         if not torch.isfinite(value.detach()).all():
+            source = f" ({origin(name)})" if origin is not None else ""
             raise NonFiniteLossError(
-                f"{where} stopped: the {name} term became non-finite (NaN or inf); lower the "
-                "learning rate or that term's weight"
+                f"{where} stopped: the {name} term{source} became non-finite (NaN or inf); "
+                "lower the learning rate or that term's weight"
             )
 
 

@@ -66,7 +66,7 @@ def invert(item: torch.Tensor, generator: Generator, *, settings: InvertSettings
                            align_corners=False, antialias=True).clamp(-1, 1)
     target_g = to_range(target, (-1.0, 1.0), generator.output_range)
     objective = Objective.build("invert", settings.losses, settings.loss_options,
-                                prebuilt=terms, device=device)
+                                prebuilt=terms, device=device, generator=generator)
 
     r = settings.restarts
     g = torch.Generator().manual_seed(settings.seed)
@@ -82,7 +82,7 @@ def invert(item: torch.Tensor, generator: Generator, *, settings: InvertSettings
         x = generator.synthesize(z, labels=lab)
         return x, *objective(LossContext(stage="invert", step=step, images=x, latents=z,
                                          generator=generator, settings=settings,
-                                         target=target_g))
+                                         target=target_g, labels=lab))
 
     with frozen(generator, *objective.modules), loss_bar(settings.steps, "invert",
                                                          progress) as bar:

@@ -98,13 +98,16 @@ class Objective:
     def build(cls, stage: str, weights: Mapping[str, float],
               options: Mapping[str, Mapping] | None = None, *,
               prebuilt: Mapping[str, LossTerm] | None = None,
-              device: torch.device | str | None = None) -> Objective:
+              device: torch.device | str | None = None, generator=None,
+              recommender=None) -> Objective:
         """Build the terms of weight > 0 from the registry (``get_loss(name, **options)``),
-        or take them from ``prebuilt`` (by name), and check that each can join ``stage``.
+        or take them from ``prebuilt`` (by name), and check that each can join ``stage`` and,
+        given the run's ``generator`` (and ``recommender``), work with them
+        (``LossTerm.check_models``).
 
         Raises UnknownLossError for an unregistered name, PluginContractError when a factory
         returns something other than a ``LossTerm``, GisUsageError when a term cannot join
-        ``stage`` or two terms share a history key."""
+        ``stage``, cannot work with the models, or two terms share a history key."""
         from .. import plugins
 
         terms: list[Term] = []
@@ -118,6 +121,8 @@ class Objective:
                 with torch.random.fork_rng(devices=[]):
                     module = plugins.get_loss(name, **dict((options or {}).get(name) or {}))
             check_term(module, name, stage)
+            if generator is not None:
+                module.check_models(generator, recommender)
             if device is not None:
                 module = module.to(device)
             key = module.key or (plugins.losses.get(name).name if name in plugins.losses
@@ -154,7 +159,8 @@ class Objective:
                 total = -part if t.module.maximise else part
             else:
                 total = total - part if t.module.maximise else total + part
-        check_finite({t.name: values[t.key] for t in self.terms}, STAGE_NAMES[self.stage])
+        check_finite({t.name: values[t.key] for t in self.terms}, STAGE_NAMES[self.stage],
+                     origin=_origin_of)
         if total is None:  # every term switched off: nothing to optimise
             total = torch.zeros((batch,) if self.stage == "invert" else (),
                                 device=ctx.images.device)

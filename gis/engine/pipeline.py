@@ -105,8 +105,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     # every selected loss term is built first: one that cannot join its objective stops the
     # run before any optimisation
     invert_terms = None if item is None else _terms("invert", invert_settings, terms,
-                                                    generator.device)
-    shift_terms = _terms("shift", shift_settings, terms, generator.device)
+                                                    generator)
+    shift_terms = _terms("shift", shift_settings, terms, generator, recommender)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if catalogue_phi is None and catalogue is not None:
@@ -171,9 +171,11 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
                   distances=distances)
 
 
-def _terms(stage: str, settings, given: Mapping[str, LossTerm] | None,
-           device) -> dict[str, LossTerm]:
-    """The stage's terms by name: ``given`` ones as they are, the others built (and checked)."""
+def _terms(stage: str, settings, given: Mapping[str, LossTerm] | None, generator: Generator,
+           recommender: Recommender | None = None) -> dict[str, LossTerm]:
+    """The stage's terms by name: ``given`` ones as they are, the others built and checked
+    (against the stage and the run's models)."""
     built = Objective.build(stage, settings.losses, settings.loss_options, prebuilt=given,
-                            device=device)
+                            device=generator.device, generator=generator,
+                            recommender=recommender)
     return {t.name: t.module for t in built.terms}

@@ -116,7 +116,8 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
     mode = "batch" if settings.normalize == "batch" else "vector"
     lab = None if labels is None else labels.to(device).expand(n)
     objective = Objective.build("shift", settings.losses, settings.loss_options,
-                                prebuilt=terms, device=device)
+                                prebuilt=terms, device=device, generator=generator,
+                                recommender=recommender)
 
     def synth(zz: torch.Tensor) -> torch.Tensor:
         return generator.synthesize(zz, labels=None if lab is None else lab[: len(zz)])
@@ -163,7 +164,7 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
                 stage="shift", step=step, images=x, latents=kz, generator=generator,
                 settings=w, base_latent=z, base_image=x0, shifts=k.clamp(-eps, eps),
                 recommender=recommender, user_vectors=theta, embeddings=phi, scores=scores,
-                predicted_logits=logits, predicted_shifts=k_pred, order=order))
+                predicted_logits=logits, predicted_shifts=k_pred, order=order, labels=lab))
             # step (k and the predictor)
             opt_k.zero_grad(set_to_none=True)
             opt_p.zero_grad(set_to_none=True)

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ..cli_options import factory_options
+from ..cli_options import check_device, factory_options
 from ..errors import GisUsageError
 from ..io import check_output_folder
 
@@ -46,7 +46,7 @@ MARKER = "evaluate.json"
               help="Conditional generator of the DVBPR design baseline (Table 2).")
 @click.option("--recommender", default="dvbpr", show_default=True)
 @click.option("--data", default="fashion-colors", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, callback=check_device)
 @click.option("--trust", is_flag=True, help="Allow pickle-based checkpoints/datasets.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @factory_options("generator", "recommender", "dataset")

@@ -4,12 +4,15 @@
     python -m gis.evaluation.model_quality inversion --generator progan [--n 100] --out inv.json
     # one process per core: --shard i --num-shards k --out inv_i.json, then
     python -m gis.evaluation.model_quality inversion --merge inv_*.json --out inv.json
+    python -m gis.evaluation.model_quality robustness --recommender dvbpr [--n 200] --out rob.json
 
 FID and KID use the standard (2015 TF) FID Inception features (offline asset), 2,000 generated
 images against the 2,000 held-out real images of the dataset (``--data``, default gis's
 default dataset; never seen in training).
 Conditional generators draw labels with the held-out set's class frequencies. Inversion
 quality: median LPIPS (AlexNet) between held-out items and G(z*) after the default inversion.
+Recommender robustness: score changes under imperceptible perturbations and speckle
+(``gis.evaluation.robustness``).
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ def merge_inversion(docs: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m gis.evaluation.model_quality")
-    p.add_argument("what", choices=["fid", "inversion"])
+    p.add_argument("what", choices=["fid", "inversion", "robustness"])
+    p.add_argument("--recommender", default="dvbpr", help="robustness: default dvbpr")
     p.add_argument("--generator", default="progan", help="default: progan")
     p.add_argument("--data", default=None, help="dataset (default: gis's default dataset)")
     p.add_argument("--n", type=int, default=None)
@@ -135,9 +139,19 @@ def main(argv=None) -> int:
     import gis
     from gis.data import load_dataset
 
-    gen = gis.get_generator(a.generator, device=a.device)
     dataset = load_dataset(a.data)
     t0 = time.perf_counter()
+    if a.what == "robustness":
+        from .robustness import recommender_robustness
+
+        rec = gis.get_recommender(a.recommender, device=a.device)
+        doc = recommender_robustness(rec, dataset, n=a.n or 200, seed=a.seed)
+        doc.update(recommender=a.recommender, seconds_total=time.perf_counter() - t0,
+                   device=a.device, torch=torch.__version__)
+        Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+        print(json.dumps(doc, indent=2))
+        return 0
+    gen = gis.get_generator(a.generator, device=a.device)
     if a.what == "fid":
         doc = fid_of(gen, dataset, n=a.n or 2000, seed=a.seed, device=a.device,
                      real_cache=Path(a.real_cache) if a.real_cache else None)

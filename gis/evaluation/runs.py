@@ -94,6 +94,11 @@ class World:
                                               value_range=(0.0, 1.0))
         return u.mean(0)
 
+    def realism(self, images01: torch.Tensor):
+        """The ground truth's ``RealismVerdict`` of images in [0, 1], or None when the dataset
+        defines no realism (``GroundTruth.realism``)."""
+        return self.dataset.ground_truth.realism(images01.cpu(), value_range=(0.0, 1.0))
+
 
 def measure(world: World, *, variants: torch.Tensor, reference: torch.Tensor,
             users: torch.Tensor, item: torch.Tensor | None = None,
@@ -150,10 +155,20 @@ def measure(world: World, *, variants: torch.Tensor, reference: torch.Tensor,
     gains = mean_var - float(mean_ref.mean())
     true_gains = u_var - float(u_ref.mean())
     won = gains > 0
+    truly = won & (true_gains > 0)
     rec.update(true_utility_variants=u_var.tolist(), true_utility_reference=u_ref.tolist(),
                true_gain_top3=float(u_var[best3].mean() - u_ref.mean()),
                recommender_gains=int(won.sum()),
-               recommender_gains_that_are_true=int((won & (true_gains > 0)).sum()))
+               recommender_gains_true_ignoring_realism=int(truly.sum()))
+    # realism: a user does not buy a speckled or malformed product, whatever its colour
+    verdict = world.realism(variants)
+    if verdict is not None:
+        real = np.asarray(verdict.realistic, dtype=bool)
+        truly = truly & real
+        rec.update(variant_realistic=real.tolist(), variant_unrealistic_reasons=verdict.reasons,
+                   realistic_share=float(real.mean()),
+                   best_variant_realistic=bool(real[best]))
+    rec["recommender_gains_that_are_true"] = int(truly.sum())
     if item is not None:
         cat = np.array([item_category if item_category is not None
                         else int(world.categories(item)[0])])

@@ -109,6 +109,10 @@ def _truth(recs: list[dict]) -> dict:
            "recommender_gains": wins, "recommender_gains_that_are_true": true}
     if "true_gain_top3_vs_item" in recs[0]:
         out["true_gain_top3_vs_item"] = _stats(r["true_gain_top3_vs_item"] for r in recs)
+    if all("realistic_share" in r for r in recs):  # logs written before the realism check
+        out["realistic_share"] = _stats(r["realistic_share"] for r in recs)      # lack it
+        out["recommender_gains_true_ignoring_realism"] = sum(
+            r["recommender_gains_true_ignoring_realism"] for r in recs)
     return out
 
 

@@ -74,7 +74,8 @@ def variant_distances(variants: torch.Tensor, base: torch.Tensor,
     variants (n, 3, H, W), base (1, 3, H, W) and the optional real item (1, 3, H, W), pixels
     in ``value_range``. Returns ``to_base`` (n,), ``to_item`` (n,) and ``base_to_item`` (with
     an item), ``nearest_variant`` (n,) with ``nearest_variant_index`` (n,) (the distance to,
-    and index of, the most similar other variant) and ``mean_pairwise`` (the set's diversity).
+    and index of, the most similar other variant), ``mean_pairwise`` (the set's diversity) and
+    ``min_pairwise`` (the closest pair: near 0 when two variants are copies).
     """
     n = variants.shape[0]
     if n < 2:
@@ -90,7 +91,7 @@ def variant_distances(variants: torch.Tensor, base: torch.Tensor,
            "to_base": lpips_distance(variants, base, **kw).cpu().tolist(),
            "nearest_variant": nearest.values.tolist(),
            "nearest_variant_index": nearest.indices.tolist(),
-           "mean_pairwise": float(pair.mean())}
+           "mean_pairwise": float(pair.mean()), "min_pairwise": float(pair.min())}
     if item is not None:
         out["to_item"] = lpips_distance(variants, item, **kw).cpu().tolist()
         out["base_to_item"] = float(lpips_distance(base, item, **kw)[0])

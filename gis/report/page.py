@@ -158,6 +158,7 @@ def render_report(run: Run) -> str:
         ("Bridge (generator image to recommender input)", rec.bridge, "settings-bridge"),
         ("Generator", rec.generator, "settings-generator"),
         ("Recommender", rec.recommender, "settings-recommender"),
+        ("Dataset", rec.dataset, "settings-dataset"),
         ("Versions", rec.versions, "settings-versions"),
         ("Catalogue and targets", {"catalogue items": rec.catalogue_size,
                                    "target users": s.n_targets}, "settings-targets"),
@@ -172,7 +173,8 @@ def render_report(run: Run) -> str:
     return _environment().get_template("report.html.j2").render(
         s=s, run_dir=str(run.dir.resolve()), item_text=item_text, header=header,
         recommended=_image(*images[f"variant_{s.best:02d}.png"]),
-        recommendation=sm.recommendation(s), figures=_figures(s, images),
+        recommendation=sm.recommendation(s), headline=sm.headline(s),
+        beats_reference=sm.beats_reference(s), figures=_figures(s, images),
         base_size=images["base.png"][1], rows=_rows(s),
         rank_ref="item" if (r and r.ref_key == "item") else "base",
         rank_users=sm.plural(r.count, "target user") if r else "",

@@ -218,6 +218,22 @@ def _distances(d: Distances | None, has_item: bool) -> DistanceInfo | None:
 
 
 # ------------------------------------------------------------------------------ sentences
+def beats_reference(s: Summary) -> bool:
+    """Whether the best variant scores above the reference (the real item, else the base)."""
+    new, old = s.v_scores[s.best], s.reference_score
+    return finite(new) and finite(old) and new > old
+
+
+def headline(s: Summary) -> str:
+    """The callout's bold line: the recommended variant, or, when no variant beats the
+    reference, that none does (for an item: keep it)."""
+    if beats_reference(s):
+        return f"Recommended: Variant {s.best}."
+    if s.has_item:
+        return "No variant beats the real item for these users: keep the item."
+    return "No variant beats the base image G(z) for these users."
+
+
 def recommendation(s: Summary) -> str:
     """The plain-language sentence(s) of the callout (plain text, escaped by the template)."""
     agg, k = s.agg, s.best
@@ -291,4 +307,7 @@ def model_description(info: dict | None) -> str:
         text += f", trained on {dname}"
     if info.get("checkpoint"):
         text += f" (checkpoint {Path(str(info['checkpoint'])).name})"
+    options = info.get("options")
+    if isinstance(options, dict) and options:
+        text += ", options " + ", ".join(f"{k}={format_value(v)}" for k, v in options.items())
     return text

@@ -27,7 +27,8 @@ _HOME = {
     "Checkpoint": "run", "PeriodicSettings": "run", "Run": "run", "RunOptions": "run", "Trainer": "run", "train": "run",
     "save_reserve_s": "run",
     # settings
-    "SettingInfo": "config", "make_config": "config", "setting": "config",
+    "SettingInfo": "config", "check_ranges": "config", "make_config": "config",
+    "setting": "config",
     "settings_of": "config",
     # checkpoints
     "META_KEY": "checkpoint", "check_format": "checkpoint", "flatten": "checkpoint",

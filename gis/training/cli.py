@@ -81,8 +81,9 @@ def trainer_command(trainer_cls: type, name: str, *, help: str | None = None  # 
 
     def callback(data: str, out: str, trust: bool, **values: Any) -> None:
         from ..data import load_dataset
-        from ..io import check_output_folder
+        from ..io import check_output_folder, removed_if_left_empty
         from .config import make_config
+        from .device import resolve_device
         from .run import Run
 
         run_values = {s.name: values.pop(s.name) for s in run_settings}
@@ -95,12 +96,14 @@ def trainer_command(trainer_cls: type, name: str, *, help: str | None = None  # 
             elif s.kind in ("choice", "path") and value is not None:
                 value = s.parse(str(value))
             config_values[key] = value
+        resolve_device(run_values["device"])  # before anything is created
         check_output_folder(out, resume=bool(run_values["resume"]))
         config = make_config(trainer_cls.Config, config_values,
                              what=f"{trainer_cls.name} trainer")
         dataset = load_dataset(data, trust=trust)
-        path = Run(trainer_cls, dataset, config,
-                   RunOptions(out=Path(out), **run_values)).execute()
+        with removed_if_left_empty(out):  # a run that fails at once leaves no empty --out
+            path = Run(trainer_cls, dataset, config,
+                       RunOptions(out=Path(out), **run_values)).execute()
         click.echo(f"checkpoint: {path}")
 
     doc = " ".join((trainer_cls.__doc__ or "").strip().split("\n\n")[0].split())

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from ..errors import GisUsageError
 
-__all__ = ["SettingInfo", "make_config", "setting", "settings_of"]
+__all__ = ["SettingInfo", "check_ranges", "make_config", "setting", "settings_of"]
 
 
 def setting(default: Any, help: str) -> Any:  # noqa: A002 - the name click uses
@@ -146,3 +146,34 @@ def make_config(cls: type, values: Mapping[str, Any], *, what: str) -> Any:
     clean = {k: tuple(v) if infos[k].sequence and isinstance(v, list) else v
              for k, v in values.items()}
     return cls(**clean)
+
+
+#: the ranges :func:`check_ranges` knows: (test, what the message says)
+_RANGES = {"positive": (lambda v: v > 0, "> 0"), "non_negative": (lambda v: v >= 0, ">= 0"),
+           "fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+           "below_one": (lambda v: 0 <= v < 1, "in [0, 1)")}
+#: the fields of ``gis.training.PeriodicSettings``: checked >= 0 wherever a config has them
+_PERIODIC = ("sample_every_s", "checkpoint_every_s", "log_every")
+
+
+def check_ranges(config: Any, what: str, **ranges: tuple[str, ...]) -> None:
+    """The numeric settings check of a trainer ``Config`` (call it in ``__post_init__``):
+    ``check_ranges(self, "progan", positive=("lr", "batch_size"), below_one=("betas",))``.
+
+    Ranges: ``positive`` (> 0), ``non_negative`` (>= 0), ``fraction`` ([0, 1]), ``below_one``
+    ([0, 1)). A None value is not checked; a tuple is checked item by item; the fields of
+    ``PeriodicSettings`` are checked >= 0 when ``config`` has them. Raises a one-line
+    GisUsageError naming the first setting outside its range and its ``gis train`` option."""
+    checks = [(name, kind) for kind, names in ranges.items() for name in names]
+    checks += [(name, "non_negative") for name in _PERIODIC if hasattr(config, name)]
+    for name, kind in checks:
+        ok, text = _RANGES[kind]
+        value = getattr(config, name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        bad = next((v for v in values if v is not None and not (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v))), None)
+        if bad is not None:
+            flag = "--" + name.replace("_", "-")
+            raise GisUsageError(f"{what}: {name} ({flag}) must be {text}"
+                                f"{' for each value' if values is value else ''}, got "
+                                f"{value!r}")

@@ -50,13 +50,31 @@ def set_threads(threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+#: device types gis runs on, besides cpu and cuda, when this torch and machine have them
+_ACCELERATORS = {"mps": "Apple GPU (MPS)", "xpu": "Intel GPU (XPU)"}
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``torch.device(device)`` once this machine is known to have it; otherwise a one-line
-    GisUsageError that says what to pass instead (not torch's traceback on first use)."""
+    GisUsageError that says what to pass instead (not torch's traceback on first use).
+
+    Accepted: ``cpu``; ``cuda`` / ``cuda:N`` for a GPU this machine has; ``mps`` and ``xpu``
+    only where this torch build and machine support them. Any other type (``meta``, ...)
+    holds no data gis could compute with and is refused."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise GisUsageError(f"unknown device {device!r}: pass cpu, cuda or cuda:N") from None
+    if dev.type in _ACCELERATORS:
+        backend = getattr(torch.backends, dev.type, None) if dev.type == "mps" else \
+            getattr(torch, dev.type, None)
+        if backend is None or not backend.is_available():
+            raise GisUsageError(f"device {device!r} requested but this torch ({torch.__version__}"
+                                f") or machine has no {_ACCELERATORS[dev.type]} support: pass "
+                                "--device cpu")
+    elif dev.type not in ("cpu", "cuda"):
+        raise GisUsageError(f"device {device!r} requested but gis computes only on cpu, cuda, "
+                            "mps or xpu devices this machine has: pass --device cpu")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = ("this torch is a CPU-only build" if torch.version.cuda is None

@@ -353,8 +353,8 @@ class Run:
     # ----------------------------------------------------------------- phases
     def _start(self) -> Trainer:
         opts, cls = self.options, self.trainer_cls
+        self.device = training_device(opts.device, opts.threads)  # before the folder exists
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = training_device(opts.device, opts.threads)
         path = self.checkpoint_path
         trainer = cls(self.dataset, self.config, self)
         self.trainer = trainer

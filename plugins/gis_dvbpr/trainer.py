@@ -44,6 +44,7 @@ from gis.training import (
     Checkpoint,
     Trainer,
     TrainState,
+    check_ranges,
     load_checkpoint,
     machine_info,
     save_checkpoint,
@@ -54,6 +55,7 @@ from gis.training import (
 from .checkpoint import save_dvbpr
 from .metrics import AUCEvaluator, popularity_auc, user_positives
 from .model import DVBPR, LAYOUTS, Layout, get_layout
+from .robust import augmentation, robust_bpr_loss
 
 STATE_FILE = "train-state.safetensors"
 #: Adam learning rate per layout. The paper's 1e-4 for the port layouts; the small "32" network
@@ -175,11 +177,26 @@ class DVBPRTrainConfig:
     width: float = setting(1.0, "Scales every layer width (tiny test models).")
     eval_negatives: int = setting(100, "Sampled negatives per user in the AUC.")
     half: bool = setting(False, "Store the final model in float16.")
+    adv_eps: float = setting(
+        0.0, "Adversarial training: L-inf radius of the image perturbations, in [0, 1] pixel "
+             "units (e.g. 0.0157 = 4/255); 0 trains the paper's DVBPR.")
+    adv_weight: float = setting(1.0, "Weight of the BPR loss on the perturbed images (AMR's "
+                                     "lambda).")
+    noise_std: float = setting(
+        0.0, "Augmentation: Gaussian pixel noise of a std drawn per image from U(0, noise_std), "
+             "[0, 1] pixel units; 0 turns it off.")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise GisUsageError(f"dvbpr needs epochs >= 1 and batch_size >= 1, got "
                                 f"{self.epochs} and {self.batch_size}")
+        if not (0.0 <= self.adv_eps <= 0.5 and self.adv_weight >= 0.0
+                and 0.0 <= self.noise_std <= 1.0):
+            raise GisUsageError(f"dvbpr needs 0 <= adv_eps <= 0.5, adv_weight >= 0 and "
+                                f"0 <= noise_std <= 1, got {self.adv_eps}, {self.adv_weight} "
+                                f"and {self.noise_std}")
+        check_ranges(self, "dvbpr", positive=("lr", "k", "width", "eval_negatives"),
+                     non_negative=("lambda_cnn", "lambda_theta"))
 
 
 class DVBPRTrainer(Trainer):
@@ -227,7 +244,7 @@ class DVBPRTrainer(Trainer):
         self.hyper = {"epochs": int(c.epochs), "batch_size": batch_size, "lr": self.lr,
                       "lambda_cnn": float(c.lambda_cnn), "lambda_theta": float(c.lambda_theta),
                       "k": k, "optimizer": "Adam", "theta_init": "uniform(0, 0.01)",
-                      "cnn_init": "xavier_uniform", "augmentation": "none",
+                      "cnn_init": "xavier_uniform", "augmentation": augmentation(c),
                       "eval_negatives": int(c.eval_negatives), "dropout": lay.dropout}
         self.config_meta = {"layout": lay.to_dict(), "k": k, "num_users": ds.num_users,
                             "num_items": ds.num_items, "seed": seed, "hyper": self.hyper,
@@ -246,6 +263,7 @@ class DVBPRTrainer(Trainer):
         self.opt = torch.optim.Adam([{"params": list(self.model.cnn.parameters())},
                                      {"params": [self.model.theta]}], lr=self.lr)
         self.decay = self.model.cnn.weight_decay_terms()
+        self.robust_rng = torch.Generator(device=dev).manual_seed(self.run.seed + 3)
         self.batches = ItemImages(ds.images, self.lay.image_size, dev)
         self.user_items = ds.user_items()
         positives = user_positives(ds.num_users, ds.train, (ds.val, ds.test))
@@ -276,6 +294,10 @@ class DVBPRTrainer(Trainer):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"optim.": self.opt}
 
+    def generators(self) -> dict[str, torch.Generator]:
+        c = self.config  # the paper's DVBPR draws nothing besides its epoch triplets
+        return {"robust": self.robust_rng} if c.adv_eps > 0 or c.noise_std > 0 else {}
+
     def checkpoint_meta(self) -> dict[str, Any]:
         return {"config": self.config_meta}
 
@@ -299,8 +321,15 @@ class DVBPRTrainer(Trainer):
             self._begin_epoch()
         s = self.st["step"] - self.st["epoch"] * self.steps_per_epoch
         b = self.triplets[s * self.batch_size:(s + 1) * self.batch_size]          # (B, 3)
-        loss, bpr = bpr_loss(self.model, self.batches, b, lambda_cnn=self.config.lambda_cnn,
-                             lambda_theta=self.config.lambda_theta, decay=self.decay)
+        c = self.config
+        if c.adv_eps > 0 or c.noise_std > 0:
+            loss, bpr = robust_bpr_loss(
+                self.model, self.batches, b, lambda_cnn=c.lambda_cnn,
+                lambda_theta=c.lambda_theta, adv_eps=c.adv_eps, adv_weight=c.adv_weight,
+                noise_std=c.noise_std, generator=self.robust_rng, decay=self.decay)
+        else:
+            loss, bpr = bpr_loss(self.model, self.batches, b, lambda_cnn=c.lambda_cnn,
+                                 lambda_theta=c.lambda_theta, decay=self.decay)
         # step
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -12,10 +12,14 @@ skeleton).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from gis.hookspecs import hookimpl
 
 
-def _factory(*, checkpoint=None, device="cpu", trust=False, **options):
+def _factory(*, checkpoint: str | Path | None = None, device: str = "cpu", trust: bool = False,
+             **options: Any):
     from gis.errors import GisUsageError
 
     from .generator import load_dvbpr_gan

@@ -84,6 +84,23 @@ class DVBPRGAN(Generator):
         lab = self._labels(labels, images.shape[0])
         return self.discriminator(images, one_hot(lab, self.num_classes, images.dtype))
 
+    @property
+    def realism_kinds(self) -> tuple[str, ...]:
+        return ("critic", *super().realism_kinds)
+
+    def realism(self, images: torch.Tensor | None = None, latents: torch.Tensor | None = None,
+                *, kind: str | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """"critic": -(D(x, c) - 1)^2, the LSGAN generator objective (Mao et al. 2017) that
+        DVBPR's design baseline uses (Kang et al. 2017): (B,) <= 0, 0 where D takes the image
+        for real; needs images in [-1, 1] and their ``labels``. "latent-prior": gis.realism."""
+        from gis.realism import resolve_kind
+
+        if resolve_kind(self, kind) == "critic":
+            if images is None:
+                raise GisUsageError("the dvbpr-gan critic realism reads images (B, 3, R, R)")
+            return -(self.discriminate(images, labels) - 1.0).square()
+        return super().realism(images, latents, kind=kind, labels=labels)
+
     def save(self, path: str | Path, *, dtype: torch.dtype | None = torch.float16,
              card: dict[str, Any] | None = None) -> Path:
         card = {**self.card, **(card or {})}

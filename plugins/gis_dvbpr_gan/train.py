@@ -43,6 +43,7 @@ from gis.training import (
     PeriodicSettings,
     Trainer,
     WeightAverage,
+    check_ranges,
     machine_info,
     setting,
     train,
@@ -99,6 +100,9 @@ class DVBPRGANTrainConfig(PeriodicSettings):
                                 f"{self.ema_beta}")
         if self.batch_size < 1:
             raise GisUsageError(f"dvbpr-gan batch_size must be >= 1, got {self.batch_size}")
+        check_ranges(self, "dvbpr-gan", positive=(
+            "kimg", "lr", "latent_dim", "resolution", "base_channels", "g_channels",
+            "d_channels"), below_one=("betas",))
 
 
 def train_step(G: DVBPRGenerator, D: DVBPRDiscriminator, opt_g: torch.optim.Optimizer,

@@ -2,7 +2,8 @@
 
 True utility: the simulated users' hidden tastes (``simulation.true_utility``), the colour of
 any image measured from its pixels (``simulation.measure_color``) and its category given.
-Category of images: the domain classifier shipped with this plugin (``classifier``), named in
+Realism: ``realism.judge`` (speckle, background, garment size; calibrated on real items and
+generator samples). Category of images: the domain classifier shipped with this plugin (``classifier``), named in
 ``dataset.meta["domain_classifier"]`` when the images are at its resolution (32 px).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gis.interfaces import CategoryClassifier, GroundTruth
+from gis.interfaces import CategoryClassifier, GroundTruth, RealismVerdict
 
 from .simulation import measure_color, true_utility
 
@@ -35,6 +36,15 @@ class FashionColorsTruth(GroundTruth):
         rows = np.atleast_1d(np.asarray(users, dtype=np.int64))
         return true_utility(ds.tastes, rows, ds.categories[items],
                             ds.attributes["color_rgb"][items])
+
+    def realism(self, images: torch.Tensor, *,
+                value_range: tuple[float, float] = (-1.0, 1.0)) -> RealismVerdict:
+        """Whether images (N, 3, H, W) in ``value_range`` are products of this world: no colour
+        speckle, a clean background, a garment-sized shape (``realism.judge``; thresholds and
+        their calibration in ``gis_fashion_colors.realism``)."""
+        from .realism import judge
+
+        return judge(images, value_range=value_range)
 
     def category_classifier(self, *, device: str | torch.device = "cpu") -> CategoryClassifier:
         """The dataset's domain classifier (``classifier.load_domain_classifier``); raises

@@ -7,7 +7,10 @@ weight (``--loss NAME=WEIGHT``, ``losses={name: weight}``; docs/METHOD.md has th
 - inversion: ``lpips`` (options ``net="alex"|"vgg"``, ``resolution``) and ``mse``, G(z) to the
   item;
 - shifting: ``preference`` (raised), ``shift_ce`` and ``shift_mae`` (the shift predictor's
-  terms) and ``identity`` (LPIPS of each variant to the base image; option ``net``).
+  terms), ``identity`` (LPIPS of each variant to the base image; option ``net``) and
+  ``silhouette`` (1 - soft IoU of foreground masks with the base image; option ``threshold``);
+- either: ``realism`` (raised: the generator's own realism score, ``Generator.realism``;
+  option ``kind="critic"|"latent-prior"``).
 
 Importing this module is cheap: the terms live in ``gis_losses.losses`` and are imported (and
 LPIPS weights loaded) only when a factory is called.
@@ -45,3 +48,9 @@ def register_losses(register):
     register("identity", _term("IdentityLoss"),
              description="shifting: LPIPS of each variant to the base image (keeps them "
                          "close)")
+    register("silhouette", _term("SilhouetteLoss"),
+             description="shifting: 1 - soft IoU of each variant's foreground mask with the "
+                         "base image's (keeps the item's shape; threshold)")
+    register("realism", _term("RealismLoss"),
+             description="either: the generator's own realism score, raised (its critic or "
+                         "latent prior; kind='critic'|'latent-prior')")

@@ -148,3 +148,83 @@ class PreferenceLoss(LossTerm):
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
         return ctx.scores
+
+
+class RealismLoss(LossTerm):
+    """Either stage: the generator's own realism score of each sample, (B,), raised
+    (``Generator.realism``; gis.realism): "critic" (its shipped discriminator reads the
+    images) or "latent-prior" (log-density of the latent's norm under N(0, I), flat on the
+    renormalised latents of gis's loops). ``kind``: one of them, or None for the first the
+    generator offers (``realism_kinds``). A generator that offers none, or not ``kind``, is a
+    one-line usage error before the run starts. Units are the kind's (WGAN critic score,
+    -(D - 1)^2 for an LSGAN, nats for the prior): choose the weight per generator."""
+
+    stages = ("invert", "shift")
+    maximise = True
+    key = "realism"
+
+    def __init__(self, kind: str | None = None):
+        super().__init__()
+        from gis.realism import REALISM_KINDS
+
+        if kind is not None and kind not in REALISM_KINDS:
+            raise GisUsageError(f"loss 'realism': unknown kind {kind!r}; choose one of "
+                                f"{', '.join(REALISM_KINDS)}")
+        self.kind = kind
+
+    def check_models(self, generator, recommender=None) -> None:
+        from gis.realism import resolve_kind
+
+        resolve_kind(generator, self.kind, what="loss 'realism'")
+
+    def forward(self, ctx: LossContext) -> torch.Tensor:
+        self.check_models(ctx.generator)
+        return ctx.generator.realism(images=ctx.images, latents=ctx.latents, kind=self.kind,
+                                     labels=ctx.labels)
+
+
+def foreground_mask(images: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """Soft foreground masks (B, H, W) in [0, 1) of images (B, C, H, W) in [0, 1].
+
+    A product photo's background is flat: its colour is taken as the per-channel median of
+    the image's border pixels (detached), and a pixel at RMS-over-channels distance d from it
+    is foreground to the degree d^2 / (d^2 + threshold^2) (0.5 at d = threshold; a smooth
+    threshold whose gradient does not vanish on the object, unlike a steep sigmoid)."""
+    top, bottom = images[..., 0, :], images[..., -1, :]
+    left, right = images[..., 1:-1, 0], images[..., 1:-1, -1]
+    border = torch.cat([top, bottom, left, right], dim=-1)  # (B, C, 4R - 4)
+    background = border.detach().median(dim=-1).values[..., None, None]
+    d2 = (images - background).square().mean(1)
+    return d2 / (d2 + threshold ** 2)
+
+
+class SilhouetteLoss(LossTerm):
+    """Shifting: 1 - soft IoU of each variant's foreground mask with the base image's, (n,)
+    in [0, 1] (0 exactly when the masks are equal): keeps the item's shape, whatever its
+    colours.
+
+    Masks: ``foreground_mask`` (background = the border median of each image, as in product
+    photos; ``threshold`` in [0, 1] pixel units, default 0.1). Soft IoU: the Tanimoto
+    coefficient a.b / (|a|^2 + |b|^2 - a.b), the Jaccard index of binary masks extended to
+    soft ones (the Tanimoto loss of Diakogiannis et al., ResUNet-a, ISPRS J. 2020); smooth, and
+    1 only for equal masks (the product form a.b / sum(a + b - a b) is below 1 even for equal
+    soft masks). Generic: reads ctx.images and ctx.base_image only (never the evaluation's
+    domain classifier)."""
+
+    stages = ("shift",)
+    key = "silhouette"
+
+    def __init__(self, threshold: float = 0.1):
+        super().__init__()
+        if not 0 < float(threshold) < 1:
+            raise GisUsageError(f"loss 'silhouette': threshold is a share of the pixel range "
+                                f"in (0, 1), got {threshold!r}")
+        self.threshold = float(threshold)
+
+    def forward(self, ctx: LossContext) -> torch.Tensor:
+        unit = (0.0, 1.0)
+        a = foreground_mask(ctx.rescale(ctx.images, unit), self.threshold).flatten(1)
+        b = foreground_mask(ctx.rescale(ctx.base_image, unit), self.threshold).flatten(1)
+        inter = (a * b).sum(1)
+        union = (a * a).sum(1) + (b * b).sum(1) - inter
+        return 1.0 - (inter + 1e-6) / (union + 1e-6)

@@ -10,17 +10,24 @@ Train: ``gis train generator progan --data fashion-colors --out DIR --minutes M
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from gis.hookspecs import hookimpl
 
 
-def _factory(*, checkpoint=None, device="cpu", trust=False, clamp=True, **options):
+def _factory(*, checkpoint: str | Path | None = None, device: str = "cpu", trust: bool = False,
+             clamp: bool = True, critic: bool = True, **options: Any):
+    """Options: ``clamp`` (true: outputs clamped to [-1, 1]) and ``critic`` (true: load the
+    critic when the weights ship one); both true or false: gis checks the annotations
+    before the factory runs (``clamp=no`` or ``clamp=null`` is a one-line error)."""
     from gis.errors import GisUsageError
 
     from .generator import load_progan
 
     if options:
-        raise GisUsageError(f"progan: unknown options {sorted(options)} (known: clamp)")
-    return load_progan(checkpoint, device=device, trust=trust, clamp=clamp)
+        raise GisUsageError(f"progan: unknown options {sorted(options)} (known: clamp, critic)")
+    return load_progan(checkpoint, device=device, trust=trust, clamp=clamp, critic=critic)
 
 
 @hookimpl

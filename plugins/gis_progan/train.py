@@ -26,8 +26,10 @@ The run itself (resume, budget, checkpoints, log, progress) is gis's training sk
   seconds and when the session ends (budget spent, ``max_steps`` reached, schedule done,
   Ctrl-C).
 * ``progan.safetensors`` + ``progan.json``: the EMA generator in float16 and its model card
-  (what ``gis_progan.load_progan`` and the ``progan`` factory read); copy both to
-  ``plugins/gis_progan/weights/fashion-colors.*`` to ship them.
+  (what ``gis_progan.load_progan`` and the ``progan`` factory read), and
+  ``progan-critic.safetensors``: the critic D at the same stage (gis_progan.critic; it gives
+  the generator its "critic" realism); copy the three to
+  ``plugins/gis_progan/weights/fashion-colors.*``, ``fashion-colors-critic.safetensors``.
 * ``warmstart.safetensors``: G, D and the EMA generator in float16 with the schedule state but
   no optimiser or RNG state (about a fifth of the checkpoint: 18.8 MiB for the default 32 px
   networks). ``init_from`` (``--init-from``) starts a new run from it, e.g. on a machine the
@@ -57,6 +59,7 @@ from gis.training import (
     Trainer,
     WeightAverage,
     check_format,
+    check_ranges,
     load_checkpoint,
     machine_info,
     resize_batch,
@@ -130,6 +133,10 @@ class ProGANTrainConfig(PeriodicSettings):
             raise GisUsageError(f"progan batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.ema_beta < 1.0:
             raise GisUsageError(f"progan ema_beta must lie in [0, 1), got {self.ema_beta}")
+        check_ranges(self, "progan", positive=(
+            "kimg_per_stage", "stage_weights", "lr", "latent_dim", "resolution", "fmap_base",
+            "fmap_max", "channels"), non_negative=("gp_weight", "drift"), fraction=("fade",),
+            below_one=("betas",))
 
 
 @dataclass
@@ -411,6 +418,8 @@ class ProGANTrainer(Trainer):
             },
             "torch": torch.__version__,
             "fid": None,
+            "critic": {"file": f"{Path(EXPORT).stem}-critic.safetensors",
+                       "network": "the WGAN-GP critic D as trained (not averaged), same stage"},
         }
         # a run stopped before the last stage exports the network grown so far (its blocks
         # 0..stage, at that stage's resolution and fade-in)
@@ -421,7 +430,10 @@ class ProGANTrainer(Trainer):
                                f"{sub.resolution}px instead of {cfg.resolution}px")
             card["resolution"] = sub.resolution
             card["config"] = sub.to_dict()
-        model = ProGAN(sub, card=card)
+        critic = ProGANDiscriminator(sub)
+        critic.load_state_dict({k: v for k, v in self.D.state_dict().items()
+                                if int(k.split(".")[1]) <= stage})
+        model = ProGAN(sub, card=card, critic=critic)  # save() writes the critic beside it
         model.net.load_state_dict({k: v for k, v in self.ema.module.state_dict().items()
                                    if int(k.split(".")[1]) <= stage})
         dtype = {"float16": torch.float16, "float32": torch.float32}[self.config.export_dtype]

@@ -29,6 +29,7 @@ from gis.training import (
     Run,
     RunOptions,
     Trainer,
+    check_ranges,
     machine_info,
     make_config,
     setting,
@@ -100,6 +101,10 @@ class ClassifierTrainConfig:
             raise GisUsageError(f"epochs must be at least 1, got {self.epochs}")
         if self.limit is not None and self.limit < 1:
             raise GisUsageError(f"limit must be at least 1, got {self.limit}")
+        check_ranges(self, "classifier", positive=("batch_size", "lr", "channels", "convs",
+                                                   "hidden"),
+                     non_negative=("weight_decay", "max_shift"), below_one=("dropout",),
+                     fraction=("p_blur", "p_noise"))
 
     @property
     def arch(self) -> dict[str, Any]:
