@@ -199,6 +199,11 @@ def test_invert_and_design(tmp_path):
     res = CliRunner().invoke(cli, ["design", "--user", "u0001", "--category", "Hat",
                                    "--out", str(tmp_path / "e"), "--quiet"])
     assert res.exit_code == 2 and "unknown category 'Hat'" in res.output
+    res = CliRunner().invoke(cli, ["design", "--user", "u0001", "--category", "Sneaker",
+                                   "--generator", "progan", "--out", str(tmp_path / "f"),
+                                   "--quiet"])
+    assert res.exit_code == 2 and not (tmp_path / "f").exists()
+    assert "progan is unconditional" in res.output and "dvbpr-gan" in res.output
     doc = json.loads((tmp_path / "inv" / "result.json").read_text())
     assert doc["generator"]["options"] == {}
     assert doc["dataset"] == {"name": "fashion-colors", "options": {}}

@@ -310,6 +310,10 @@ def _category_names(gen) -> list[str]:
 
 
 def _category_index(gen, category) -> int:
+    if not gen.num_classes:
+        raise GisUsageError(f"{gen.card.name or type(gen).__name__} is unconditional (no "
+                            "categories): this needs a class-conditional generator, e.g. "
+                            "--generator dvbpr-gan")
     names = _category_names(gen)
     if str(category).isdigit() and int(category) < gen.num_classes:
         return int(category)
