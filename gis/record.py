@@ -238,7 +238,7 @@ class ShiftRecord:
         d = self.distances
         if d is not None:
             def per_variant(v):
-                return v is not None and len(v) == n and all(_finite(x) for x in v)
+                return v is not None and len(v) == n and all(finite(x) for x in v)
 
             if not (per_variant(d.to_base) and per_variant(d.nearest_variant)
                     and (d.to_item is None or per_variant(d.to_item))
@@ -266,7 +266,8 @@ class ShiftRecord:
 
 
 # ------------------------------------------------------------------------------ parsing
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
+    """Whether ``v`` is a real, finite number (not a bool, None or NaN)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 

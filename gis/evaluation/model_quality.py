@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import write_json
+
 
 def generated_images(generator, n: int, *, seed: int = 0, labels=None,
                      batch_size: int = 250) -> torch.Tensor:
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.merge:
         doc = merge_inversion([json.loads(Path(f).read_text()) for f in a.merge])
-        Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+        write_json(a.out, doc)
         print(json.dumps({k: v for k, v in doc.items() if k not in ("values", "heldout_index")},
                          indent=2))
         return 0
@@ -148,7 +150,7 @@ def main(argv=None) -> int:
         doc = recommender_robustness(rec, dataset, n=a.n or 200, seed=a.seed)
         doc.update(recommender=a.recommender, seconds_total=time.perf_counter() - t0,
                    device=a.device, torch=torch.__version__)
-        Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+        write_json(a.out, doc)
         print(json.dumps(doc, indent=2))
         return 0
     gen = gis.get_generator(a.generator, device=a.device)
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
                                 shard=a.shard, num_shards=a.num_shards)
     doc.update(generator=a.generator, seconds_total=time.perf_counter() - t0,
                device=a.device, torch=torch.__version__)
-    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(a.out, doc)
     print(json.dumps({k: v for k, v in doc.items() if k not in ("values", "heldout_index")},
                      indent=2))
     return 0

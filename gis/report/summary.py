@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..record import Distances, ShiftRecord
+from ..record import Distances, ShiftRecord, finite
 
 AGGREGATION_LABELS = {
     "mean": "mean predicted preference",
@@ -21,11 +21,6 @@ AGGREGATION_LABELS = {
 
 
 # ------------------------------------------------------------------------------ formatting
-def finite(v) -> bool:
-    """Whether ``v`` is a real, finite number (not a bool, None or NaN)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def format_score(value, aggregation: str = "mean") -> str:
     """A score as the page shows it: 3 decimals; coverage (a share) as a percentage."""
     return _three_decimals(value, aggregation, sign="", percent="%")

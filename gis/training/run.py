@@ -454,7 +454,6 @@ class Run:
                 # so that a time plan and the budget end together
                 now = time.monotonic()
                 dt, t_prev = now - t_prev, now
-                budget.tick()
                 st["elapsed_s"] += dt
                 trainer.advance(dt)
                 pos, _ = trainer.progress_position()

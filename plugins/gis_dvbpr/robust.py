@@ -60,9 +60,10 @@ def robust_bpr_loss(model: DVBPR, batches: ItemImages, triplets: torch.Tensor, *
         delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
         x_adv = (x + delta).clamp(-1.0, 1.0)
         total = total + adv_weight * -F.logsigmoid(pair_scores(x_adv, theta_u)).sum()
-    decay = model.cnn.weight_decay_terms() if decay is None else decay
-    reg_cnn = 0.5 * lambda_cnn * sum(w.square().sum() for w in decay)
-    reg_theta = 0.5 * lambda_theta * theta_u.square().sum()
+    from .trainer import bpr_regularisation
+
+    reg_cnn, reg_theta = bpr_regularisation(model, theta_u, lambda_cnn=lambda_cnn,
+                                            lambda_theta=lambda_theta, decay=decay)
     return total + reg_cnn + reg_theta, bpr
 
 

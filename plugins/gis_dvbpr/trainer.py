@@ -154,10 +154,18 @@ def bpr_loss(model: DVBPR, batches: ItemImages, triplets: torch.Tensor, *, lambd
     x_uij = (theta_u * (phi_i - phi_j)).sum(1)                            # (B,)
     # losses: every term weighted; weight 0 switches it off
     bpr = -F.logsigmoid(x_uij).sum()
-    decay = model.cnn.weight_decay_terms() if decay is None else decay
-    reg_cnn = 0.5 * lambda_cnn * sum(w.square().sum() for w in decay)
-    reg_theta = 0.5 * lambda_theta * theta_u.square().sum()
+    reg_cnn, reg_theta = bpr_regularisation(model, theta_u, lambda_cnn=lambda_cnn,
+                                            lambda_theta=lambda_theta, decay=decay)
     return bpr + reg_cnn + reg_theta, bpr
+
+
+def bpr_regularisation(model: DVBPR, theta_u: torch.Tensor, *, lambda_cnn: float,
+                       lambda_theta: float, decay: list[torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """DVBPR's L2 terms (CNN weights, the batch's user vectors theta_u (B, K)), each halved."""
+    decay = model.cnn.weight_decay_terms() if decay is None else decay
+    return (0.5 * lambda_cnn * sum(w.square().sum() for w in decay),
+            0.5 * lambda_theta * theta_u.square().sum())
 
 
 @dataclass
@@ -185,6 +193,11 @@ class DVBPRTrainConfig:
     noise_std: float = setting(
         0.0, "Augmentation: Gaussian pixel noise of a std drawn per image from U(0, noise_std), "
              "[0, 1] pixel units; 0 turns it off.")
+
+    @property
+    def robust(self) -> bool:
+        """Trained against perturbations (``gis_dvbpr.robust``), not the paper's plain BPR."""
+        return self.adv_eps > 0 or self.noise_std > 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -296,7 +309,7 @@ class DVBPRTrainer(Trainer):
 
     def generators(self) -> dict[str, torch.Generator]:
         c = self.config  # the paper's DVBPR draws nothing besides its epoch triplets
-        return {"robust": self.robust_rng} if c.adv_eps > 0 or c.noise_std > 0 else {}
+        return {"robust": self.robust_rng} if c.robust else {}
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return {"config": self.config_meta}
@@ -322,7 +335,7 @@ class DVBPRTrainer(Trainer):
         s = self.st["step"] - self.st["epoch"] * self.steps_per_epoch
         b = self.triplets[s * self.batch_size:(s + 1) * self.batch_size]          # (B, 3)
         c = self.config
-        if c.adv_eps > 0 or c.noise_std > 0:
+        if c.robust:
             loss, bpr = robust_bpr_loss(
                 self.model, self.batches, b, lambda_cnn=c.lambda_cnn,
                 lambda_theta=c.lambda_theta, adv_eps=c.adv_eps, adv_weight=c.adv_weight,

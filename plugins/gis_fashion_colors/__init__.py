@@ -94,8 +94,7 @@ def load(*, path=None, trust: bool = False, resolution: int | None = None):
 
 @hookimpl
 def register_datasets(register):
-    # "default" also names it in ``gis.data.load_dataset``; no registry alias is used because
-    # ``Registry.register`` in gis/plugins.py currently shadows its alias table (reported).
+    # "default" also names it in ``gis.data.load_dataset`` (DEFAULT_DATASET)
     register(
         "fashion-colors",
         load,

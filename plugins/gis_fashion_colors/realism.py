@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from gis.images import to_uint8
 from gis.interfaces import RealismVerdict
+from gis.io import write_json
 
 #: thresholds of ``judge`` (0..255 pixel units; coverage a share of the pixels)
 MAX_CHROMA_NOISE = 10.0
@@ -143,5 +144,5 @@ if __name__ == "__main__":  # python -m gis_fashion_colors.realism OUT_DIR
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     folder.mkdir(parents=True, exist_ok=True)
     result = calibrate(out=str(folder))
-    (folder / "realism_calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(folder / "realism_calibration.json", result)
     print(json.dumps(result, indent=2))
