@@ -12,7 +12,8 @@ items by predicted gain.
     python examples/ray_catalogue.py --address auto --items 500 ...            # a running cluster
 
 Seeds are fixed per item, so a task that Ray retries on another node gives the same variants
-(up to the floating-point summation order of the node's thread count).
+(up to the floating-point summation order of the node's thread count: each result.json's
+`provenance`, read in the worker that computed it, records the threads, ops and device).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import sys
 import click
 
 from . import __version__
-from .cli_options import check_device
+from .cli_options import DEVICE
 from .errors import GisError
 
 KINDS = ("generator", "recommender", "dataset", "loss")
@@ -18,14 +18,17 @@ class GisGroup(click.Group):
     """Turns domain errors into one-line messages with the right exit status."""
 
     def invoke(self, ctx):
+        from .interrupts import describe, exit_status, stop_signals_raise
+
         try:
-            return super().invoke(ctx)
+            with stop_signals_raise():  # SIGTERM/SIGHUP clean up like Ctrl-C (gis.interrupts)
+                return super().invoke(ctx)
         except GisError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            click.echo(describe(exc), err=True)
+            ctx.exit(exit_status(exc))
 
 
 @click.group(cls=GisGroup)
@@ -78,7 +81,7 @@ def plugins(ctx):
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), default=None,
               help="Check only the object of this kind named NAME.")
-@click.option("--device", default="cpu", show_default=True, callback=check_device,
+@click.option("--device", default="cpu", show_default=True, type=DEVICE,
               help="Device for generators and recommenders.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
               help="Option for each factory (repeatable; VALUE is read as a JSON scalar, else "

@@ -51,15 +51,40 @@ def parse_key_values(values: Iterable[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def check_device(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """click callback of every ``--device`` option: the one-line device check
-    (``gis.training.resolve_device``, exit status 2) while the command line is parsed, so
-    that no command creates anything for a device this machine cannot use."""
-    if value is not None:
-        from .training import resolve_device
+class DeviceType(click.ParamType):
+    """The click type of every ``--device`` option (``type=gis.cli_options.DEVICE``): the value
+    is checked while the command line is parsed, by ``gis.training.resolve_device``, so a
+    device this machine cannot use (``mps``, ``xpu`` or ``cuda`` without one, ``cuda:7`` on a
+    one-GPU machine, ``meta``, ``cpu:1``, a misspelling) is a one-line ``GisUsageError``
+    (exit status 2) before the command creates anything. The value stays the text given."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if value is None:
+            return None
+        from .training.device import resolve_device  # torch: only once a device is parsed
 
         resolve_device(value)
-    return value
+        return value if isinstance(value, str) else str(value)
+
+
+#: the one ``--device`` type (plugins that add commands with a device use it too)
+DEVICE = DeviceType()
+
+
+def device_argument(text: str) -> str:
+    """The same check as an ``argparse`` ``type=`` (the ``python -m gis.evaluation.*``
+    scripts): argparse then prints its usage line and the one-line reason, exit status 2."""
+    import argparse
+
+    from .errors import GisUsageError
+
+    try:
+        return DEVICE.convert(text, None, None)
+    except GisUsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def factory_options(*kinds: str) -> Callable:

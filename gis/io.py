@@ -4,7 +4,10 @@
   the block ends without error, removed otherwise), :func:`write_bytes`, :func:`write_text`,
   :func:`write_json`; :func:`atomic_folder` builds a whole output folder in a hidden sibling
   and renames it into place. A reader sees the old file (or folder) or the new one, never a
-  half-written one; an error leaves nothing behind.
+  half-written one; an error, Ctrl-C or SIGTERM (``gis.interrupts``) leaves nothing behind.
+  Files and folders get the permissions ``open()`` and ``mkdir`` give under the user's umask.
+  Temporary names carry the writer's process id and host; what a killed process (``kill
+  -9``) left is removed by the next write into that folder (:func:`remove_stale_partials`).
 * :class:`JSONEncoder` / :func:`json_default`: numpy and torch scalars and arrays, paths,
   devices, dtypes and sets as JSON.
 * :func:`require_trust`: the one check before any pickle-based file is loaded.
@@ -23,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +36,8 @@ from typing import Any
 from .errors import GisUsageError, UntrustedFileError
 
 __all__ = ["JSONEncoder", "atomic_folder", "atomic_path", "check_output_folder", "json_default",
-           "removed_if_left_empty", "require_trust", "write_bytes", "write_json", "write_text"]
+           "remove_stale_partials", "removed_if_left_empty", "require_trust", "write_bytes",
+           "write_json", "write_text"]
 
 
 # ------------------------------------------------------------------------------ atomic files
@@ -57,8 +62,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     folders are created. Raises OSError when the folder cannot be written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{path.suffix}",
-                               dir=path.parent)
+    _sweep_once(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.",
+                               suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -95,29 +101,105 @@ def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) ->
 @contextlib.contextmanager
 def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty hidden folder beside ``out``; when the block ends without error it
-    becomes ``out`` (an existing ``out`` is replaced only with ``overwrite``); on any error it
-    is removed with everything in it and ``out`` is left as it was.
+    gets the umask's permissions (as everything in it) and becomes ``out`` (an existing
+    ``out`` is replaced only with ``overwrite``; a stop signal waits for the renames); on any
+    error, Ctrl-C or SIGTERM (``gis.interrupts``) it is removed with everything in it and
+    ``out`` is left as it was. What a killed process left beside ``out`` is removed first
+    (:func:`remove_stale_partials`).
 
     Checks ``out`` first with :func:`check_output_folder` (GisUsageError)."""
     out = check_output_folder(out, overwrite=overwrite)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        remove_stale_partials(out.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial.{_owner()}.", dir=out.parent))
     except OSError as exc:
         raise _cannot_create(out, exc) from None
     try:
         yield tmp
         _ordinary_modes(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        with _whole():  # a stop signal waits until out is the old folder or the new one
+            if out.exists():
+                old = out.with_name(f".{out.name}.old.{_owner()}.x")
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _owner() -> str:
+    """``PID@HOST`` of this process, in temporary names (``remove_stale_partials``)."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+#: a temporary file of atomic_path or folder of atomic_folder: .NAME.PID@HOST.XXXX.partial.EXT,
+#: .NAME.partial.PID@HOST.XXXX, .NAME.old.PID@HOST.x
+_PARTIAL = re.compile(r"\.(?P<name>.+?)\.(?:(?:partial|old)\.)?(?P<pid>\d+)@(?P<host>[^/]+?)\."
+                      r"(?:[^.]+\.partial.*|[^.]+)")
+_swept: set[str] = set()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Remove what a gis process that was killed (``kill -9``, a power cut) left in
+    ``folder``: the hidden temporary files of :func:`atomic_path` and folders of
+    :func:`atomic_folder` whose writer ran on this host and is no longer running. A folder
+    that was moved aside while a result replaced it is put back when the result is missing.
+    Returns the paths removed or restored; unreadable folders are skipped."""
+    folder = Path(folder)
+    host, done = socket.gethostname(), []
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".")]
+    except OSError:
+        return done
+    for entry in entries:
+        m = _PARTIAL.fullmatch(entry.name)
+        if m is None or m["host"] != host or _alive(int(m["pid"])):
+            continue
+        path = Path(entry.path)
+        target = folder / m["name"]
+        if entry.name.startswith(f".{m['name']}.old.") and not target.exists():
+            with contextlib.suppress(OSError):
+                path.rename(target)  # killed between the two renames: the old result stays
+                done.append(target)
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        done.append(path)
+    return done
+
+
+def _sweep_once(folder: Path) -> None:
+    """:func:`remove_stale_partials` the first time this process writes into ``folder``."""
+    key = os.path.abspath(folder)
+    if key not in _swept:
+        _swept.add(key)
+        remove_stale_partials(folder)
+
+
+def _whole():
+    """A block that a stop signal does not cut (``gis.interrupts.deferred_stop``)."""
+    from .interrupts import deferred_stop
+
+    return deferred_stop()
 
 
 def _ordinary_modes(folder: Path) -> None:
@@ -136,10 +218,13 @@ def _ordinary_modes(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def removed_if_left_empty(folder: str | os.PathLike) -> Iterator[Path]:
-    """For a folder filled over time (``gis train``): when the block raises and the folder
-    did not exist before it, the folder (and any parent the block created with it) is removed
-    again if it holds no file, so a failed command leaves no empty ``--out`` behind."""
+def removed_if_left_empty(folder: str | os.PathLike, *, keep: str | None = None
+                          ) -> Iterator[Path]:
+    """For a folder filled over time (``gis train``): when the block raises (an error,
+    Ctrl-C, SIGTERM) and the folder did not exist before it, the folder (and any parent the
+    block created with it) is removed again if it holds no file, or, with ``keep``, no file of
+    that name (a run's checkpoint: without it nothing can resume), so a failed command leaves
+    no empty or half-made ``--out`` behind."""
     folder = Path(folder)
     top = None  # the highest folder of the path that does not exist yet
     for p in (folder, *folder.parents):
@@ -149,9 +234,11 @@ def removed_if_left_empty(folder: str | os.PathLike) -> Iterator[Path]:
     try:
         yield folder
     except BaseException:
-        if top is not None and top.is_dir() and not any(
-                not q.is_dir() or q.is_symlink() for q in top.rglob("*")):
-            shutil.rmtree(top, ignore_errors=True)
+        if top is not None and top.is_dir():
+            kept = (folder / keep).exists() if keep is not None else any(
+                not q.is_dir() or q.is_symlink() for q in top.rglob("*"))
+            if not kept:
+                shutil.rmtree(top, ignore_errors=True)
         raise
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GisUsageError
+from .provenance import Provenance
 
 __all__ = ["FORMAT", "Distances", "Inversion", "PerUser", "RankSummary", "RecordError",
            "Scores", "ShiftRecord", "Targets", "UserRanks", "UserScores"]
@@ -46,6 +47,9 @@ class Targets:
     """The first 1,000 target user ids, in the recommender's order."""
     user_ids_truncated: bool = False
     """True when there were more than 1,000 target users."""
+    default: str | None = None
+    """What the targets were when none was chosen (no ``--users``, ``--users-file`` or
+    ``--n-users``): ``"all users of the recommender"``; None when the user chose them."""
 
 
 @dataclass(kw_only=True)
@@ -151,6 +155,34 @@ class Distances:
     """Each variant's distance to the real item; None with ``--random-latent``."""
     base_to_item: float | None = None
     """The inversion's own distance, base image to real item."""
+    pairwise: list[list[float]] | None = None
+    """Every pair's distance, (n, n), 0 on the diagonal."""
+
+
+@dataclass(kw_only=True)
+class Checks:
+    """Which variants a seller can act on (gis.engine.checks; docs/ENGINE.md, "Checks")."""
+
+    passed: list[bool]
+    """Per variant: whether it passes every check."""
+    reasons: list[list[str]]
+    """Per variant: why it fails (e.g. "unrealistic (critic score -3.10 < floor -1.20)",
+    "shape changed (silhouette IoU 0.41 < 0.60)", "near-copy of #2 (LPIPS 0.008 < 0.020)");
+    empty when it passes."""
+    recommended: int | None = None
+    """The best-scoring variant (optimised aggregation) that passes; None when none does."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The thresholds: ``min_silhouette_iou``, ``min_distance`` (LPIPS), ``realism``."""
+    realism: dict[str, Any] = field(default_factory=dict)
+    """``kind`` of the generator's realism score used, its calibrated ``floor``, the variants'
+    ``scores`` and ``passed``; all None with a ``note`` when not run (the generator offers no
+    calibrated realism score)."""
+    identity: dict[str, Any] = field(default_factory=dict)
+    """``metric``, ``min`` and per variant ``values`` (silhouette soft IoU to the base image)
+    and ``passed``."""
+    distinct: dict[str, Any] = field(default_factory=dict)
+    """``min_distance`` and per variant ``near_copy_of`` (the better variant it nearly
+    copies, or None); ``note`` when not run."""
 
 
 @dataclass(kw_only=True)
@@ -161,14 +193,20 @@ class ShiftRecord:
     """The record's format and version, ``"gis-shift/1"``."""
     command: str = "shift"
     """Always ``"shift"`` (other commands write other records)."""
-    versions: dict[str, str] = field(default_factory=dict)
-    """Versions of gis, torch and python, and the platform."""
+    versions: dict[str, Any] = field(default_factory=dict)
+    """Versions of gis, torch and python, the platform and the CPU model (with CUDA also the
+    CUDA and cuDNN versions and the GPU); ``gis.provenance.versions``."""
+    provenance: Provenance | None = None
+    """Where and how the run computed: device, operator implementation, torch thread counts
+    (``gis.provenance.Provenance``); None in files written before gis recorded it."""
     item: dict[str, Any] = field(default_factory=dict)
     """Where the item came from: ``{"source": "file", "path"}``, ``{"source": "dataset",
     "dataset", "item_id", "category", "default"}`` or ``{"source": "random latent"}``."""
     generator: dict[str, Any] | None = None
-    """The generator's registered ``name``, from its card ``checkpoint``, ``dataset``,
-    ``sha256``, and the ``options`` its factory was given (``--generator-option``)."""
+    """The generator's registered ``name``; its weights file: ``checkpoint`` (path),
+    ``sha256``, ``format``, ``layout``, ``epoch`` (``gis.provenance.checkpoint_facts``); the
+    ``dataset`` its card says it was trained on; the ``options`` its factory was given
+    (``--generator-option``)."""
     recommender: dict[str, Any] | None = None
     """The same for the recommender."""
     dataset: dict[str, Any] | None = None
@@ -194,6 +232,9 @@ class ShiftRecord:
     """Per target user scores and catalogue ranks."""
     distances: Distances | None = None
     """LPIPS distances of the variants; None when not measured."""
+    checks: Checks | None = None
+    """The variants' realism, identity and distinctness checks and the recommended variant;
+    None in records written before the checks existed."""
     catalogue_size: int | None = None
     """Number of catalogue items the ranks are computed against."""
     seconds: dict[str, float] | None = None
@@ -244,6 +285,10 @@ class ShiftRecord:
                     and (d.to_item is None or per_variant(d.to_item))
                     and (d.nearest_variant_index is None or len(d.nearest_variant_index) == n)):
                 raise RecordError("distances does not match the variants")
+        c = self.checks
+        if c is not None and not (len(c.passed) == n and len(c.reasons) == n and (
+                c.recommended is None or 0 <= c.recommended < n and c.passed[c.recommended])):
+            raise RecordError("checks does not match the variants")
         ranks = self.per_user.ranks if self.per_user else None
         if ranks is not None and not all(len(r.variants) == n for r in ranks):
             raise RecordError("per_user.ranks does not match the variants")

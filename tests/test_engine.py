@@ -11,7 +11,7 @@ from gis.engine import invert, run_gis, shift, shift_settings
 from gis.engine.invert import normalise_rows
 from gis.engine.pipeline import catalogue_ranks
 from gis.engine.settings import InvertSettings
-from gis.engine.targets import resolve_targets
+from gis.engine.targets import DEFAULT_TARGET, default_target, resolve_targets
 from gis.errors import (
     GisUsageError,
     NonFiniteLossError,
@@ -327,8 +327,12 @@ def test_targets(models):
         resolve_targets(rec, users=["nobody"])
     with pytest.raises(GisUsageError, match="empty"):
         resolve_targets(rec, users=[" "])
-    with pytest.raises(GisUsageError, match="no target users"):
-        resolve_targets(rec)
+    # no choice: the default target, every user of the recommender, in row order
+    assert resolve_targets(rec).tolist() == list(range(rec.num_users))
+    assert default_target() == DEFAULT_TARGET == "all users of the recommender"
+    assert default_target(n_users=3) is None and default_target(users=["u1"]) is None
+    with pytest.raises(GisUsageError, match="only one of"):
+        resolve_targets(rec, users=["u1"], n_users=3)
     with pytest.raises(GisUsageError, match="exceeds"):
         resolve_targets(rec, n_users=51)
 
@@ -371,5 +375,8 @@ def test_run_gis_is_a_pure_function_that_maps_across_processes():
         assert torch.equal(getattr(remote.result, name), getattr(local.result, name)), name
     assert remote.result.scores == local.result.scores
     assert remote.item_scores == local.item_scores and remote.distances == local.distances
+    # what computed it is read where it ran (a Ray worker records its own threads and ops)
+    assert remote.provenance["provenance"].threads.intra_op == 1
+    assert remote.provenance == local.provenance
     for key in local.ranks:
         assert torch.equal(remote.ranks[key], local.ranks[key]), key

@@ -66,6 +66,10 @@ def test_evaluate_writes_every_table_and_figure(evaluation):
     for name in ("table2", "table3", "table4", "table5"):
         doc = json.loads((out / f"{name}.json").read_text())
         assert doc["experiment"] == name and doc["paper"]
+        made_by = doc["provenance"]  # gis.provenance.record_fields, as in result.json
+        assert made_by["provenance"]["threads"]["intra_op"] >= 1
+        assert len(made_by["recommender"]["sha256"]) == 64
+        assert made_by["baseline_generator"]["name"] == "dvbpr-gan"
         md = (out / f"{name}.md").read_text()
         assert md.startswith(f"### {name}") and "| " in md
         for fig in doc["figures"]:

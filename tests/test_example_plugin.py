@@ -106,7 +106,8 @@ def test_shift_with_the_example_loss_term(example, tmp_path):
         res = CliRunner().invoke(cli, [
             "shift", "--generator", "example-linear", "--recommender", "example-colour",
             "--data", "example-swatches", "--users", "user0,user1", "--out", str(out),
-            "--random-latent", "--steps", "6", "--n", "3", "--quiet", *loss])
+            "--random-latent", "--recipe", "paper", "--steps", "6", "--n", "3", "--quiet",
+            *loss])
         assert res.exit_code == 0, res.output
         return json.loads((out / "result.json").read_text()), load_file(
             str(out / "latents.safetensors"))

@@ -14,6 +14,7 @@ from PIL import Image
 from gis.errors import BadImageError
 from gis.images import (
     MAX_PIXELS,
+    MAX_SOURCE_PIXELS,
     decode_image,
     load_image,
     make_grid,
@@ -163,15 +164,25 @@ def test_corrupt_png_and_truncated_jpeg(tmp_path):
         decode_image(data[:100])
 
 
-@pytest.mark.parametrize("width,height", [(100_000, 100_000), (9000, 10), (7100, 7100)])
-def test_huge_dimensions_refused_before_decoding(tmp_path, width, height):
-    assert width > 8192 or width * height > MAX_PIXELS
+@pytest.mark.parametrize("width,height,limit", [
+    (100_000, 100_000, "179.0 MP"),  # over Pillow's decompression-bomb error threshold
+    (10_000, 9_500, "89.5 MP"),      # 95 MP: a PNG is decoded in full, over the budget
+    (65_000, 2_000, "89.5 MP"),
+])
+def test_huge_dimensions_refused_before_decoding(tmp_path, width, height, limit):
+    assert width * height > MAX_PIXELS
     data = _patch_png_size(_png_bytes(Image.new("RGB", (1, 1), (255, 0, 0))), width, height)
     path = tmp_path / "huge.png"
     path.write_bytes(data)
     assert path.stat().st_size < 200
-    with pytest.raises(BadImageError, match="too large"):
+    with pytest.raises(BadImageError, match="too large") as err:
         load_image(path, size=32)
+    msg = str(err.value)
+    assert "\n" not in msg and (limit in msg or "179" in msg) and "downscale" in msg
+    if width * height <= MAX_SOURCE_PIXELS:  # the size to downscale to fits the budget
+        side = int(msg.split("at most ")[-1].split(" pixels")[0])
+        assert side * side * min(width, height) / max(width, height) <= MAX_PIXELS
+        assert (side + 1) ** 2 * min(width, height) / max(width, height) > MAX_PIXELS * 0.999
 
 
 def test_decode_bytes_and_large_image_fit(tmp_path):

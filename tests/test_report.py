@@ -136,7 +136,7 @@ def test_report_is_a_self_contained_page(shift_run, report_page):
     callout = re.search(r'<div class="callout" id="recommended">(.*?)</div>', text, re.S).group(1)
     assert f"Recommended: Variant {best}." in callout
     caveat = re.search(r'<p class="note" id="caveat">(.*?)</p>', text, re.S).group(1)
-    assert "predictions, not measured preferences" in caveat and "--loss identity=" in caveat
+    assert "predictions, not measured preferences" in caveat and "three checks" in caveat
     assert f"of the 2 target users from {format_score(doc['scores']['item'][agg])}" in callout
     assert f"of {doc['catalogue_size']} catalogue items" in callout
     assert text.count('class="bar"') == 3
@@ -170,6 +170,11 @@ def test_report_again_and_existing_files(shift_run, report_page, tmp_path):
     assert res.exit_code == 2 and "already exists" in res.output and "--overwrite" in res.output
     assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
     assert other.read_text() == "an older page"
+    res = invoke("report", shift_run, "--out", other, "--overwrite")  # not a gis page: kept
+    assert res.exit_code == 2 and "is not a report gis wrote" in res.output
+    assert other.read_text() == "an older page"
+    older = before.replace(b"</body>", b"<p>an older gis page</p></body>")
+    other.write_bytes(older)  # a page gis wrote (its marker) is replaced with --overwrite
     res = invoke("report", shift_run, "--out", other, "--overwrite")
     assert res.exit_code == 0, res.output
     assert other.read_bytes() == before

@@ -109,26 +109,34 @@ class Dataset:
         return truth
 
     def find_item(self, item_id: str) -> tuple[str, int]:
-        """(``"catalogue"`` or ``"heldout"``, index) of an external item id.
+        """(``"catalogue"`` or ``"heldout"``, index) of an external item id, matched as
+        ``gis.data.inputs.IdIndex`` matches (Unicode NFC, lost leading zeros, case); a
+        catalogue item wins over a held-out one of the same id.
 
         Raises ``GisUsageError`` naming a few valid ids when it is unknown.
         """
-        lookup = self.__dict__.get("_item_lookup")
-        if lookup is None or len(lookup) != len(self.item_ids) + len(self.heldout_item_ids):
-            lookup = {str(k): ("heldout", i) for i, k in enumerate(self.heldout_item_ids)}
-            lookup.update({str(k): ("catalogue", i) for i, k in enumerate(self.item_ids)})
-            self.__dict__["_item_lookup"] = lookup
-        key = str(item_id)
-        if key not in lookup:
-            from ..errors import GisUsageError
+        from .inputs import IdIndex
 
-            examples = ", ".join([*self.item_ids[:2], *self.heldout_item_ids[:2]])
-            raise GisUsageError(
-                f"unknown item id {key!r} in dataset {self.meta.get('name', '?')!r} "
-                f"({self.num_items} catalogue + {self.num_heldout} held-out items, "
-                f"e.g. {examples})"
-            )
-        return lookup[key]
+        cache = self.__dict__.get("_item_lookup")
+        if cache is None or cache[0] != (len(self.item_ids), len(self.heldout_item_ids)):
+            cache = ((len(self.item_ids), len(self.heldout_item_ids)),
+                     IdIndex(self.item_ids, what="item ids"),
+                     IdIndex(self.heldout_item_ids, what="held-out item ids"))
+            self.__dict__["_item_lookup"] = cache
+        _, catalogue, heldout = cache
+        for fallback in (False, True):  # an exact match anywhere first
+            for where, index in (("catalogue", catalogue), ("heldout", heldout)):
+                k = index.get(item_id, fallback=fallback)
+                if k is not None:
+                    return where, k
+        from ..errors import GisUsageError
+
+        examples = ", ".join([*self.item_ids[:2], *self.heldout_item_ids[:2]])
+        raise GisUsageError(
+            f"unknown item id {str(item_id)!r} in dataset {self.meta.get('name', '?')!r} "
+            f"({self.num_items} catalogue + {self.num_heldout} held-out items, "
+            f"e.g. {examples})"
+        )
 
     def item_array(self, item_id: str) -> np.ndarray:
         """uint8 (H, W, 3) image of a catalogue or held-out item, by external id."""

@@ -25,7 +25,8 @@ from ..errors import BadImageError, GisUsageError
 from ..images import decode_image
 from ..io import require_trust
 from .base import Dataset
-from .folder import DEFAULT_RESOLUTION, DataWarning
+from .folder import DEFAULT_RESOLUTION
+from .inputs import DataWarning
 
 
 def _get(d, key: str, default=None):
@@ -133,6 +134,9 @@ def read_dvbpr(path: str | Path, *, trust: bool = False, resolution: int | None 
         warnings.warn(f"dropped {dropped} interaction(s) with removed items",
                       DataWarning, stacklevel=2)
     train = np.unique(np.array(train_rows, dtype=np.int64).reshape(-1, 2), axis=0)
+    if not len(train) and (val < 0).all() and (test < 0).all():
+        raise GisUsageError(f"{path}: no interaction is left ({usernum} users; {dropped} "
+                            "interaction(s) name items whose image is missing or broken)")
     ncat = max(ncat, int(cats.max()) + 1, 1)
     names = list(category_names) if category_names else [f"category-{k}" for k in range(ncat)]
     if len(names) < ncat:

@@ -9,57 +9,81 @@ Layout::
       interactions.csv   header user_id,item_id[,timestamp]; one row per interaction
       items.csv          optional: header item_id,category
 
-Images are decoded safely (``gis.images``), fitted and padded with white to ``resolution``.
-Broken images are skipped with one warning that counts them; interactions with items that
-have no usable image are dropped (counted too). Duplicate interactions count once. The split
-is DVBPR's (``gis.data.split.dvbpr_split``): per user with >= 3 items one validation and one
-test item, at random (``seed``) or the most recent ones (``split="time"``, needs timestamps);
-other users stay train-only (val = test = -1).
+Images are decoded safely (``gis.images``; every format ``--item`` accepts), fitted and padded
+with white to ``resolution``. Text is read as other tools write it (``gis.data.inputs``: byte-order
+marks, CRLF, ``;`` or tab separators), and ids match file stems after Unicode NFC normalisation,
+by numeric value when a spreadsheet dropped their leading zeros ("7" = "0007"), and ignoring
+case. Images that cannot be decoded are skipped with one warning that counts them and says
+why; interactions naming such images, or ids that match no image file, are dropped with one
+warning each that shows examples of both sides; when no interaction is left the dataset is an
+error. Duplicate interactions count once. The split is DVBPR's (``gis.data.split.dvbpr_split``):
+per user with >= 3 items one validation and one test item, at random (``seed``) or the most
+recent ones (``split="time"``, needs timestamps); other users stay train-only (val = test = -1).
 """
 
 from __future__ import annotations
 
-import csv
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadImageError, GisUsageError
-from ..images import decode_image
+from ..images import decode_image, image_suffixes
 from .base import Dataset
+from .inputs import DataWarning, IdIndex, examples, mismatch, normalize_id, read_table
 from .split import dvbpr_split
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEFAULT_RESOLUTION = 64
 UNKNOWN_CATEGORY = "unknown"
 
-
-class DataWarning(UserWarning):
-    """Something in user-supplied data was skipped (broken images, dangling interactions)."""
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in required if c not in fields]
-            if missing:
-                raise GisUsageError(
-                    f"{path}: missing column(s) {', '.join(missing)}; the header must name "
-                    f"{', '.join(required)} (found: {', '.join(fields) or 'no header'})"
-                )
-            rows = []
-            for row in reader:
-                rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
-            return rows
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise GisUsageError(f"cannot read {path}: {exc}") from None
+__all__ = ["DEFAULT_RESOLUTION", "DataWarning", "read_folder"]
 
 
 def _natural_key(s: str):
-    return (0, int(s), s) if s.isdigit() else (1, 0, s)
+    return (0, int(s), s) if s.isascii() and s.isdigit() else (1, 0, s)
+
+
+def _image_files(image_dir: Path) -> dict[str, Path]:
+    """{item id: file}: the NFC file stems of the pictures in ``image_dir``."""
+    suffixes = image_suffixes()
+    files: dict[str, Path] = {}
+    for f in sorted(image_dir.iterdir()):
+        if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("."):
+            stem = normalize_id(f.stem)
+            if stem in files:
+                raise GisUsageError(
+                    f"two images for item {stem!r}: {files[stem].name} and {f.name}"
+                )
+            files[stem] = f
+    if not files:
+        raise GisUsageError(
+            f"no images in {image_dir} (formats: {', '.join(sorted(suffixes))})"
+        )
+    return files
+
+
+def _decode_all(files: dict[str, Path], ids: list[str], size: int, image_dir: Path):
+    """uint8 (K, size, size, 3) images of the decodable ``ids`` and those ids, warning once
+    for the others with the first reasons."""
+    images = np.empty((len(ids), size, size, 3), dtype=np.uint8)
+    kept: list[str] = []
+    broken: list[tuple[str, str]] = []
+    for stem in ids:
+        try:
+            images[len(kept)] = decode_image(files[stem], size=size)
+        except BadImageError as exc:
+            broken.append((files[stem].name, str(exc).replace(str(files[stem]), files[stem].name)))
+            continue
+        kept.append(stem)
+    if broken:
+        shown = "; ".join(why for _, why in broken[:2])
+        warnings.warn(f"skipped {len(broken)} image(s) in {image_dir} that cannot be decoded "
+                      f"({shown}{'; ...' if len(broken) > 2 else ''})", DataWarning,
+                      stacklevel=3)
+    if not kept:
+        raise GisUsageError(f"none of the {len(ids)} images in {image_dir} could be read")
+    return images[: len(kept)], kept, [name for name, _ in broken]
 
 
 def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 0,
@@ -74,72 +98,59 @@ def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 
     if split not in ("random", "time"):
         raise GisUsageError(f"split must be 'random' or 'time', got {split!r}")
     image_dir = root / "images" if (root / "images").is_dir() else root
-    files: dict[str, Path] = {}
-    for f in sorted(image_dir.iterdir()):
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-            if f.stem in files:
-                raise GisUsageError(
-                    f"two images for item {f.stem!r}: {files[f.stem].name} and {f.name}"
-                )
-            files[f.stem] = f
-    if not files:
-        raise GisUsageError(
-            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {image_dir}"
-        )
+    files = _image_files(image_dir)
     inter_path = Path(interactions) if interactions else root / "interactions.csv"
     if not inter_path.is_file():
         raise GisUsageError(
             f"interactions file not found: {inter_path} (CSV with header user_id,item_id"
             "[,timestamp])"
         )
-    rows = _read_csv(inter_path, ("user_id", "item_id"))
-    has_ts = bool(rows) and "timestamp" in rows[0]
+    rows = read_table(inter_path, ("user_id", "item_id"), what="interactions file")
+    if not rows:
+        raise GisUsageError(f"{inter_path} names no interactions (only a header): add one row "
+                            "user_id,item_id per interaction")
+    has_ts = "timestamp" in rows[0][1]
     if split == "time" and not has_ts:
         raise GisUsageError(f"split='time' needs a timestamp column in {inter_path}")
-
-    item_cat: dict[str, str] = {}
     items_path = Path(items) if items else root / "items.csv"
-    if items or items_path.is_file():
-        if not items_path.is_file():
-            raise GisUsageError(f"items file not found: {items_path}")
-        for r in _read_csv(items_path, ("item_id", "category")):
-            item_cat[r["item_id"]] = r["category"] or UNKNOWN_CATEGORY
+    if items and not items_path.is_file():
+        raise GisUsageError(f"items file not found: {items_path}")
 
-    # decode images (skipping broken ones)
     ids = sorted(files, key=_natural_key)
-    images = np.empty((len(ids), size, size, 3), dtype=np.uint8)
-    kept: list[str] = []
-    broken: list[str] = []
-    for stem in ids:
-        try:
-            images[len(kept)] = decode_image(files[stem], size=size)
-        except BadImageError:
-            broken.append(files[stem].name)
-            continue
-        kept.append(stem)
-    if broken:
-        shown = ", ".join(broken[:3]) + (", ..." if len(broken) > 3 else "")
-        warnings.warn(f"skipped {len(broken)} broken image(s) in {image_dir}: {shown}",
-                      DataWarning, stacklevel=2)
-    if not kept:
-        raise GisUsageError(f"none of the {len(ids)} images in {image_dir} could be read")
-    images = images[: len(kept)]
-    index = {stem: k for k, stem in enumerate(kept)}
+    images, kept, broken = _decode_all(files, ids, size, image_dir)
+    index, on_disk = IdIndex(kept), IdIndex(ids)
 
-    names = sorted({item_cat.get(s, UNKNOWN_CATEGORY) for s in kept})
+    cat_of: dict[int, str] = {}
+    if items_path.is_file():
+        stray = []
+        for _, r in read_table(items_path, ("item_id", "category"), what="items file"):
+            k = index.get(r["item_id"])
+            if k is not None:
+                cat_of[k] = r["category"] or UNKNOWN_CATEGORY
+            elif r["item_id"] not in on_disk:
+                stray.append(r["item_id"])
+        if stray:
+            warnings.warn(f"{items_path}: {len(stray)} item id(s) match no image file in "
+                          f"{image_dir}, their categories are unused "
+                          f"({mismatch(stray, kept, 'image ids')})", DataWarning, stacklevel=2)
+    names = sorted({cat_of.get(k, UNKNOWN_CATEGORY) for k in range(len(kept))})
     cat_index = {c: k for k, c in enumerate(names)}
-    categories = np.array([cat_index[item_cat.get(s, UNKNOWN_CATEGORY)] for s in kept],
+    categories = np.array([cat_index[cat_of.get(k, UNKNOWN_CATEGORY)] for k in range(len(kept))],
                           dtype=np.int64)
 
     # interactions
     uname, its, ts = [], [], []
-    dangling = 0
-    for line, r in enumerate(rows, start=2):
+    no_file: list[str] = []
+    undecodable = 0
+    for line, r in rows:
         if not r["user_id"] or not r["item_id"]:
             raise GisUsageError(f"{inter_path}:{line}: empty user_id or item_id")
         k = index.get(r["item_id"])
         if k is None:
-            dangling += 1
+            if r["item_id"] in on_disk:
+                undecodable += 1
+            else:
+                no_file.append(r["item_id"])
             continue
         uname.append(r["user_id"])
         its.append(k)
@@ -150,9 +161,19 @@ def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 
                 raise GisUsageError(
                     f"{inter_path}:{line}: timestamp {r['timestamp']!r} is not a number"
                 ) from None
-    if dangling:
-        warnings.warn(f"dropped {dangling} interaction(s) with items that have no usable image",
-                      DataWarning, stacklevel=2)
+    why = []
+    if no_file:
+        why.append(f"{len(no_file)} interaction(s) naming item ids that match no image file in "
+                   f"{image_dir} ({mismatch(no_file, kept, 'image ids')})")
+    if undecodable:
+        why.append(f"{undecodable} interaction(s) naming images that cannot be decoded "
+                   f"({examples(broken)})")
+    if not uname:
+        raise GisUsageError(f"no interaction in {inter_path} is left: {'; '.join(why)}; make "
+                            "the item_id column name the image files (their names without "
+                            "extension)")
+    for reason in why:
+        warnings.warn(f"dropped {reason}", DataWarning, stacklevel=2)
     user_names = sorted(set(uname), key=_natural_key)
     urow = {u: k for k, u in enumerate(user_names)}
     us = [urow[u] for u in uname]
@@ -162,7 +183,7 @@ def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 
     )
     meta = {"name": root.name, "source": str(root), "reader": "folder", "seed": seed,
             "split": split, "resolution": size, "skipped_images": len(broken),
-            "dropped_interactions": dangling}
+            "dropped_interactions": len(no_file) + undecodable}
     return Dataset(images=images, categories=categories, category_names=names,
                    user_ids=user_names, train=train, val=val, test=test, item_ids=kept,
                    meta=meta)

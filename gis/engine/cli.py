@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
-from ..cli_options import check_device, factory_options
+from ..cli_options import DEVICE, factory_options
 from ..errors import GisUsageError
 from ..ops import AGGS
-from .settings import RECIPES, InvertSettings, ShiftSettings
+from .checks import CheckSettings
+from .settings import RECIPES, InvertSettings, shift_settings
 
 _SETTINGS_HELP = "Defaults follow the paper (n=8, eps=0.4, Adam 0.01); see docs/ENGINE.md."
-_S, _I = ShiftSettings(), InvertSettings()  # the defaults the help shows
+# the defaults the help shows: `gis shift` runs the seller recipe
+_S, _I, _C = shift_settings("seller"), InvertSettings(), CheckSettings()
 
 
 def _weights(weights: dict) -> str:
@@ -21,14 +23,29 @@ _LOSS_HELP = ("Loss term NAME=WEIGHT, repeatable; merged into the {what} objecti
               "0 switches a term off (`gis losses` lists them; docs/ENGINE.md) [{default}].")
 
 
+def _default_out(ctx: click.Context, _param, value):
+    """--out, or the first gis-runs/<command>-NNN (001, 002, ...) that does not exist yet."""
+    if value is not None:
+        return value
+    from pathlib import Path
+
+    root = Path("gis-runs")
+    k = 1
+    while (root / f"{ctx.info_name}-{k:03d}").exists():
+        k += 1
+    return str(root / f"{ctx.info_name}-{k:03d}")
+
+
 def _common_model_options(f):
-    f = click.option("--device", default="cpu", show_default=True, callback=check_device,
+    f = click.option("--device", default="cpu", show_default=True, type=DEVICE,
                      help="torch device (cpu, cuda, cuda:1).")(f)
     f = click.option("--trust", is_flag=True,
                      help="Allow pickle-based checkpoints/data you trust (AIP .tar, "
                           "pro_gan_pytorch .bin, DVBPR .npy).")(f)
-    f = click.option("--out", required=True, type=click.Path(file_okay=False),
-                     help="Output folder (must not exist unless --overwrite).")(f)
+    f = click.option("--out", default=None, type=click.Path(file_okay=False),
+                     callback=_default_out,
+                     help="Output folder (must not exist unless --overwrite). Default: the "
+                          "next free gis-runs/COMMAND-NNN in the current folder.")(f)
     f = click.option("--overwrite", is_flag=True,
                      help="Replace an existing output folder that gis wrote (a folder holding "
                           "other files is refused).")(f)
@@ -78,14 +95,18 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--data", default=None,
               help="Catalogue dataset (ranks, coverage, default item). Default: the one the "
                    "recommender was trained on.")
-@click.option("--users", default=None, help="Comma-separated target user ids.")
+@click.option("--users", default=None,
+              help="Comma-separated target user ids. With none of --users, --users-file, "
+                   "--n-users: all users of the recommender (as cheap as one user with the "
+                   "mean aggregation).")
 @click.option("--users-file", type=click.Path(dir_okay=False), default=None,
               help="File with one user id per line (or a CSV whose first column is the id).")
 @click.option("--n-users", type=int, default=None, help="A random sample of N users (--seed).")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper",
-              show_default=True, help="paper: the article; official-code: the authors' scripts "
-                                      "(docs/METHOD.md); seller: paper + realism, identity, "
-                                      "silhouette (docs/ENGINE.md).")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default="seller",
+              show_default=True, help="seller: the paper's objective + realism, identity, "
+                                      "silhouette and distinctness terms (docs/ENGINE.md); "
+                                      "paper: the article; official-code: the authors' "
+                                      "scripts (docs/METHOD.md).")
 @click.option("--category", default=None,
               help="Class-conditional generators (dvbpr-gan): the category to shift under, "
                    "name or index. Default: the dataset item's own category.")
@@ -102,15 +123,26 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
               help=f"coverage: the top-K to enter [{_S.top_k}].")
 @click.option("--loss", "losses", multiple=True, metavar="NAME=WEIGHT",
               help=_LOSS_HELP.format(what="shifting", default=_weights(_S.losses)) +
-              " E.g. --loss identity=0.3 keeps the variants close to the item.")
+              " (the seller recipe's). E.g. --loss silhouette=0 lets the variants change the "
+              "item's shape.")
 @click.option("--invert-loss", "invert_losses", multiple=True, metavar="NAME=WEIGHT",
               help=_LOSS_HELP.format(what="inversion", default=_weights(_I.losses)))
+@click.option("--min-silhouette-iou", type=float, default=None,
+              help=f"Identity check: the smallest silhouette IoU with the item a recommended "
+                   f"variant may have, in [0, 1] [{_C.min_silhouette_iou}] (docs/ENGINE.md, "
+                   "Checks).")
+@click.option("--min-distance", type=float, default=None,
+              help=f"Distinctness check: a variant closer than this LPIPS to a better one is a "
+                   f"near-copy [{_C.min_distance}].")
+@click.option("--no-realism-check", is_flag=True,
+              help="Do not check the variants with the generator's realism score.")
 @_common_model_options
 @factory_options("generator", "recommender", "dataset")
 def shift(generator_name, recommender_name, generator_checkpoint, recommender_checkpoint, item,
           item_id, random_latent, data, users, users_file, n_users, recipe, category, n, eps,
           steps, invert_steps, lr, aggregation, temperature, top_k, losses, invert_losses,
-          device, trust, out, overwrite, quiet, seed):
+          min_silhouette_iou, min_distance, no_realism_check, device, trust, out, overwrite,
+          quiet, seed):
     """Propose n variants of an item that the target users would prefer.
 
     Writes OUT/item.png, base.png, variant_XX.png, grid.png, result.json and latents.safetensors
@@ -132,7 +164,9 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
                               losses=parse_loss_weights(invert_losses, "--invert-loss")),
         shift_overrides=dict(recipe=recipe, n=n, eps=eps, steps=steps, lr=lr,
                              aggregation=aggregation, temperature=temperature, top_k=top_k,
-                             losses=parse_loss_weights(losses), seed=seed))
+                             losses=parse_loss_weights(losses), seed=seed),
+        check_overrides=dict(min_silhouette_iou=min_silhouette_iou, min_distance=min_distance,
+                             realism=False if no_realism_check else None))
 
 
 @click.command()

@@ -7,16 +7,16 @@ renamed into place at the end (``gis.io.atomic_folder``; an existing folder is r
 
 from __future__ import annotations
 
-import platform
 import shlex
 from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..errors import GisUsageError
 from ..io import atomic_folder, check_output_folder, write_json
+from ..provenance import record_fields, to_json
 from ..record import (
+    Checks,
     Distances,
     Inversion,
     PerUser,
@@ -27,11 +27,6 @@ from ..record import (
     UserRanks,
     UserScores,
 )
-
-
-def versions() -> dict:
-    return {"gis": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
 def _load_models(generator, recommender, *, generator_checkpoint=None,
@@ -68,11 +63,14 @@ def _load_item(item, item_id, dataset, size: int) -> tuple[torch.Tensor, dict]:
 
 
 def _item_index(dataset, key) -> int:
-    lookup = {str(k): i for i, k in enumerate(dataset.item_ids)}
-    if str(key) not in lookup:
-        raise GisUsageError(f"unknown item id {key!r} in dataset {dataset.meta.get('name')!r} "
-                            f"({dataset.num_items} items, ids like {dataset.item_ids[0]!r})")
-    return lookup[str(key)]
+    """The catalogue index of item id ``key`` (matched as ``Dataset.find_item`` matches:
+    Unicode NFC, lost leading zeros, case)."""
+    where, index = dataset.find_item(str(key))
+    if where != "catalogue":
+        raise GisUsageError(f"item id {key!r} is a held-out item of dataset "
+                            f"{dataset.meta.get('name')!r}, not a catalogue item: pass its "
+                            "image with --item instead")
+    return index
 
 
 def _dataset_for(recommender, data, trust):
@@ -106,8 +104,8 @@ def invert_command(*, generator, generator_checkpoint, item, item_id, data, devi
                       value_range=(0, 1))
         _save_latents(tmp / "latents.safetensors", {"base": res.latent})
         write_json(tmp / "result.json", {
-            "command": "invert", "versions": versions(), "item": source,
-            "generator": _model_info(gen, generator), "dataset": _dataset_info(dataset),
+            "command": "invert", **_provenance(gen, generator=(gen, generator)), "item": source,
+            "dataset": _dataset_info(dataset),
             "settings": vars(settings), "lpips": res.lpips, "mse": res.mse, "losses": res.losses, "history": res.history})
     _echo(f"inverted: {_terms(res.losses, '.4f')} -> {out}")
 
@@ -126,14 +124,19 @@ def _seed_globally(seed: int) -> None:
 # ------------------------------------------------------------------------------ shift
 def shift_command(*, generator, recommender, generator_checkpoint, recommender_checkpoint, item,
                   item_id, random_latent, data, users, users_file, n_users, device, trust, out,
-                  overwrite, progress, invert_overrides, shift_overrides, category=None):
+                  overwrite, progress, invert_overrides, shift_overrides, category=None,
+                  check_overrides=None):
+    from .checks import CheckSettings
     from .pipeline import run_gis
     from .settings import invert_settings, shift_settings
-    from .targets import resolve_targets
+    from .targets import default_target, resolve_targets
 
     check_output_folder(out, overwrite=overwrite)  # fail before any heavy work
     s_shift = shift_settings(**shift_overrides)
     s_inv = invert_settings(**invert_overrides)
+    s_check = CheckSettings(**{k: v for k, v in (check_overrides or {}).items()
+                               if v is not None})
+    s_check.validate()
     _seed_globally(s_shift.seed)
     gen, rec = _load_models(generator, recommender, generator_checkpoint=generator_checkpoint,
                             recommender_checkpoint=recommender_checkpoint, device=device,
@@ -144,17 +147,21 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
                             "the recommender was trained on")
     target_rows = resolve_targets(rec, users=users, users_file=users_file, n_users=n_users,
                                   seed=s_shift.seed)
+    default = default_target(users=users, users_file=users_file, n_users=n_users)
+    if default is not None:
+        _echo(f"no --users, --users-file or --n-users: shifting for {default} "
+              f"({len(target_rows)} users of {recommender}, {s_shift.aggregation} aggregation)")
     x, source = (None, {"source": "random latent"}) if random_latent else _load_item(
         item, item_id, dataset, max(gen.resolution, rec.image_size))
     labels, cat = _shift_labels(gen, generator, category, source)
     catalogue = rec.prepare(dataset.image_tensor(), (-1.0, 1.0))
     run = run_gis(generator=gen, recommender=rec, users=target_rows, item=x,
                   invert_settings=s_inv, shift_settings=s_shift, catalogue=catalogue,
-                  labels=labels, progress=progress)
+                  labels=labels, progress=progress, check_settings=s_check)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
                                      recommender=recommender, source=source, dataset=dataset,
-                                     category=cat)
+                                     category=cat, default_target=default)
     _echo(summary)
     _echo(f"-> {out} (docs/OUTPUTS.md); `gis report {shlex.quote(str(out))}` writes an HTML "
           "page for the seller")
@@ -179,8 +186,10 @@ def _shift_labels(gen, name, category, source) -> tuple[torch.Tensor | None, dic
 
 
 def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, source,
-                       dataset, category: dict | None = None) -> str:
-    """Write the documented files of a shift run (docs/OUTPUTS.md) into ``tmp``."""
+                       dataset, category: dict | None = None,
+                       default_target: str | None = None) -> str:
+    """Write the documented files of a shift run (docs/OUTPUTS.md) into ``tmp``.
+    ``default_target``: what the targets were when the user chose none (``targets.default``)."""
     from ..images import make_grid_png, save_image
 
     res = run.result
@@ -203,14 +212,15 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
     user_ids = [rec.user_ids[int(u)] for u in res.users]
     inv = run.inversion
     ShiftRecord(
-        versions=versions(), item=source, generator=_model_info(gen, generator),
-        recommender=_model_info(rec, recommender), dataset=_dataset_info(dataset),
+        **record_fields(gen.device, measured=run.provenance, generator=(gen, generator),
+                        recommender=(rec, recommender)),
+        item=source, dataset=_dataset_info(dataset),
         category=category, bridge=run.bridge,
         settings=vars(res.settings), invert_settings=vars(inv.settings) if inv else None,
         inversion=Inversion(lpips_vgg=inv.lpips, mse=inv.mse, history=inv.history) if inv
         else None,
         targets=Targets(count=len(user_ids), user_ids=user_ids[:1000],
-                        user_ids_truncated=len(user_ids) > 1000),
+                        user_ids_truncated=len(user_ids) > 1000, default=default_target),
         optimised_aggregation=agg,
         scores=Scores(item=run.item_scores or None,
                       base={a: v["base"][0] for a, v in res.scores.items()},
@@ -218,32 +228,65 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
                                 for i in range(n)]),
         per_user=_per_user(run, user_ids),
         distances=Distances(**run.distances) if run.distances else None,
+        checks=Checks(**run.checks) if run.checks else None,
         catalogue_size=run.catalogue_size, seconds=run.seconds, history=res.history,
         files=sorted(p.name for p in tmp.iterdir()) + ["result.json"],
     ).write(tmp / "result.json")
+    return shift_summary(run, n_users=len(user_ids))
+
+
+def shift_summary(run, *, n_users: int) -> str:
+    """What `gis shift` prints: the recommended variant (the best-scoring one that passes the
+    checks, gis.engine.checks), the others with the reason they are not, and distinctness."""
+    from ..report import smallest_gaining_change
+
+    res = run.result
+    agg, n = res.optimised, len(res.images)
+    scores = res.scores[agg]["variants"]
+    base = res.scores[agg]["base"][0]
     gains = res.gains()
-    best = max(range(n), key=lambda i: gains[i])
     ref = run.item_scores.get(agg) if run.item_scores else None
     dist = run.distances
     ref_name = "item" if dist.get("to_item") is not None else "base"
     change = dist.get(f"to_{ref_name}")
-    moved = f", LPIPS {change[best]:.3f} from the {ref_name}" if change else ""
-    lines = [f"{n} variants for {len(user_ids)} target user(s), aggregation {agg}:",
-             f"  base G(z) score {base:.3f}" + (f", real item {ref:.3f}" if ref is not None else ""),
-             f"  best variant #{best}: {res.scores[agg]['variants'][best]:.3f} "
-             f"({gains[best]:+.3f}{moved}); mean gain {sum(gains) / n:+.3f}"]
-    if res.scores[agg]["variants"][best] <= (ref if ref is not None else base):
-        lines.append("  WARNING: no variant beats the " + (
-            "real item for these users: keep the item" if ref is not None
-            else "base image G(z) for these users"))
-    if change:
-        from ..report import smallest_gaining_change
+    checks = run.checks or {}
+    passed = checks.get("passed") or [True] * n
+    rec = checks.get("recommended") if checks else max(range(n), key=lambda i: scores[i])
 
-        c = smallest_gaining_change(res.scores[agg]["variants"], base, change)
-        if c not in (None, best):
-            lines.append(f"  smallest change with a gain: #{c}: "
-                         f"{res.scores[agg]['variants'][c]:.3f} ({gains[c]:+.3f}, LPIPS "
-                         f"{change[c]:.3f} from the {ref_name})")
+    def describe(i: int) -> str:
+        moved = f", LPIPS {change[i]:.3f} from the {ref_name}" if change else ""
+        return f"#{i}: {scores[i]:.3f} ({gains[i]:+.3f}{moved})"
+
+    lines = [f"{n} variants for {n_users} target user(s), aggregation {agg}:",
+             f"  base G(z) score {base:.3f}" + (f", real item {ref:.3f}" if ref is not None
+                                                 else "")]
+    if rec is None:
+        lines.append("  WARNING: no variant passes the realism, identity and distinctness "
+                     "checks: keep the item (the reasons are below)")
+    else:
+        lines.append(f"  recommended variant {describe(rec)}; mean gain "
+                     f"{sum(gains) / n:+.3f}")
+        if scores[rec] <= (ref if ref is not None else base):
+            lines.append("  WARNING: no variant that passes the checks beats the " + (
+                "real item for these users: keep the item" if ref is not None
+                else "base image G(z) for these users"))
+    top = max(range(n), key=lambda i: scores[i])
+    if top != rec and not passed[top]:
+        lines.append(f"  highest score {describe(top)}, not recommended: "
+                     f"{'; '.join(checks['reasons'][top])}")
+    failing = [f"    #{i}: {'; '.join(checks['reasons'][i])}" for i in range(n)
+               if not passed[i] and i != top]
+    if failing:
+        lines += ["  not recommended:", *failing]
+    note = (checks.get("realism") or {}).get("note")
+    if note:
+        lines.append(f"  realism check {note}")
+    if change:
+        ok = [i for i in range(n) if passed[i]]
+        c = smallest_gaining_change([scores[i] for i in ok], base, [change[i] for i in ok])
+        if c is not None and ok[c] != rec:
+            lines.append(f"  smallest change with a gain that passes the checks: "
+                         f"{describe(ok[c])}")
         lines.append(f"  distinctness: mean pairwise LPIPS {dist['mean_pairwise']:.3f}, "
                      f"closest pair {dist['min_pairwise']:.3f}")
     return "\n".join(lines)
@@ -296,11 +339,11 @@ def design_command(*, user, category, generator, recommender, n, steps, lr, eta,
         make_grid_png(res.images, tmp / "grid.png", value_range=(0, 1), tile=96,
                       labels=[f"{s:.2f}" for s in res.scores])
         write_json(tmp / "result.json", {
-            "command": "design", "versions": versions(), "user": user,
+            "command": "design", **_provenance(gen, generator=(gen, generator),
+                                               recommender=(rec, recommender)), "user": user,
             "category": {"index": cat, "name": (_category_names(gen) or [None] * (cat + 1))[cat]},
             "personalized": personalized, "settings": dict(n=n, steps=steps, lr=lr, eta=eta,
                                                            seed=seed),
-            "generator": _model_info(gen, generator), "recommender": _model_info(rec, recommender),
             "scores": res.scores, "history": res.history})
     _echo(f"{n} designs for user {user}: mean score {sum(res.scores) / n:.3f} -> {out}")
 
@@ -324,14 +367,10 @@ def _category_index(gen, category) -> int:
 
 
 # ------------------------------------------------------------------------------ helpers
-def _model_info(model, name) -> dict:
-    """Registered name, the card's recorded fields, and the factory options the command line
-    passed (``--generator-option`` / ``--recommender-option``; {} when none)."""
-    from ..interfaces import Generator
-    from ..plugins import generators, recommenders
-
-    registry = generators if isinstance(model, Generator) else recommenders
-    return {"name": name, **model.card.recorded(), "options": registry.scoped_options(name)}
+def _provenance(gen, **models) -> dict:
+    """A record's ``versions``, ``provenance`` and model entries (``gis.provenance``), as
+    JSON: the same fields `gis shift`'s ShiftRecord holds."""
+    return to_json(record_fields(gen.device, **models))
 
 
 def _dataset_info(dataset) -> dict | None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..interfaces import Generator, LossTerm, Recommender
+from ..provenance import environment
+from .checks import CheckSettings, check_variants
 from .invert import InversionResult, invert, normalise_rows
 from .objective import Objective
 from .settings import InvertSettings, ShiftSettings
@@ -32,6 +34,12 @@ class GisRun:
     # LPIPS of each variant to the base/item and to its nearest other variant (see
     # gis.metrics.lpips_metric.variant_distances); empty when switched off
     distances: dict = field(default_factory=dict)
+    # the variants' realism, identity and distinctness checks and the recommended variant
+    # (gis.engine.checks.check_variants)
+    checks: dict = field(default_factory=dict)
+    # what computed it, read in the process that ran it (a Ray worker, not the driver):
+    # {"versions": dict, "provenance": gis.provenance.Provenance} (gis.provenance.environment)
+    provenance: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -86,7 +94,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
             shift_settings: ShiftSettings, catalogue: torch.Tensor | None = None,
             catalogue_phi: torch.Tensor | None = None, labels: torch.Tensor | None = None,
             progress: bool = False, terms: Mapping[str, LossTerm] | None = None,
-            distance_net: str | None = "alex") -> GisRun:
+            distance_net: str | None = "alex",
+            check_settings: CheckSettings | None = None) -> GisRun:
     """Invert ``item`` (or draw a random latent when None), shift it for ``users``, score all.
 
     item:      (1, 3, H, W) in [-1, 1], or None for the random-latent (class-centric) mode.
@@ -97,11 +106,15 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
                across calls), used instead of building them from the registry.
     distance_net: LPIPS trunk of the closeness/distinctness report (``GisRun.distances``:
                how far each variant moved from the base and the item, and from the nearest
-               other variant); None skips it.
+               other variant); None skips it (and the distinctness check).
+    check_settings: thresholds of the variants' checks (``gis.engine.checks``; default
+               ``CheckSettings()``), whose verdicts and recommendation are ``GisRun.checks``.
     """
     invert_settings = invert_settings or InvertSettings()
     invert_settings.validate()
     shift_settings.validate()
+    if check_settings is not None:
+        check_settings.validate()
     # every selected loss term is built first: one that cannot join its objective stops the
     # run before any optimisation
     invert_terms = None if item is None else _terms("invert", invert_settings, terms,
@@ -149,8 +162,10 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
             to_rec = lambda x01: recommender.prepare(x01.to(dev), (0.0, 1.0))  # noqa: E731
             phis["base"] = recommender.embed(to_rec(result.base_image)).float()
             phis["variants"] = recommender.embed(to_rec(result.images)).float()
-            for name, phi in phis.items():
-                ranks[name] = catalogue_ranks(phi, theta, catalogue_phi).cpu()
+            # one pass over the users for every image: each user's catalogue scores are
+            # computed and sorted once (the cost that grows with U, e.g. all users)
+            every = catalogue_ranks(torch.cat(list(phis.values())), theta, catalogue_phi).cpu()
+            ranks = dict(zip(phis, every.split([len(p) for p in phis.values()]), strict=True))
 
     item01 = None
     if inversion is not None:
@@ -165,10 +180,31 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
             result.images.to(dev), result.base_image.to(dev),
             None if item01 is None else item01.to(dev), net=distance_net)
         seconds["distances"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    checks = check_variants(generator, result.images, result.base_image, result.latents,
+                            result.scores[result.optimised]["variants"],
+                            distances.get("pairwise"), labels=labels,
+                            settings=check_settings)
+    seconds["checks"] = time.perf_counter() - t0
     return GisRun(item=item01, inversion=inversion, result=result, item_scores=item_scores,
                   ranks=ranks, catalogue_size=0 if catalogue_phi is None else len(catalogue_phi),
                   seconds=seconds, bridge=bridge_info(generator, recommender),
-                  distances=distances)
+                  distances=distances, checks=checks,
+                  provenance=environment(generator.device))
+
+
+def build_terms(generator: Generator, recommender: Recommender | None = None, *,
+                invert_settings: InvertSettings | None = None,
+                shift_settings: ShiftSettings | None = None) -> dict[str, LossTerm]:
+    """Every loss term of the given settings' objectives, built once by name: pass it as
+    ``run_gis(..., terms=...)`` to reuse them (LPIPS trunks, say) over many runs with the
+    same term options. A name selected by both stages must have the same options in both."""
+    built: dict[str, LossTerm] = {}
+    if invert_settings is not None:
+        built.update(_terms("invert", invert_settings, None, generator))
+    if shift_settings is not None:
+        built.update(_terms("shift", shift_settings, built, generator, recommender))
+    return built
 
 
 def _terms(stage: str, settings, given: Mapping[str, LossTerm] | None, generator: Generator,

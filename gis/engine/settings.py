@@ -24,7 +24,9 @@ PAPER_SHIFT_LOSSES = {"shift_ce": 1.0, "shift_mae": 1.0, "preference": 1.0}
 #: score), identity (LPIPS to the base image) and silhouette (1 - soft IoU of the foreground
 #: masks); provisional weights from a small measurement (docs/ENGINE.md, "The seller recipe")
 SELLER_SHIFT_LOSSES = {**PAPER_SHIFT_LOSSES, "realism": 1.0, "identity": 1.0,
-                       "silhouette": 3.0}
+                       "silhouette": 3.0, "distinct": 1.0}
+#: the seller recipe's term options: realism only where the generator offers one (else 0)
+SELLER_SHIFT_OPTIONS = {"realism": {"if_offered": True}}
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ RECIPES: dict[str, dict] = {
     "official-code": dict(n=6, eps=0.5,
                           losses={"shift_ce": 0.1, "shift_mae": 1.0, "preference": 1.0},
                           normalize="batch", parametrization="scaled", permute=True),
-    "seller": dict(losses=SELLER_SHIFT_LOSSES),
+    "seller": dict(losses=SELLER_SHIFT_LOSSES, loss_options=SELLER_SHIFT_OPTIONS),
 }
 
 
@@ -122,7 +124,11 @@ def shift_settings(recipe: str = "paper", **overrides) -> ShiftSettings:
     values = dict(RECIPES[recipe])
     overrides = {k: v for k, v in overrides.items() if v is not None}
     losses = merge_weights(values.pop("losses"), overrides.pop("losses", None))
+    options = {k: dict(v) for k, v in values.pop("loss_options", {}).items()}
+    for name, opts in (overrides.pop("loss_options", None) or {}).items():
+        options[name] = {**options.get(name, {}), **opts} if isinstance(opts, dict) else opts
     values.update(overrides)
+    values["loss_options"] = options
     _check_known(ShiftSettings, values, "shift")
     s = ShiftSettings(recipe=recipe, losses=losses, **values)
     s.validate()

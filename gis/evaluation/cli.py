@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import click
 
-from ..cli_options import check_device, factory_options
+from ..cli_options import DEVICE, factory_options
 from ..errors import GisUsageError
-from ..io import check_output_folder
+from ..io import check_output_folder, write_json, write_text
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -46,7 +45,8 @@ MARKER = "evaluate.json"
               help="Conditional generator of the DVBPR design baseline (Table 2).")
 @click.option("--recommender", default="dvbpr", show_default=True)
 @click.option("--data", default="fashion-colors", show_default=True)
-@click.option("--device", default="cpu", show_default=True, callback=check_device)
+@click.option("--device", default="cpu", show_default=True, type=DEVICE,
+              help="torch device: cpu, cuda or cuda:N.")
 @click.option("--trust", is_flag=True, help="Allow pickle-based checkpoints/datasets.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @factory_options("generator", "recommender", "dataset")
@@ -74,7 +74,7 @@ def evaluate(experiments, trials, out, seed, shift_steps, invert_steps, n, n_use
     world = World.load(generator=generator, baseline_generator=baseline_generator,
                        recommender=recommender, data=data, device=device, trust=trust)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"tool": "gis evaluate", "layout": 1}) + "\n")
+    write_json(out / MARKER, {"tool": "gis evaluate", "layout": 1})
     metrics = ImageMetrics(world, s, out / "_cache", device=device)
     for name in names:
         t0 = time.perf_counter()
@@ -85,5 +85,5 @@ def evaluate(experiments, trials, out, seed, shift_steps, invert_steps, n, n_use
                    f"({time.perf_counter() - t0:.0f} s; figures: {', '.join(doc['figures'])})")
     summary = "\n".join((out / f"{name}.md").read_text() for name in EXPERIMENTS
                         if (out / f"{name}.md").exists())
-    (out / "RESULTS.md").write_text("# gis evaluate\n\n" + summary)
+    write_text(out / "RESULTS.md", "# gis evaluate\n\n" + summary)
     click.echo(f"all tables: {out / 'RESULTS.md'}")

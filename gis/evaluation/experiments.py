@@ -163,11 +163,15 @@ def trial_specs(experiment: str, world: World, s: EvalSettings) -> list[dict]:
 # ------------------------------------------------------------------------------ one trial
 def _gis(world: World, s: EvalSettings, users: torch.Tensor, item: int | None, seed: int):
     from ..engine import run_gis
+    from ..engine.pipeline import build_terms
 
     x = None if item is None else world.dataset.image_tensor([item])
+    if world.terms is None:  # built once: the LPIPS trunks cost ~2 s a trial otherwise
+        world.terms = build_terms(world.generator, world.recommender,
+                                  invert_settings=s.invert(seed), shift_settings=s.shift(seed))
     run = run_gis(generator=world.generator, recommender=world.recommender, users=users,
                   item=x, invert_settings=s.invert(seed), shift_settings=s.shift(seed),
-                  distance_net=None)  # measure() computes the metrics of the tables
+                  distance_net=None, terms=world.terms)  # measure() computes the tables' metrics
     res = run.result
     cat = None if item is None else int(world.dataset.categories[item])
     rec = measure(world, variants=res.images, reference=res.base_image, users=users,

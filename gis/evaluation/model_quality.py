@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli_options import device_argument
 from ..io import write_json
 
 
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="dataset (default: gis's default dataset)")
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_argument)
     p.add_argument("--real-cache", default=None, help="cache file of the real features (.npy)")
     p.add_argument("--shard", type=int, default=0, help="inversion: this shard of the items")
     p.add_argument("--num-shards", type=int, default=1)

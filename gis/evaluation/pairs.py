@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli_options import device_argument
 from ..io import write_json
 
 
@@ -49,10 +50,12 @@ def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=
     """Run GIS on each (user row, item index) pair; rows in ``done`` (earlier results) are kept
     and their pairs skipped."""
     from ..engine import InvertSettings, run_gis, shift_settings
+    from ..engine.pipeline import build_terms
     from ..metrics.lpips_metric import pairwise_lpips
 
     s_inv = InvertSettings(**(invert_overrides or {}))
     s_shift = shift_settings(**(shift_overrides or {}))
+    terms = build_terms(generator, recommender, invert_settings=s_inv, shift_settings=s_shift)
     truth = dataset.ground_truth if dataset.has_ground_truth else None
     rows = list(done)
     finished = {(r["user"], r["item"]) for r in rows}
@@ -63,7 +66,7 @@ def run_pairs(pairs, *, generator, recommender, dataset, device="cpu", progress=
         item = dataset.image_tensor([i])
         run = run_gis(generator=generator, recommender=recommender,
                       users=torch.tensor([u]), item=item, invert_settings=s_inv,
-                      shift_settings=s_shift, distance_net=None)
+                      shift_settings=s_shift, distance_net=None, terms=terms)
         res = run.result
         variants = res.scores["mean"]["variants"]
         base = res.scores["mean"]["base"][0]
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_argument)
     p.add_argument("--generator", default="progan", help="default: progan")
     p.add_argument("--recommender", default="dvbpr", help="default: dvbpr")
     p.add_argument("--data", default=None, help="dataset (default: gis's default dataset)")

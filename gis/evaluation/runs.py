@@ -31,6 +31,7 @@ class World:
     classifier: object  # gis.interfaces.CategoryClassifier of the dataset's ground truth
     catalogue_phi: torch.Tensor
     history: list = field(default_factory=list)  # per user: set of items seen (train/val/test)
+    terms: dict | None = None  # the engine's loss terms, built by the first trial and reused
 
     @classmethod
     def load(cls, *, generator: str, baseline_generator: str | None, recommender: str,

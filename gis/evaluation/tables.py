@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_path, write_json, write_text
+from ..provenance import record_fields, to_json
 from .experiments import PAPER, EvalSettings, TrialLog
 from .runs import TOP_K
 
@@ -345,6 +346,12 @@ def write_outputs(experiment: str, records: list[dict], log: TrialLog, metrics: 
     doc["settings"] = {k: (list(v) if isinstance(v, tuple) else v)
                        for k, v in vars(s).items()}
     doc["paper"] = PAPER[experiment]
+    w = metrics.world  # the weights files, device, ops and threads of the process writing it
+    doc["provenance"] = to_json(record_fields(
+        metrics.device, generator=(w.generator, s.generator), recommender=(w.recommender,
+                                                                             s.recommender),
+        baseline_generator=(w.baseline_generator, s.baseline_generator)
+        if w.baseline_generator is not None else None))
     md = markdown(experiment, doc, s, scale_header(s, doc))
     doc["figures"] = [p.name for p in figures(experiment, records, log, out, ds, doc)]
     write_json(out / f"{experiment}.json", doc)

@@ -75,7 +75,8 @@ def variant_distances(variants: torch.Tensor, base: torch.Tensor,
     in ``value_range``. Returns ``to_base`` (n,), ``to_item`` (n,) and ``base_to_item`` (with
     an item), ``nearest_variant`` (n,) with ``nearest_variant_index`` (n,) (the distance to,
     and index of, the most similar other variant), ``mean_pairwise`` (the set's diversity) and
-    ``min_pairwise`` (the closest pair: near 0 when two variants are copies).
+    ``min_pairwise`` (the closest pair: near 0 when two variants are copies), and
+    ``pairwise`` (n, n) every pair's distance (0 on the diagonal).
     """
     n = variants.shape[0]
     if n < 2:
@@ -91,7 +92,8 @@ def variant_distances(variants: torch.Tensor, base: torch.Tensor,
            "to_base": lpips_distance(variants, base, **kw).cpu().tolist(),
            "nearest_variant": nearest.values.tolist(),
            "nearest_variant_index": nearest.indices.tolist(),
-           "mean_pairwise": float(pair.mean()), "min_pairwise": float(pair.min())}
+           "mean_pairwise": float(pair.mean()), "min_pairwise": float(pair.min()),
+           "pairwise": between.fill_diagonal_(0).tolist()}
     if item is not None:
         out["to_item"] = lpips_distance(variants, item, **kw).cpu().tolist()
         out["base_to_item"] = float(lpips_distance(base, item, **kw)[0])

@@ -29,6 +29,7 @@ __all__ = [
     "GisOpsWarning",
     "NativeOpsUnavailableError",
     "clip_shift_normalize",
+    "implementation",
     "native_available",
     "preference_rank",
     "preference_score",
@@ -118,6 +119,27 @@ def _use_native(impl: str | None, device: torch.device) -> bool:
             stacklevel=3,
         )
     return False
+
+
+def implementation(device: str | torch.device = "cpu") -> dict:
+    """Which implementation the ops run with ``impl=None`` on tensors on ``device`` (the rule
+    every engine call follows: ``GIS_OPS``, else native where built, else the reference), as
+    recorded in result.json ``provenance.ops``: ``{"implementation": "native" | "reference",
+    "selected_by": "auto" | "GIS_OPS=<value>", "compiled": gis._C importable,
+    "compiled_cuda": built with CUDA kernels, "fallback_reason": why not native (None when
+    native)}``. Raises GisUsageError for a bad ``GIS_OPS`` and NativeOpsUnavailableError for
+    ``GIS_OPS=native`` without gis._C, as the ops themselves do."""
+    dev = torch.device(device)
+    env = os.environ.get("GIS_OPS")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GisOpsWarning)  # the run itself already warned
+        native = _use_native(None, dev)
+    return {"implementation": "native" if native else "reference",
+            "selected_by": f"GIS_OPS={env}" if env else "auto",
+            "compiled": _load_native(), "compiled_cuda": bool(_native and _with_cuda),
+            "fallback_reason": None if native else (
+                f"GIS_OPS={env}" if (env or "").strip().lower() == "reference"
+                else _fallback_reason(dev))}
 
 
 def clip_shift_normalize(

@@ -52,6 +52,7 @@ class _Row:
     median: float | None = None
     rank_cells: list[str] = field(default_factory=lambda: ["-", "-"])
     lpips: tuple[str, str] = ("-", "-")  # change, nearest other variant
+    checks: str = "-"  # "passes", or why the variant fails the checks (gis.engine.checks)
 
 
 def _rows(s: sm.Summary) -> list[_Row]:
@@ -75,8 +76,10 @@ def _rows(s: sm.Summary) -> list[_Row]:
                                     agg)]
         if s.has_item:
             changes.append(sm.format_change(val - s.item[agg] if sm.finite(val) else None, agg))
-        row = _Row(f"variant-row-{i}", "variant-row best" if i == s.best else "variant-row",
-                   f"Variant {i}" + (" (recommended)" if i == s.best else ""), v, changes)
+        rec = i == s.recommended
+        row = _Row(f"variant-row-{i}", "variant-row best" if rec else "variant-row",
+                   f"Variant {i}" + (" (recommended)" if rec else ""), v, changes)
+        row.checks = s.check_text(i)
         if r:
             row.median = r.median_variants[i]
             row.rank_cells = [sm.rank_change(r.median_ref, row.median),
@@ -103,12 +106,16 @@ def _figures(s: sm.Summary, images: dict) -> list[dict]:
     for i, v in enumerate(s.v_scores):
         change = sm.format_change(v - ref if sm.finite(v) and sm.finite(ref) else None, agg)
         figures.append({"css": "variant-img", "id": f"img-variant-{i}",
-                        "name": f"variant_{i:02d}.png", "best": i == s.best,
-                        "caption": (f"Variant {i}" + (" (recommended)" if i == s.best else ""),
+                        "name": f"variant_{i:02d}.png", "best": i == s.recommended,
+                        "caption": (f"Variant {i}" + (" (recommended)" if i == s.recommended
+                                                      else ""),
                                     f"{sm.format_score(v, agg)} ({change} vs "
-                                    f"{'item' if s.has_item else 'base'})")})
+                                    f"{'item' if s.has_item else 'base'})"),
+                        "fails": "" if s.reasons is None or not s.reasons[i]
+                        else "not recommended: " + s.check_text(i)})
     for f in figures:
         f.setdefault("best", False)
+        f.setdefault("fails", "")
         f["image"] = _image(*images[f["name"]])
     return figures
 
@@ -123,6 +130,42 @@ def _environment():
     env.filters.update(score=sm.format_score, rank=sm.format_rank, lpips=sm.format_lpips,
                        value=sm.format_value, percent=sm.format_percent)
     return env
+
+
+def _weights_text(info: dict | None) -> str | None:
+    """A model's weights file in words: name, format, layout, epoch and sha256."""
+    if not info or not info.get("checkpoint"):
+        return None
+    facts = [str(info[k]) if k == "format" else f"{k} {info[k]}"
+             for k in ("format", "layout", "epoch") if info.get(k) is not None]
+    sha = f"; sha256 {info['sha256']}" if info.get("sha256") else ""
+    return f"{info['checkpoint']}" + (f" ({', '.join(facts)})" if facts else "") + sha
+
+
+def _provenance_rows(rec) -> list[tuple[str, str]]:
+    """What produced the run, in words (result.json ``provenance``, the models' weights):
+    [] for records written before gis recorded it."""
+    p = rec.provenance
+    rows = [(f"{role.capitalize()} weights", _weights_text(info) or "not recorded")
+            for role, info in (("generator", rec.generator), ("recommender", rec.recommender))]
+    if p is None:
+        return rows + [("Device, operators, threads", "not recorded (result.json written "
+                                                      "before gis recorded them)")]
+    ops = p.ops or {}
+    impl = ops.get("implementation")
+    impl_text = {"native": "native (compiled gis._C C++/CUDA kernels)",
+                 "reference": "reference (pure PyTorch)"}.get(impl, str(impl))
+    if ops.get("fallback_reason"):
+        impl_text += f": {ops['fallback_reason']}"
+    t = p.threads
+    env = ", ".join(f"{k}={v}" for k, v in t.environment.items())
+    rows += [("Device", p.device + (f" ({p.device_name})" if p.device_name else "")),
+             ("Operators", f"{impl_text}, selected by {ops.get('selected_by', 'auto')}"),
+             ("torch threads", f"{t.intra_op} intra-op, {t.inter_op} inter-op"
+              + (f" on {t.cpu_count} CPUs" if t.cpu_count else "") + (f" ({env})" if env else "")),
+             ("Numerics", ", ".join(f"{k} {sm.format_value(v)}" for k, v in p.numerics.items())
+              or "not recorded")]
+    return rows
 
 
 def render_report(run: Run) -> str:
@@ -182,8 +225,20 @@ def render_report(run: Run) -> str:
                            if a in sm.AGGREGATION_LABELS],
         charts=chart_svgs,
         rank_summary=rec.per_user.rank_summary if rec.per_user else None,
-        settings=settings, user_ids=ids, ids_truncated=rec.targets.user_ids_truncated,
+        settings=settings, provenance=_provenance_rows(rec), user_ids=ids, ids_truncated=rec.targets.user_ids_truncated,
         files=[str(f) for f in rec.files], gis_version=__version__)
+
+
+REPORT_MARK = b'<meta name="generator" content="gis report">'
+
+
+def _written_by_gis(path: Path) -> bool:
+    """Whether ``path`` is a report page gis wrote (its marker in the first 4 KiB)."""
+    try:
+        with open(path, "rb") as f:
+            return REPORT_MARK in f.read(4096)
+    except OSError:
+        return False
 
 
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -191,8 +246,10 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     """Write the HTML report of a `gis shift` folder; returns its path.
 
     ``out`` defaults to ``RUN_DIR/report.html``. An existing different file is refused unless
-    ``overwrite`` (the same page again is a no-op); the page is written atomically
-    (gis.io.write_bytes). Raises GisUsageError with a one-line message."""
+    ``overwrite`` and it is a page gis wrote (``<meta name="generator" content="gis
+    report">``): a file of the user's is never replaced. The same page again is a no-op; the
+    page is written atomically (gis.io.write_bytes). Raises GisUsageError with a one-line
+    message."""
     from ..io import write_bytes
 
     run = load_run(run_dir)
@@ -211,6 +268,9 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         if not overwrite:
             raise GisUsageError(f"report {out} already exists: pass --overwrite to replace it, "
                                 "or choose another --out")
+        if not _written_by_gis(out):
+            raise GisUsageError(f"{out} exists and is not a report gis wrote: gis does not "
+                                "replace it even with --overwrite; choose another --out")
     try:
         return write_bytes(out, data)
     except OSError as exc:

@@ -149,6 +149,23 @@ class Summary:
     catalogue_size: int | None
     n_targets: int
     truncated_to: int | None
+    # per variant, why it fails the checks (empty: passes); None for records without checks
+    reasons: list[list[str]] | None = None
+    checks_note: str | None = None  # e.g. why the realism check was not run
+
+    @property
+    def recommended(self) -> int | None:
+        """The recommended variant: the best-scoring one that passes the checks (records
+        without checks: the best-scoring one); None when no variant passes."""
+        if self.reasons is None:
+            return self.best
+        return self.best if not self.reasons[self.best] else None
+
+    def check_text(self, i: int) -> str:
+        """Variant ``i``'s check verdict in words: "passes", the reasons, or "-" (no checks)."""
+        if self.reasons is None:
+            return "-"
+        return "; ".join(self.reasons[i]) or "passes"
 
     @property
     def reference_score(self):
@@ -169,17 +186,26 @@ def summarise(record: ShiftRecord) -> Summary:
     has_item = record.has_item and finite(item.get(agg))
     v_scores = [v.get(agg) for v in variants]
     best = max(range(n), key=lambda i: v_scores[i] if finite(v_scores[i]) else -math.inf)
+    checks = record.checks
+    if checks is not None and checks.recommended is not None:
+        best = checks.recommended
     ranks = _rank_info(record, n)
     dist = _distances(record.distances, has_item)
     if dist is not None:
-        dist.closest_gain = smallest_gaining_change(
-            v_scores, item[agg] if has_item else base.get(agg), dist.change)
+        ok = [i for i in range(n) if checks is None or checks.passed[i]]
+        c = smallest_gaining_change([v_scores[i] for i in ok],
+                                    item[agg] if has_item else base.get(agg),
+                                    [dist.change[i] for i in ok])
+        dist.closest_gain = None if c is None else ok[c]
     per_user = record.per_user
     return Summary(agg=agg, n=n, aggs=list(base), base=base, item=item if has_item else {},
                    has_item=has_item, variants=variants, v_scores=v_scores, best=best,
                    ranks=ranks, dist=dist, catalogue_size=record.catalogue_size,
                    n_targets=record.targets.count,
-                   truncated_to=per_user.truncated_to if per_user else None)
+                   truncated_to=per_user.truncated_to if per_user else None,
+                   reasons=checks.reasons if checks is not None else None,
+                   checks_note=(checks.realism or {}).get("note") if checks is not None
+                   else None)
 
 
 def _rank_info(record: ShiftRecord, n: int) -> RankInfo | None:
@@ -214,14 +240,20 @@ def _distances(d: Distances | None, has_item: bool) -> DistanceInfo | None:
 
 # ------------------------------------------------------------------------------ sentences
 def beats_reference(s: Summary) -> bool:
-    """Whether the best variant scores above the reference (the real item, else the base)."""
+    """Whether the recommended variant (it passes the checks) scores above the reference
+    (the real item, else the base)."""
+    if s.recommended is None:
+        return False
     new, old = s.v_scores[s.best], s.reference_score
     return finite(new) and finite(old) and new > old
 
 
 def headline(s: Summary) -> str:
-    """The callout's bold line: the recommended variant, or, when no variant beats the
-    reference, that none does (for an item: keep it)."""
+    """The callout's bold line: the recommended variant, or, when no variant passes the checks
+    or none beats the reference, that (for an item: keep it)."""
+    if s.recommended is None:
+        return ("No variant passes the realism, identity and distinctness checks"
+                + (": keep the item." if s.has_item else "."))
     if beats_reference(s):
         return f"Recommended: Variant {s.best}."
     if s.has_item:
@@ -238,6 +270,9 @@ def recommendation(s: Summary) -> str:
     old, ref_name = s.reference_score, s.reference_name
     delta = new - old if finite(new) and finite(old) else float("nan")
     name = f"Variant {k} (variant_{k:02d}.png)"
+    if s.recommended is None:
+        return (f"The best-scoring variant, {name}, fails them: {s.check_text(k)}. Each "
+                "variant's reasons are in the table below.")
     if finite(delta) and delta > 0:
         text = (f"{name} raises the {label} of the {users} from {format_score(old, agg)} "
                 f"({ref_name}) to {format_score(new, agg)} ({format_change(delta, agg)})")
@@ -301,7 +336,8 @@ def model_description(info: dict | None) -> str:
     if dname:
         text += f", trained on {dname}"
     if info.get("checkpoint"):
-        text += f" (checkpoint {Path(str(info['checkpoint'])).name})"
+        facts = [f"{k} {info[k]}" for k in ("layout", "epoch") if info.get(k) is not None]
+        text += f" (checkpoint {', '.join([Path(str(info['checkpoint'])).name, *facts])})"
     options = info.get("options")
     if isinstance(options, dict) and options:
         text += ", options " + ", ".join(f"{k}={format_value(v)}" for k, v in options.items())

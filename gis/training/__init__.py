@@ -3,7 +3,8 @@
 * :mod:`gis.training.run`: :class:`Trainer` (what a plugin implements: the model step, its
   export, a typed ``Config``), :func:`train` and :class:`RunOptions` (the skeleton: run
   folder, format check, warm start, seeding, optimiser/RNG state, time budget, periodic
-  atomic saves, weight averages, loss log, progress, sample grids). docs/MODELS.md,
+  atomic saves, weight averages, loss log, progress, sample grids, a stop signal honoured
+  at a step boundary). :mod:`gis.training.options` holds :class:`RunOptions`. docs/MODELS.md,
   "Training", shows the command for each model; docs/PLUGINS.md the trainer contract.
 * :mod:`gis.training.config`: ``setting(default, help)`` fields and how ``gis train``
   reads a ``Config`` dataclass.
@@ -24,8 +25,8 @@ from typing import Any
 
 _HOME = {
     # run skeleton
-    "Checkpoint": "run", "PeriodicSettings": "run", "Run": "run", "RunOptions": "run", "Trainer": "run", "train": "run",
-    "save_reserve_s": "run",
+    "Checkpoint": "run", "Run": "run", "Trainer": "run", "train": "run",
+    "PeriodicSettings": "options", "RunOptions": "options", "save_reserve_s": "options",
     # settings
     "SettingInfo": "config", "check_ranges": "config", "make_config": "config",
     "setting": "config",
@@ -37,7 +38,7 @@ _HOME = {
     "read_checkpoint_meta": "checkpoint", "rng_state_tensors": "checkpoint",
     "save_checkpoint": "checkpoint", "unflatten": "checkpoint",
     # machine
-    "command_line": "device", "machine_info": "device", "resolve_device": "device",
+    "command_line": "device", "global_rng_aside": "device", "machine_info": "device", "resolve_device": "device",
     "seed_everything": "device", "set_threads": "device", "training_device": "device",
     # loop bookkeeping
     "Budget": "state", "TrainState": "state", "WeightAverage": "state",

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from ..cli_options import DEVICE
 from ..errors import GisUsageError
 from .config import SettingInfo, settings_of
 
@@ -25,6 +26,9 @@ _SKIP_RUN = ("out", "init_from")  # declared by hand below (required / only with
 
 def _click_option(s: SettingInfo) -> click.Option:
     help_text = s.help
+    if s.name == "device":  # checked while the command line is parsed, like every --device
+        return click.Option([s.option, s.name], type=DEVICE, default=s.default,
+                            show_default=True, help=help_text)
     if s.kind == "bool":  # a flag that switches the default off: --x (False) / --no-x (True)
         decl = f"--no-{s.option[2:]}" if s.default else s.option
         text = f"Turn off: {help_text}" if s.default else help_text
@@ -54,7 +58,7 @@ def trainer_command(trainer_cls: type, name: str, *, help: str | None = None  # 
     in the skeleton: ``--data``, ``--out``, ``--trust``, ``--init-from`` (with
     ``warm_start``), the run options and one option per field of ``trainer_cls.Config``.
     Plugins that add a ``gis train`` command of their own (``register_commands``) use it."""
-    from .run import RunOptions
+    from .options import RunOptions
 
     run_settings = [s for s in settings_of(RunOptions) if s.name not in _SKIP_RUN]
     config_settings = settings_of(trainer_cls.Config)
@@ -83,7 +87,6 @@ def trainer_command(trainer_cls: type, name: str, *, help: str | None = None  # 
         from ..data import load_dataset
         from ..io import check_output_folder, removed_if_left_empty
         from .config import make_config
-        from .device import resolve_device
         from .run import Run
 
         run_values = {s.name: values.pop(s.name) for s in run_settings}
@@ -96,12 +99,12 @@ def trainer_command(trainer_cls: type, name: str, *, help: str | None = None  # 
             elif s.kind in ("choice", "path") and value is not None:
                 value = s.parse(str(value))
             config_values[key] = value
-        resolve_device(run_values["device"])  # before anything is created
         check_output_folder(out, resume=bool(run_values["resume"]))
         config = make_config(trainer_cls.Config, config_values,
                              what=f"{trainer_cls.name} trainer")
         dataset = load_dataset(data, trust=trust)
-        with removed_if_left_empty(out):  # a run that fails at once leaves no empty --out
+        # a run stopped or failed before its first checkpoint leaves no --out behind
+        with removed_if_left_empty(out, keep=trainer_cls.checkpoint_file):
             path = Run(trainer_cls, dataset, config,
                        RunOptions(out=Path(out), **run_values)).execute()
         click.echo(f"checkpoint: {path}")

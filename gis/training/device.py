@@ -11,6 +11,7 @@ import platform
 import random
 import shlex
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,8 @@ import torch
 
 from ..errors import GisUsageError
 
-__all__ = ["command_line", "machine_info", "resolve_device", "seed_everything", "set_threads",
-           "training_device"]
+__all__ = ["command_line", "global_rng_aside", "machine_info", "resolve_device",
+           "seed_everything", "set_threads", "training_device"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -31,6 +32,18 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+
+def global_rng_aside(device: str | torch.device = "cpu"):
+    """A context manager: what the block draws from torch's global random streams (CPU, and
+    ``device``'s when it is a GPU) leaves them as they were. The training skeleton runs its
+    sample grids and exports in one: they happen every so many seconds, and a module built
+    for an export draws its initial weights, while the training's random numbers must depend
+    on its steps only (an exact resume)."""
+    dev = torch.device(device)
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] \
+        if dev.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -58,13 +71,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """``torch.device(device)`` once this machine is known to have it; otherwise a one-line
     GisUsageError that says what to pass instead (not torch's traceback on first use).
 
-    Accepted: ``cpu``; ``cuda`` / ``cuda:N`` for a GPU this machine has; ``mps`` and ``xpu``
-    only where this torch build and machine support them. Any other type (``meta``, ...)
-    holds no data gis could compute with and is refused."""
+    Accepted: ``cpu`` (``cpu:0``); ``cuda`` / ``cuda:N`` for a GPU this machine has; ``mps``
+    and ``xpu`` only where this torch build and machine support them. Any other type
+    (``meta``, ``hpu``, ...) holds no data gis could compute with and is refused, as is a CPU
+    index other than 0 (torch ignores it: ``cpu:1`` would silently run on the one CPU device).
+    The ``--device`` option of every command checks its value with this function while the
+    command line is parsed (``gis.cli_options.DEVICE``)."""
     try:
-        dev = torch.device(device)
+        with warnings.catch_warnings():  # torch warns that some legacy types ("mkldnn") go
+            warnings.simplefilter("ignore")
+            dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise GisUsageError(f"unknown device {device!r}: pass cpu, cuda or cuda:N") from None
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise GisUsageError(f"device {device!r} requested but torch has one CPU device (its "
+                            "threads are set with --threads or GIS_THREADS): pass --device cpu")
     if dev.type in _ACCELERATORS:
         backend = getattr(torch.backends, dev.type, None) if dev.type == "mps" else \
             getattr(torch, dev.type, None)

@@ -22,20 +22,31 @@ One session, whatever the model (docs/MODELS.md, "Training"):
    exactly the steps an uninterrupted one would have taken.
 4. **Loop.** Until :meth:`Trainer.finished`, the session's time budget (``minutes``, less a
    reserve for the final save) or ``max_steps`` (counted from the start of the run): one
-   :meth:`Trainer.step`, the weight averages' update, the loss log (``log.jsonl``, every
-   ``log_every`` steps: means, a non-finite mean stops the run without saving it), the
-   schedule (:meth:`Trainer.advance`), the progress bar, sample grids every ``sample_every_s``
-   and an atomic checkpoint + export every ``checkpoint_every_s`` seconds.
-5. **End** (schedule done, budget spent, Ctrl-C): :meth:`Trainer.close`, the checkpoint, a
-   final sample grid and :meth:`Trainer.export`, whose path :func:`train` returns.
+   :meth:`Trainer.step`, the weight averages' update, the loss log (``log.jsonl``, a line
+   of means at every multiple of ``log_every`` steps: :class:`gis.training.log.LossLog`; a
+   non-finite mean stops the run without saving it), the schedule (:meth:`Trainer.advance`),
+   the progress bar, sample grids every ``sample_every_s`` and an atomic checkpoint + export
+   every ``checkpoint_every_s`` seconds.
+5. **End** (schedule done, budget spent, Ctrl-C, SIGTERM, SIGHUP): :meth:`Trainer.close`, the
+   checkpoint, a final sample grid and :meth:`Trainer.export`, whose path :func:`train`
+   returns. A stop signal is honoured at the next step boundary (``gis.interrupts``) and then
+   re-raised (``KeyboardInterrupt``; ``gis train`` exits 130 / 143); a second one, or an
+   error within a step, ends the session at once without saving the half-done step.
+
+What ``kill -9`` (or a crash) loses: the steps since the last checkpoint, no more. The
+checkpoint is replaced atomically, so it is always a whole one; the next session with
+``resume`` starts from it, drops the ``log.jsonl`` lines written after it and the temporary
+files the killed process left (``gis.io.remove_stale_partials``), and, given the same
+CPU device, thread count and a schedule counted in steps or images (not wall-clock time),
+repeats those steps bit for bit: the final weights equal an uninterrupted run's
+(tests/test_resume.py; on a GPU, up to cuDNN's nondeterminism).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +54,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, GisUsageError, NonFiniteLossError
+from ..interrupts import StopRequest, deferred_stop
 from .checkpoint import (
     check_format,
     load_checkpoint,
@@ -53,63 +65,17 @@ from .checkpoint import (
     save_checkpoint,
     unflatten,
 )
-from .config import make_config, setting
-from .device import command_line, seed_everything, training_device
+from .config import make_config
+from .device import command_line, global_rng_aside, seed_everything, training_device
+from .log import LossLog
+from .options import RUN_OPTIONS, PeriodicSettings, RunOptions, save_reserve_s
 from .state import Budget, WeightAverage, progress
+
+#: checkpoint meta key of the losses logged at the next log line (:class:`LossLog`)
+LOG_KEY = "log_pending"
 
 __all__ = ["Checkpoint", "PeriodicSettings", "Run", "RunOptions", "Trainer", "save_reserve_s",
            "train"]
-
-
-@dataclass
-class RunOptions:
-    """Where one training session writes, on what, and for how long (every trainer's
-    options; ``gis train`` adds ``--data`` and ``--trust`` for the dataset)."""
-
-    out: Path = setting(None, "Run folder: checkpoint, exported model + card, samples, log.")
-    seed: int = setting(0, "Seed of a new run (a resumed or warm-started run keeps its own).")
-    device: str = setting("cpu", "cpu, cuda or cuda:N.")
-    resume: bool = setting(False, "Continue the run whose checkpoint is in --out.")
-    init_from: str | None = setting(
-        None, "Start a new run from another run's weights (a run folder or file).")
-    minutes: float | None = setting(
-        None, "Wall-clock budget of this session; it ends with a saved, resumable state.")
-    max_steps: int | None = setting(
-        None, "Stop when the run (all sessions together) has taken this many steps.")
-    threads: int | None = setting(
-        None, "torch CPU threads (default: GIS_THREADS, else every CPU of this process).")
-    progress: bool = setting(True, "the progress bar and the closing summary.")
-
-    def __post_init__(self) -> None:
-        if self.out is None:
-            raise GisUsageError("a training run needs an output folder (out=, --out)")
-        self.out = Path(self.out)
-        if self.minutes is not None and not self.minutes > 0:
-            raise GisUsageError(f"minutes must be positive, got {self.minutes}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise GisUsageError(f"max_steps must be >= 0, got {self.max_steps}")
-
-
-RUN_OPTIONS = tuple(f.name for f in fields(RunOptions))
-
-
-@dataclass
-class PeriodicSettings:
-    """How often a run writes sample grids, checkpoints (with an export) and log lines. A
-    trainer ``Config`` that inherits these gets them applied by the skeleton (redeclare a
-    field to change its default); otherwise the trainer's own attributes hold."""
-
-    sample_every_s: float = setting(60.0, "Seconds between sample grids.")
-    checkpoint_every_s: float = setting(120.0, "Seconds between checkpoints (+ export).")
-    log_every: int = setting(20, "Steps per log.jsonl line (mean losses).")
-
-
-def save_reserve_s(minutes: float | None) -> float:
-    """Seconds kept free at the end of a session of ``minutes`` for the final checkpoint and
-    export: 4 % of the budget, between 2 and 20 s (0 without a budget)."""
-    if minutes is None:
-        return 0.0
-    return float(min(20.0, max(2.0, 0.04 * minutes * 60.0)))
 
 
 @dataclass
@@ -299,6 +265,7 @@ class Run:
         self._t_session = time.monotonic()
         self._bar = None
         self.trainer: Trainer | None = None
+        self.log: LossLog | None = None
 
     # ----------------------------------------------------------------- services
     @property
@@ -334,6 +301,8 @@ class Run:
         meta.update(t.checkpoint_meta())
         meta["format"] = t.checkpoint_format
         meta[t.state_key] = self.state
+        if self.log is not None:
+            meta[LOG_KEY] = self.log.state()
         return save_checkpoint(self.checkpoint_path, tensors, meta)
 
     def save_samples(self, images: torch.Tensor, tag: str, *, nrow: int | None = None) -> Path:
@@ -395,6 +364,10 @@ class Run:
         elif carried is not None:
             trainer.load_warm_start(carried)
         state["sessions"] = int(state.get("sessions", 0)) + 1
+        self.log = LossLog(self.out / "log.jsonl", trainer.log_every)
+        self.log.trim(int(state["step"]))  # lines a killed session wrote after its checkpoint
+        if carried is not None and carried.kind == "resume":
+            self.log.load(carried.meta.get(LOG_KEY), self.device)
         return trainer
 
     def execute(self) -> Path:
@@ -410,73 +383,94 @@ class Run:
                        **({"bar_format": trainer.progress_format}
                           if trainer.progress_format else {}))
         self._bar = bar
-        log_path = self.out / "log.jsonl"
+        log = self.log
         budget.restart()  # a time plan and the budget both count from here
         self._t_session = t_ckpt = t_sample = t_prev = time.monotonic()
-        pending: list[torch.Tensor] = []
-        names: list[str] = []
         failed = False
+        whole = True  # the state is that of a whole number of steps (safe to save)
         averages = trainer.averages()
-        try:
-            while not trainer.finished():
-                if opts.max_steps is not None and st["step"] >= opts.max_steps:
-                    break
-                if budget.exhausted():
-                    break
-                try:
-                    losses = trainer.step()
-                except NonFiniteLossError:  # a trainer's own check: nothing is saved either
-                    failed = True
-                    raise
-                for avg in averages.values():
-                    avg.update(st["step"])
-                names = list(losses)
-                pending.append(torch.stack([v.detach().float() for v in losses.values()]))
-                st["step"] += 1
-                if trainer.log_every and len(pending) >= trainer.log_every:
-                    vals = torch.stack(pending).mean(0).tolist()
-                    pending.clear()
-                    self.last_losses = dict(zip(names, vals, strict=True))
-                    if not all(math.isfinite(v) for v in vals):
+        with deferred_stop(self._stopping) as stop:  # Ctrl-C/SIGTERM end at a step boundary
+            try:
+                while not trainer.finished():
+                    if opts.max_steps is not None and st["step"] >= opts.max_steps:
+                        break
+                    if budget.exhausted() or stop.requested:
+                        break
+                    whole = False
+                    try:
+                        losses = trainer.step()
+                    except NonFiniteLossError:  # a trainer's own check: nothing is saved either
                         failed = True
-                        raise NonFiniteLossError(
-                            f"{trainer.name} training diverged at step {st['step']} (losses "
-                            f"{self.last_losses}); resume from the last checkpoint with a "
-                            "lower learning rate")
-                    fields_ = trainer.log_fields()
-                    bar.set_postfix({**fields_, **{k: f"{v:.3f}" for k, v in
-                                                   self.last_losses.items()}}, refresh=False)
-                    with open(log_path, "a") as fh:
-                        fh.write(json.dumps({"step": st["step"], **fields_,
-                                             "elapsed_s": round(st["elapsed_s"], 2),
-                                             **self.last_losses}) + "\n")
-                # wall time since the previous step, sample grids and checkpoints included,
-                # so that a time plan and the budget end together
-                now = time.monotonic()
-                dt, t_prev = now - t_prev, now
-                st["elapsed_s"] += dt
-                trainer.advance(dt)
-                pos, _ = trainer.progress_position()
-                bar.update(pos - bar.n)
-                if now - t_sample >= trainer.sample_every_s:
-                    trainer.sample("")
-                    t_sample = now
-                if now - t_ckpt >= trainer.checkpoint_every_s:
+                        raise
+                    for avg in averages.values():
+                        avg.update(st["step"])
+                    log.add(losses)
+                    st["step"] += 1
+                    if log.due(st["step"]):
+                        self.last_losses = log.means()
+                        if not log.finite(self.last_losses):
+                            failed = True
+                            raise NonFiniteLossError(
+                                f"{trainer.name} training diverged at step {st['step']} (losses "
+                                f"{self.last_losses}); resume from the last checkpoint with a "
+                                "lower learning rate")
+                        fields_ = trainer.log_fields()
+                        bar.set_postfix({**fields_, **{k: f"{v:.3f}" for k, v in
+                                                       self.last_losses.items()}}, refresh=False)
+                        log.write({"step": st["step"], **fields_,
+                                   "elapsed_s": round(st["elapsed_s"], 2), **self.last_losses})
+                    # wall time since the previous step, sample grids and checkpoints included,
+                    # so that a time plan and the budget end together
+                    now = time.monotonic()
+                    dt, t_prev = now - t_prev, now
+                    st["elapsed_s"] += dt
+                    trainer.advance(dt)
+                    whole = True
+                    pos, _ = trainer.progress_position()
+                    bar.update(pos - bar.n)
+                    if now - t_sample >= trainer.sample_every_s:
+                        with global_rng_aside(self.device):
+                            trainer.sample("")
+                        t_sample = now
+                    if now - t_ckpt >= trainer.checkpoint_every_s:
+                        self.save_checkpoint()
+                        with global_rng_aside(self.device):  # a usable model at any time
+                            trainer.export()
+                        t_ckpt = now
+            finally:
+                bar.close()
+                self._bar = None
+                # not saved: a diverged state, and one cut within a step (an error, a second
+                # Ctrl-C): the last checkpoint stays, and a resumed run repeats no half step
+                if not failed and whole:
+                    st["elapsed_s"] += time.monotonic() - t_prev
+                    trainer.close()
                     self.save_checkpoint()
-                    trainer.export()  # a usable model at any time (fallback if the run dies)
-                    t_ckpt = now
-        finally:
-            bar.close()
-            self._bar = None
-            if not failed:  # a diverged state is not saved: the last checkpoint stays
-                st["elapsed_s"] += time.monotonic() - t_prev
-                trainer.close()
-                self.save_checkpoint()
-                trainer.sample("-final")
-                path = trainer.export()
-        if opts.progress:
-            print(trainer.summary())
-        return path
+                    with global_rng_aside(self.device):
+                        trainer.sample("-final")
+                        path = trainer.export()
+            if opts.progress:
+                print(trainer.summary())
+            if stop.requested:  # the signal acts when the block ends (gis.interrupts)
+                self._stopping(stop, saved=True)
+            return path
+
+    def _stopping(self, stop: StopRequest, *, saved: bool = False) -> None:
+        """What a stop signal (``gis.interrupts.deferred_stop``) does to a session: say that it
+        ends after the current step (``saved``: that it has ended, and how to go on)."""
+        import sys
+
+        st = self.state
+        if saved:
+            line = (f"{stop.name}: stopped after step {st['step']}, checkpoint saved in "
+                    f"{self.checkpoint_path}: the same command with --resume continues it")
+        else:
+            line = (f"{stop.name}: stopping after this step and saving a resumable checkpoint "
+                    "(again to stop at once, losing the steps since the last checkpoint)")
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
 
 def train(trainer_cls: type[Trainer], dataset: Any, *, config: Any = None,

@@ -144,7 +144,7 @@ def _build(path: Path, layout: Layout, k: int, state: dict[str, torch.Tensor],
     if len(user_ids) != theta.shape[0]:
         raise CheckpointError(f"{path}: {len(user_ids)} user ids for {theta.shape[0]} user "
                               "vectors")
-    model = DVBPR(layout, user_ids, k=k, card=card)
+    model = DVBPR(layout, user_ids, k=k, card={**card, "checkpoint": str(path)})
     expected = model.cnn.state_dict()
     missing = [n for n in expected if n not in state]
     unexpected = [n for n in state if n not in expected]

@@ -101,6 +101,15 @@ class DVBPRGAN(Generator):
             return -(self.discriminate(images, labels) - 1.0).square()
         return super().realism(images, latents, kind=kind, labels=labels)
 
+    def realism_floor(self, kind: str) -> float | None:
+        """The floor of ``kind`` calibrated on held-out real images (5th percentile of their
+        scores, with their labels) that the model card records under
+        ``realism_calibration.<kind>.floor`` (``python -m gis_dvbpr_gan.calibrate``); None
+        when the card has none."""
+        entry = (self.card.get("realism_calibration") or {}).get(kind) or {}
+        floor = entry.get("floor")
+        return None if floor is None else float(floor)
+
     def save(self, path: str | Path, *, dtype: torch.dtype | None = torch.float16,
              card: dict[str, Any] | None = None) -> Path:
         card = {**self.card, **(card or {})}

@@ -8,9 +8,10 @@ weight (``--loss NAME=WEIGHT``, ``losses={name: weight}``; docs/METHOD.md has th
   item;
 - shifting: ``preference`` (raised), ``shift_ce`` and ``shift_mae`` (the shift predictor's
   terms), ``identity`` (LPIPS of each variant to the base image; option ``net``) and
-  ``silhouette`` (1 - soft IoU of foreground masks with the base image; option ``threshold``);
+  ``silhouette`` (1 - soft IoU of foreground masks with the base image; option ``threshold``)
+  and ``distinct`` (hinge on the variants' pairwise LPIPS; options ``net``, ``threshold``);
 - either: ``realism`` (raised: the generator's own realism score, ``Generator.realism``;
-  option ``kind="critic"|"latent-prior"``).
+  options ``kind="critic"|"latent-prior"``, ``if_offered``).
 
 Importing this module is cheap: the terms live in ``gis_losses.losses`` and are imported (and
 LPIPS weights loaded) only when a factory is called.
@@ -51,6 +52,9 @@ def register_losses(register):
     register("silhouette", _term("SilhouetteLoss"),
              description="shifting: 1 - soft IoU of each variant's foreground mask with the "
                          "base image's (keeps the item's shape; threshold)")
+    register("distinct", _term("DistinctLoss"),
+             description="shifting: hinge on the pairwise LPIPS of the variants below "
+                         "threshold (default 0.02; keeps them visibly different)")
     register("realism", _term("RealismLoss"),
              description="either: the generator's own realism score, raised (its critic or "
                          "latent prior; kind='critic'|'latent-prior')")

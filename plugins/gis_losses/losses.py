@@ -16,6 +16,9 @@ from gis.errors import GisUsageError
 from gis.interfaces import LossContext, LossTerm
 
 LPIPS_NETS = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg"}
+#: smallest side the LPIPS trunks take (gis.metrics.lpips_metric.MIN_SIDE): smaller images
+#: are upsampled to it
+MIN_SIDE = 32
 
 
 def build_lpips(net: str = "alex") -> nn.Module:
@@ -93,7 +96,9 @@ class LPIPSLoss(LossTerm):
     def _resized(self, x: torch.Tensor) -> torch.Tensor:
         side = self.resolution
         if side is None:
-            return x
+            if min(x.shape[-2:]) >= MIN_SIDE:
+                return x
+            side = MIN_SIDE  # upsampled, as the LPIPS metric does (gis.metrics.lpips_metric)
         return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
@@ -156,14 +161,15 @@ class RealismLoss(LossTerm):
     images) or "latent-prior" (log-density of the latent's norm under N(0, I), flat on the
     renormalised latents of gis's loops). ``kind``: one of them, or None for the first the
     generator offers (``realism_kinds``). A generator that offers none, or not ``kind``, is a
-    one-line usage error before the run starts. Units are the kind's (WGAN critic score,
+    one-line usage error before the run starts, unless ``if_offered`` (the ``seller``
+    recipe): then the term is 0. Units are the kind's (WGAN critic score,
     -(D - 1)^2 for an LSGAN, nats for the prior): choose the weight per generator."""
 
     stages = ("invert", "shift")
     maximise = True
     key = "realism"
 
-    def __init__(self, kind: str | None = None):
+    def __init__(self, kind: str | None = None, if_offered: bool = False):
         super().__init__()
         from gis.realism import REALISM_KINDS
 
@@ -171,31 +177,26 @@ class RealismLoss(LossTerm):
             raise GisUsageError(f"loss 'realism': unknown kind {kind!r}; choose one of "
                                 f"{', '.join(REALISM_KINDS)}")
         self.kind = kind
+        self.if_offered = bool(if_offered)
+
+    def offered(self, generator) -> bool:
+        """Whether ``generator`` offers the realism this term reads (with ``if_offered``, a
+        generator that offers none makes the term 0 instead of an error)."""
+        offered = tuple(getattr(generator, "realism_kinds", ()) or ())
+        return bool(offered) and (self.kind is None or self.kind in offered)
 
     def check_models(self, generator, recommender=None) -> None:
         from gis.realism import resolve_kind
 
-        resolve_kind(generator, self.kind, what="loss 'realism'")
+        if not (self.if_offered and not self.offered(generator)):
+            resolve_kind(generator, self.kind, what="loss 'realism'")
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
+        if self.if_offered and not self.offered(ctx.generator):
+            return ctx.images.new_zeros(len(ctx.images))
         self.check_models(ctx.generator)
         return ctx.generator.realism(images=ctx.images, latents=ctx.latents, kind=self.kind,
                                      labels=ctx.labels)
-
-
-def foreground_mask(images: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
-    """Soft foreground masks (B, H, W) in [0, 1) of images (B, C, H, W) in [0, 1].
-
-    A product photo's background is flat: its colour is taken as the per-channel median of
-    the image's border pixels (detached), and a pixel at RMS-over-channels distance d from it
-    is foreground to the degree d^2 / (d^2 + threshold^2) (0.5 at d = threshold; a smooth
-    threshold whose gradient does not vanish on the object, unlike a steep sigmoid)."""
-    top, bottom = images[..., 0, :], images[..., -1, :]
-    left, right = images[..., 1:-1, 0], images[..., 1:-1, -1]
-    border = torch.cat([top, bottom, left, right], dim=-1)  # (B, C, 4R - 4)
-    background = border.detach().median(dim=-1).values[..., None, None]
-    d2 = (images - background).square().mean(1)
-    return d2 / (d2 + threshold ** 2)
 
 
 class SilhouetteLoss(LossTerm):
@@ -203,12 +204,10 @@ class SilhouetteLoss(LossTerm):
     in [0, 1] (0 exactly when the masks are equal): keeps the item's shape, whatever its
     colours.
 
-    Masks: ``foreground_mask`` (background = the border median of each image, as in product
-    photos; ``threshold`` in [0, 1] pixel units, default 0.1). Soft IoU: the Tanimoto
-    coefficient a.b / (|a|^2 + |b|^2 - a.b), the Jaccard index of binary masks extended to
-    soft ones (the Tanimoto loss of Diakogiannis et al., ResUNet-a, ISPRS J. 2020); smooth, and
-    1 only for equal masks (the product form a.b / sum(a + b - a b) is below 1 even for equal
-    soft masks). Generic: reads ctx.images and ctx.base_image only (never the evaluation's
+    Masks and soft IoU: ``gis.metrics.silhouette`` (background = the border median of each
+    image, as in product photos; ``threshold`` in [0, 1] pixel units, default 0.1; the
+    Tanimoto coefficient, 1 only for equal masks), the same the variants' identity check
+    reads. Generic: reads ctx.images and ctx.base_image only (never the evaluation's
     domain classifier)."""
 
     stages = ("shift",)
@@ -222,9 +221,50 @@ class SilhouetteLoss(LossTerm):
         self.threshold = float(threshold)
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
+        from gis.metrics.silhouette import soft_iou
+
         unit = (0.0, 1.0)
-        a = foreground_mask(ctx.rescale(ctx.images, unit), self.threshold).flatten(1)
-        b = foreground_mask(ctx.rescale(ctx.base_image, unit), self.threshold).flatten(1)
-        inter = (a * b).sum(1)
-        union = (a * a).sum(1) + (b * b).sum(1) - inter
-        return 1.0 - (inter + 1e-6) / (union + 1e-6)
+        return 1.0 - soft_iou(ctx.rescale(ctx.images, unit), ctx.rescale(ctx.base_image, unit),
+                              self.threshold)
+
+
+class DistinctLoss(LPIPSLoss):
+    """Shifting: keeps the n variants visibly different, scalar in [0, 1].
+
+    The mean over all pairs i < j of the hinge max(0, 1 - sqrt(d_ij / threshold)), d_ij the
+    LPIPS v0.1 distance between variants i and j (``net``, default "alex", the distance
+    metric's trunk; no resize): 0 once every pair is at least ``threshold`` apart, so it
+    pushes only near-copies apart and leaves distinct variants free. The square root
+    (LPIPS is a squared feature distance) keeps the gradient from vanishing as two variants
+    meet. ``threshold`` (LPIPS units, default 0.02): the smallest distance the variants' check
+    accepts (gis.engine.checks; docs/ENGINE.md, "Distinct variants"). A hinge on a pairwise
+    perceptual distance, as in the mode-seeking term of Mao et al., CVPR 2019, bounded so it
+    cannot outweigh the preference. Needs n >= 2."""
+
+    stages = ("shift",)
+    key = "distinct"
+
+    def __init__(self, net: str = "alex", threshold: float = 0.02):
+        super().__init__(net=net)
+        if not float(threshold) > 0:
+            raise GisUsageError(f"loss 'distinct': threshold is an LPIPS distance > 0, got "
+                                f"{threshold!r}")
+        self.threshold = float(threshold)
+
+    def pairwise(self, x: torch.Tensor) -> torch.Tensor:
+        """LPIPS of every pair i < j of images x (n, 3, H, W) in [-1, 1], (n (n - 1) / 2,) in
+        ``torch.triu_indices`` order: equal to ``distance(x[i], x[j])``, with the trunk run
+        once per image instead of once per pair image."""
+        import lpips
+
+        m = self.model
+        i, j = torch.triu_indices(len(x), len(x), offset=1, device=x.device)
+        d = x.new_zeros(len(i))
+        for lin, f in zip(m.lins, m.net.forward(m.scaling_layer(x)), strict=True):
+            f = lpips.normalize_tensor(f)
+            d = d + lpips.spatial_average(lin((f[i] - f[j]) ** 2), keepdim=True).flatten()
+        return d
+
+    def forward(self, ctx: LossContext) -> torch.Tensor:
+        d = self.pairwise(self._resized(ctx.rescale(ctx.images))).clamp_min(0)
+        return F.relu(1 - torch.sqrt(d / self.threshold + 1e-12)).mean()

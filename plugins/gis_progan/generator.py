@@ -29,9 +29,11 @@ class ProGAN(Generator):
     in the authors' code, the clamp is applied at synthesis). With ``clamp=False`` the raw,
     unbounded output is returned (gradients then flow for every pixel).
 
-    ``critic``: the WGAN-GP critic trained with it (gis_progan.critic), when the weights ship
-    one; then ``discriminate`` works and ``realism_kinds`` is ("critic", "latent-prior"),
-    else ("latent-prior",) only.
+    ``critic``: its critic (gis_progan.critic) when the weights ship one: the WGAN-GP critic
+    trained with it, or a post-hoc logistic critic fitted to it (gis_progan.posthoc); then
+    ``discriminate`` works and ``realism_kinds`` is ("critic", "latent-prior"), else
+    ("latent-prior",) only. ``realism_floor("critic")`` is the floor calibrated on held-out
+    real images that a post-hoc critic's file records (None for an uncalibrated critic).
     """
 
     output_range = (-1.0, 1.0)
@@ -55,7 +57,9 @@ class ProGAN(Generator):
     def discriminate(self, images: torch.Tensor, *,
                      labels: torch.Tensor | None = None) -> torch.Tensor:
         """The critic's score D(x) (n,), higher = more like the training images, for images
-        (n, 3, resolution, resolution) in [-1, 1]; score n >= 4 at once (minibatch std)."""
+        (n, 3, resolution, resolution) in [-1, 1]. A post-hoc critic (no minibatch std)
+        scores each image on its own; a training critic with minibatch std reads groups of
+        ``mbstd_group`` images: score n >= 4 at once."""
         if self.critic is None:
             return super().discriminate(images, labels=labels)
         r = self.resolution
@@ -67,8 +71,9 @@ class ProGAN(Generator):
 
     def realism(self, images: torch.Tensor | None = None, latents: torch.Tensor | None = None,
                 *, kind: str | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """"critic": D(x) of the WGAN-GP critic (unbounded score units); "latent-prior": the
-        base class's log-density of the latent's norm (gis.realism)."""
+        """"critic": the critic's D(x) (B,): for a post-hoc logistic critic an estimate of
+        log p_data(x) / p_G(x) in nats, for a WGAN-GP critic unbounded score units;
+        "latent-prior": the base class's log-density of the latent's norm (gis.realism)."""
         from gis.realism import resolve_kind
 
         if resolve_kind(self, kind) == "critic":
@@ -76,6 +81,16 @@ class ProGAN(Generator):
                 raise GisUsageError("the progan critic realism reads images (B, 3, R, R)")
             return self.discriminate(images)
         return super().realism(images, latents, kind=kind, labels=labels)
+
+    def realism_floor(self, kind: str) -> float | None:
+        """"critic": the 5th percentile of the critic's scores on held-out real images (the
+        ``calibration.floor`` of the critic file, gis_progan.posthoc), None when the critic
+        has no calibration or there is no critic; any other kind: None."""
+        if kind != "critic" or self.critic is None:
+            return None
+        floor = ((getattr(self.critic, "meta", None) or {}).get("calibration") or {}).get(
+            "floor")
+        return None if floor is None else float(floor)
 
     def synthesize(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:

@@ -18,7 +18,8 @@ The output is unbounded (no tanh), as in the paper; :class:`gis_progan.ProGAN` c
 
 Discriminator: the mirror image: from_rgb 1x1 (+LReLU) per stage, blocks of
 (conv 3x3 -> LReLU -> conv 3x3 -> LReLU -> avg-pool 2), and a 4x4 head: minibatch stddev
-(one extra feature map) -> conv 3x3 -> LReLU -> conv 4x4 (valid) -> LReLU -> linear -> score.
+(one extra feature map; a zero map when ``mbstd_group`` is 0) -> conv 3x3 -> LReLU -> conv 4x4
+(valid) -> LReLU -> linear -> score.
 
 Every weight is stored N(0, 1) and scaled at run time by ``sqrt(2 / fan_in)`` (equalised
 learning rate) when ``equalized`` is set; biases are added unscaled.
@@ -72,11 +73,15 @@ class ProGANConfig:
     leaky: float = 0.2
     #: fade-in of the last block used at synthesis (1 = fully grown)
     alpha: float = 1.0
-    #: minibatch-stddev group size of the discriminator
+    #: minibatch-stddev group size of the discriminator; 0 switches it off (the extra feature
+    #: map is then zero, so the layer shapes stay the same and each image is scored alone)
     mbstd_group: int = 4
 
     def __post_init__(self) -> None:
         self.channels = [int(c) for c in self.channels]
+        if self.mbstd_group < 0:
+            raise CheckpointError(f"ProGAN config: mbstd_group must be >= 0 (0: off), got "
+                                  f"{self.mbstd_group}")
         n = num_blocks(self.resolution)
         if len(self.channels) != n:
             raise CheckpointError(
@@ -284,7 +289,10 @@ class FinalBlock(nn.Module):
         self.out = EqualizedConv2d(c, 1, 1, equalized=cfg.equalized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = minibatch_stddev(x, self.group)
+        if self.group > 0:
+            y = minibatch_stddev(x, self.group)
+        else:  # no minibatch std: a zero map in its place, each image is scored on its own
+            y = torch.cat([x, x.new_zeros(x.shape[0], 1, *x.shape[2:])], dim=1)
         y = F.leaky_relu(self.conv1(y), self.leaky)
         y = F.leaky_relu(self.conv2(y), self.leaky)
         return self.out(y).view(-1)
@@ -341,3 +349,20 @@ def wgan_gp_losses(d_real: torch.Tensor, d_fake: torch.Tensor, gp: torch.Tensor,
                    gp_weight: float = 10.0, drift: float = 0.001) -> torch.Tensor:
     """Critic loss: E[D(fake)] - E[D(real)] + gp_weight * GP + drift * E[D(real)^2]."""
     return d_fake.mean() - d_real.mean() + gp_weight * gp + drift * d_real.square().mean()
+
+
+def logistic_losses(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss of the logistic (non-saturating) GAN, Goodfellow et al. 2014:
+    E[softplus(-D(real))] + E[softplus(D(fake))], D a logit. Its minimiser is
+    D*(x) = log p_data(x) / p_G(x) (the density ratio Discriminator Rejection Sampling reads,
+    Azadi et al., ICLR 2019)."""
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
+def r1_penalty(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 of Mescheder et al. (ICML 2018): E[||grad_x D(x)||^2] over real images ``real``
+    (B, C, H, W), which must require grad, from their ``scores`` D(real) (B,) (unweighted:
+    the loss adds gamma / 2 times it). Differentiable (``create_graph``) for the critic's step.
+    """
+    (grad,) = torch.autograd.grad(scores.sum(), real, create_graph=True)
+    return grad.flatten(1).square().sum(1).mean()

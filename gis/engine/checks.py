@@ -1,0 +1,131 @@
+"""Which variants a seller can act on: the realism, identity and distinctness checks.
+
+After shifting, every variant is checked; the recommendation is the best-scoring variant that
+passes all checks, and the others are marked with the reason (docs/ENGINE.md, "Checks").
+
+* **realism**: the generator's own calibrated realism score (``Generator.realism`` of the
+  first kind it offers, against ``Generator.realism_floor(kind)``, e.g. the 5th percentile of
+  held-out real images' scores) must be at or above the floor. A generator without a
+  calibrated score leaves the check not run (``passed`` None), and the summary says so.
+* **identity** (still the seller's item): the soft IoU of the variant's silhouette with the
+  base image's (``gis.metrics.silhouette.soft_iou``) must be at least ``min_silhouette_iou``.
+* **distinct**: a variant closer than ``min_distance`` (LPIPS, the distances' trunk) to a
+  better-scoring variant is a near-copy of it: only the better one can be recommended.
+
+The checks read pixels, the generator's own score and the distances only: the dataset's
+hidden truth and the evaluation's domain classifier are never used here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..errors import GisUsageError
+from ..interfaces import Generator
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Thresholds of the variants' checks (docs/ENGINE.md, "Checks", says how each was set).
+
+    ``min_silhouette_iou`` in [0, 1]: 0.6 is the first quartile of the silhouette IoU of two
+    different products of the same category in fashion-colors, and the third quartile of two
+    products of different categories. ``min_distance`` (LPIPS AlexNet): 0.02, above a
+    one-pixel shift of a real item (95th percentile 0.021) and near the median distance from a
+    catalogue product to its most similar other product of its category (0.018); a
+    recolouring is about 0.19. ``realism``: False skips the realism check.
+    """
+
+    min_silhouette_iou: float = 0.6
+    min_distance: float = 0.02
+    realism: bool = True
+
+    def validate(self) -> None:
+        if not 0 <= self.min_silhouette_iou <= 1:
+            raise GisUsageError(f"min_silhouette_iou is a share in [0, 1], got "
+                                f"{self.min_silhouette_iou}")
+        if not self.min_distance >= 0:
+            raise GisUsageError(f"min_distance is an LPIPS distance >= 0, got "
+                                f"{self.min_distance}")
+
+
+def _realism(generator: Generator, images01: torch.Tensor, latents: torch.Tensor,
+             labels: torch.Tensor | None) -> dict:
+    kinds = tuple(getattr(generator, "realism_kinds", ()) or ())
+    calibrated = [k for k in kinds if generator.realism_floor(k) is not None]
+    if not calibrated:
+        return {"kind": None, "floor": None, "scores": None, "passed": None,
+                "note": "not run: the generator offers no calibrated realism score"}
+    kind = calibrated[0]
+    floor = float(generator.realism_floor(kind))
+    lo, hi = generator.output_range
+    dev = generator.device
+    x = images01.to(dev) * (hi - lo) + lo
+    lab = None if labels is None else labels.to(dev).expand(len(x))
+    with torch.no_grad():
+        s = generator.realism(images=x, latents=latents.to(dev), kind=kind, labels=lab)
+    scores = [float(v) for v in s.float().cpu()]
+    return {"kind": kind, "floor": floor, "scores": scores,
+            "passed": [v >= floor for v in scores], "note": None}
+
+
+def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.Tensor,
+                   latents: torch.Tensor, scores: list[float], pairwise: list[list[float]] | None,
+                   *, labels: torch.Tensor | None = None,
+                   settings: CheckSettings | None = None) -> dict:
+    """The checks of n variants and the recommendation (see the module docstring).
+
+    images01 (n, 3, R, R) and base01 (1, 3, R, R) in [0, 1]; latents (n, d) the variants'
+    latents; scores (n,) the optimised aggregation's score of each variant (higher =
+    preferred); pairwise (n, n) their LPIPS distances (None: the distinctness check is not
+    run). Returns a dict (``ShiftRecord.checks``):
+    ``settings``, ``realism``, ``identity``, ``distinct``, per variant ``passed`` (bool) and
+    ``reasons`` (why it fails, empty when it passes), and ``recommended`` (the index of the
+    best-scoring variant that passes, or None when none does).
+    """
+    from ..metrics.silhouette import soft_iou
+
+    settings = settings or CheckSettings()
+    settings.validate()
+    n = len(images01)
+    if len(scores) != n or (pairwise is not None and len(pairwise) != n):
+        raise GisUsageError(f"checks: {n} variants but {len(scores)} scores and "
+                            f"{len(pairwise or [])} distance rows")
+    realism = (_realism(generator, images01, latents, labels) if settings.realism else
+               {"kind": None, "floor": None, "scores": None, "passed": None,
+                "note": "not run: switched off"})
+    with torch.no_grad():
+        iou = [float(v) for v in soft_iou(images01.float().cpu(), base01.float().cpu())]
+    order = sorted(range(n), key=lambda i: -scores[i])
+    near_copy_of: list[int | None] = [None] * n
+    kept: list[int] = []
+    for i in order:  # best first: a variant is a near-copy of a better one already kept
+        twin = None if pairwise is None else next(
+            (j for j in kept if pairwise[i][j] < settings.min_distance), None)
+        if twin is None:
+            kept.append(i)
+        near_copy_of[i] = twin
+    reasons: list[list[str]] = []
+    for i in range(n):
+        why = []
+        if realism["passed"] is not None and not realism["passed"][i]:
+            why.append(f"unrealistic ({realism['kind']} score {realism['scores'][i]:.2f} < "
+                       f"floor {realism['floor']:.2f})")
+        if iou[i] < settings.min_silhouette_iou:
+            why.append(f"shape changed (silhouette IoU {iou[i]:.2f} < "
+                       f"{settings.min_silhouette_iou:.2f})")
+        if near_copy_of[i] is not None:
+            why.append(f"near-copy of #{near_copy_of[i]} (LPIPS "
+                       f"{pairwise[i][near_copy_of[i]]:.3f} < {settings.min_distance:.3f})")
+        reasons.append(why)
+    passed = [not r for r in reasons]
+    recommended = next((i for i in order if passed[i]), None)
+    return {"settings": asdict(settings), "realism": realism,
+            "identity": {"metric": "silhouette soft IoU to the base image",
+                         "min": settings.min_silhouette_iou, "values": iou,
+                         "passed": [v >= settings.min_silhouette_iou for v in iou]},
+            "distinct": {"min_distance": settings.min_distance, "near_copy_of": near_copy_of,
+                         "note": None if pairwise is not None else "not run: no distances"},
+            "passed": passed, "reasons": reasons, "recommended": recommended}

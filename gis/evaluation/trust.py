@@ -1,0 +1,223 @@
+"""Issue 14's side-by-side measurement: would a seller act on what each recipe recommends?
+
+    python -m gis.evaluation.trust --pairs 100 --recipes seller,paper --out trust.json
+        [--generator progan --recommender dvbpr --data fashion-colors --users 10]
+        [--shard I --num-shards N]   # split over processes; --merge F1 F2 ... to combine
+
+Per (catalogue item, 10 random users who never interacted with it) pair and recipe, with the
+same seeds for every recipe, it runs the whole `gis shift` pipeline (inversion, shifting,
+checks) and judges the result with the dataset's hidden ground truth, which the engine never
+sees (``judge_images``):
+
+* the recommendation: for ``seller`` the best-scoring variant that passes the checks
+  (``checks.recommended``; none = keep the item), for ``paper`` (no checks in the paper) the
+  best-scoring variant; acceptable when the realism truth accepts it, the domain classifier
+  reads the item's category, and its true utility for the users beats the real item's;
+* the share of variants that keep the category; the share of recommender gains (variant
+  scored above the real item) that are true (realistic and truly preferred to the item);
+  the mean true gain of the recommendation (0 when the item is kept); the preference shift
+  (recommender score of the variants over the item's); the smallest and mean pairwise
+  LPIPS; seconds per run.
+
+Resumable: rows already in --out are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..cli_options import device_argument
+from ..io import write_json
+
+
+def judge_images(truth, clf, users: np.ndarray, item_category: int, item01: torch.Tensor,
+                 base01: torch.Tensor, variants01: torch.Tensor) -> dict:
+    """The ground truth's verdict on n variants of one item for user rows ``users``.
+
+    item01, base01 (1, 3, R, R) and variants01 (n, 3, R, R) in [0, 1]; ``truth`` a
+    ``gis.interfaces.GroundTruth``, ``clf`` its category classifier. Returns per variant
+    ``category`` (index), ``keeps_category``, ``realistic`` (the realism truth) and the mean
+    true utility gain over the users ``vs_item`` and ``vs_base`` (the dataset's units).
+    """
+    x01 = torch.cat([item01, base01, variants01]).float().cpu()
+    cats = clf.predict_proba(x01 * 2 - 1).argmax(1).cpu().numpy()
+    util = truth.utility(x01 * 2 - 1, users, cats).mean(0)
+    ok = np.asarray(truth.realism(x01, value_range=(0.0, 1.0)).realistic, dtype=bool)
+    return {"category": cats[2:].tolist(), "keeps_category": (cats[2:] == item_category).tolist(),
+            "realistic": ok[2:].tolist(), "vs_item": (util[2:] - util[0]).tolist(),
+            "vs_base": (util[2:] - util[1]).tolist(), "base_realistic": bool(ok[1]),
+            "base_keeps_category": bool(cats[1] == item_category)}
+
+
+def draw_pairs(dataset, n_pairs: int, users: int, seed: int) -> list[tuple[int, list[int]]]:
+    """(catalogue item index, ``users`` user rows who never interacted with it) pairs."""
+    rng = np.random.default_rng(seed)
+    items_of = dataset.user_items()
+    history = [set(items_of[u].tolist()) | {int(dataset.val[u]), int(dataset.test[u])}
+               for u in range(dataset.num_users)]
+    out = []
+    for item in rng.choice(dataset.num_items, n_pairs, replace=False):
+        rows: list[int] = []
+        while len(rows) < users:
+            u = int(rng.integers(dataset.num_users))
+            if int(item) not in history[u] and u not in rows:
+                rows.append(u)
+        out.append((int(item), rows))
+    return out
+
+
+def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
+            steps: int | None = None, invert_steps: int | None = None) -> dict:
+    """One pair under one recipe: the run, its checks and the truth's verdict (a row)."""
+    from ..engine import run_gis, shift_settings
+    from ..engine.settings import InvertSettings
+
+    ds, gen, rec = world["dataset"], world["generator"], world["recommender"]
+    cat = int(ds.categories[item])
+    labels = torch.tensor([cat]) if gen.num_classes else None
+    t0 = time.perf_counter()
+    run = run_gis(generator=gen, recommender=rec, users=torch.tensor(users),
+                  item=ds.image_tensor([item]),
+                  invert_settings=InvertSettings(seed=seed, **(
+                      {"steps": invert_steps} if invert_steps else {})),
+                  shift_settings=shift_settings(recipe, seed=seed, steps=steps),
+                  catalogue_phi=world["catalogue_phi"], labels=labels,
+                  terms=world["terms"])
+    seconds = time.perf_counter() - t0
+    res = run.result
+    scores = res.scores["mean"]["variants"]
+    item_score = run.item_scores["mean"]
+    v = judge_images(world["truth"], world["clf"], np.asarray(users), cat, run.item,
+                     res.base_image, res.images)
+    n = len(scores)
+    top = int(np.argmax(scores))
+    pick = run.checks["recommended"] if recipe != "paper" else top
+    rec_gain = [s - item_score for s in scores]
+    true_ok = [v["realistic"][i] and v["vs_item"][i] > 0 for i in range(n)]
+    gains = [i for i in range(n) if rec_gain[i] > 0]
+    row = {"item": ds.item_ids[item], "category": ds.category_names[cat], "users": users,
+           "recipe": recipe, "seed": seed, "seconds": seconds, "recommended": pick,
+           "n_passing_checks": int(sum(run.checks["passed"])),
+           "recommended_acceptable": bool(pick is not None and v["realistic"][pick]
+                                          and v["keeps_category"][pick]
+                                          and v["vs_item"][pick] > 0),
+           "recommended_true_gain": float(v["vs_item"][pick]) if pick is not None else 0.0,
+           "recommended_realistic": None if pick is None else bool(v["realistic"][pick]),
+           "recommended_keeps_category": None if pick is None
+           else bool(v["keeps_category"][pick]),
+           "share_keep_category": float(np.mean(v["keeps_category"])),
+           "share_realistic": float(np.mean(v["realistic"])),
+           "recommender_gains": len(gains),
+           "true_recommender_gains": int(sum(true_ok[i] for i in gains)),
+           "preference_shift": float(np.mean(rec_gain)),
+           "min_pairwise": run.distances["min_pairwise"],
+           "mean_pairwise": run.distances["mean_pairwise"], "truth": v}
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per recipe: the issue's figures over its rows (see the module docstring)."""
+    out = {}
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        gains = sum(r["recommender_gains"] for r in mine)
+        out[recipe] = {
+            "runs": len(mine),
+            "share_recommended_acceptable": float(np.mean([r["recommended_acceptable"]
+                                                           for r in mine])),
+            "share_runs_recommending": float(np.mean([r["recommended"] is not None
+                                                      for r in mine])),
+            "share_variants_keep_category": float(np.mean([r["share_keep_category"]
+                                                           for r in mine])),
+            "share_variants_realistic": float(np.mean([r["share_realistic"] for r in mine])),
+            "share_recommender_gains_true": (sum(r["true_recommender_gains"] for r in mine)
+                                             / gains if gains else None),
+            "mean_recommended_true_gain": float(np.mean([r["recommended_true_gain"]
+                                                         for r in mine])),
+            "mean_preference_shift": float(np.mean([r["preference_shift"] for r in mine])),
+            "min_pairwise_lowest": float(min(r["min_pairwise"] for r in mine)),
+            "min_pairwise_mean": float(np.mean([r["min_pairwise"] for r in mine])),
+            "mean_pairwise_mean": float(np.mean([r["mean_pairwise"] for r in mine])),
+            "runs_collapsed": int(sum(r["min_pairwise"] < 0.02 for r in mine)),
+            "seconds_per_run": float(np.mean([r["seconds"] for r in mine]))}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gis.evaluation.trust", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", type=int, default=100)
+    p.add_argument("--users", type=int, default=10)
+    p.add_argument("--recipes", default="seller,paper")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", type=device_argument)
+    p.add_argument("--generator", default="progan")
+    p.add_argument("--recommender", default="dvbpr")
+    p.add_argument("--data", default="fashion-colors")
+    p.add_argument("--steps", type=int, default=None,
+                   help="shifting steps (default: the recipe's; fewer only for smoke tests)")
+    p.add_argument("--invert-steps", type=int, default=None)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--merge", nargs="*", help="merge these shard files into --out")
+    a = p.parse_args(argv)
+    command = "python -m gis.evaluation.trust " + " ".join(argv or sys.argv[1:])
+
+    def write(rows):
+        doc = {"command": command, "summary": summarise(rows), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "rows": rows}
+        write_json(a.out, doc)
+        return doc
+
+    if a.merge:
+        rows = [r for f in a.merge for r in json.loads(Path(f).read_text())["rows"]]
+    else:
+        import gis
+        from gis.data import load_dataset
+        from gis.engine import InvertSettings, shift_settings
+        from gis.engine.pipeline import build_terms, embed_catalogue
+
+        ds = load_dataset(a.data)
+        gen = gis.get_generator(a.generator, device=a.device)
+        rec = gis.get_recommender(a.recommender, device=a.device)
+        truth = ds.ground_truth
+        recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
+        terms: dict = {}
+        for recipe in recipes:  # built once for every run
+            terms.update(build_terms(gen, rec, invert_settings=InvertSettings(),
+                                     shift_settings=shift_settings(recipe)))
+        world = {"dataset": ds, "generator": gen, "recommender": rec, "truth": truth,
+                 "clf": truth.category_classifier(device=a.device), "terms": terms,
+                 "catalogue_phi": embed_catalogue(rec, rec.prepare(ds.image_tensor(),
+                                                                   (-1.0, 1.0)))}
+        rows = json.loads(Path(a.out).read_text())["rows"] if Path(a.out).exists() else []
+        done = {(r["item"], r["recipe"]) for r in rows}
+        pairs = draw_pairs(ds, a.pairs, a.users, a.seed)[a.shard::a.num_shards]
+        for k, (item, users) in enumerate(pairs):
+            for recipe in recipes:
+                if (ds.item_ids[item], recipe) in done:
+                    continue
+                row = run_one(world, item, users, recipe, seed=a.seed + k, steps=a.steps,
+                              invert_steps=a.invert_steps)
+                rows.append(row)
+                write(rows)
+                print(f"{row['item']} {recipe}: rec #{row['recommended']} acceptable "
+                      f"{row['recommended_acceptable']}, true gain "
+                      f"{row['recommended_true_gain']:+.3f}, kept "
+                      f"{row['share_keep_category']:.2f}, min pair {row['min_pairwise']:.3f} "
+                      f"({row['seconds']:.0f} s)", flush=True)
+    doc = write(rows)
+    print(json.dumps(doc["summary"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""Issue 14, parts 4 and 7: the `distinct` term, the variants' checks and the recommendation,
+the seller recipe as `gis shift`'s default."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from test_engine import ColourRecommender, TinyGenerator
+from test_losses import _losses_registered  # noqa: F401  (autouse: the loss plugin)
+from test_realism_terms import NoPriorGenerator, _ctx, _object, _term, _unit_gen
+
+from gis import plugins
+from gis.engine import shift, shift_settings
+from gis.engine.checks import CheckSettings, check_variants
+from gis.engine.commands import shift_summary
+from gis.engine.invert import normalise_rows
+from gis.engine.objective import Objective
+from gis.errors import GisUsageError
+from gis.metrics.lpips_metric import variant_distances
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# ---------------------------------------------------------------------------- distinct term
+
+
+def test_distinct_is_zero_for_distinct_variants_and_high_for_copies():
+    term = plugins.get_loss("distinct")
+    assert term.stages == ("shift",) and not term.maximise and term.threshold == 0.02
+    apart = torch.cat([_object(), _object(colour=(0.1, 0.2, 0.9)), _object(top=2, size=28)])
+    assert term(_ctx(apart, _unit_gen())).item() == 0.0  # every pair far above 0.02
+    copies = torch.cat([_object(), _object(), _object(colour=(0.1, 0.2, 0.9))])
+    # one of three pairs identical: its hinge is 1, the mean over 3 pairs 1/3
+    assert term(_ctx(copies, _unit_gen())).item() == pytest.approx(1 / 3, abs=1e-3)
+    with pytest.raises(GisUsageError, match="threshold"):
+        plugins.get_loss("distinct", threshold=0)
+
+
+def test_distinct_pairwise_equals_the_lpips_of_each_pair():
+    term = plugins.get_loss("distinct")
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    i, j = torch.triu_indices(5, 5, offset=1)
+    torch.testing.assert_close(term.pairwise(x), term.distance(x[i], x[j]), rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_distinct_gradient_pushes_near_copies_apart():
+    term = plugins.get_loss("distinct")
+    g = torch.Generator().manual_seed(0)
+    a = _object()
+    b = (a + 0.01 * torch.randn(a.shape, generator=g)).clamp(0, 1)  # a near-copy
+    x = torch.cat([a, b]).requires_grad_(True)
+    total, values = Objective("shift", [_term("distinct", term)])(_ctx(x, _unit_gen()))
+    assert 0 < values["distinct"].item() < 1
+    total.backward()
+    before = variant_distances(x.detach(), x[:1].detach())["min_pairwise"]
+    after_x = (x - 0.02 * x.grad / x.grad.abs().max()).detach()
+    assert variant_distances(after_x, after_x[:1])["min_pairwise"] > before
+
+
+# ---------------------------------------------------------------------------- seller recipe
+
+
+def test_seller_recipe_has_distinct_and_realism_where_offered():
+    s = shift_settings("seller")
+    assert s.losses["distinct"] > 0 and s.loss_options["realism"] == {"if_offered": True}
+    # an override of another option keeps the recipe's own
+    t = shift_settings("seller", loss_options={"realism": {"kind": "latent-prior"}})
+    assert t.loss_options["realism"] == {"if_offered": True, "kind": "latent-prior"}
+
+
+def test_realism_if_offered_is_zero_for_a_generator_that_offers_none():
+    gen, rec = NoPriorGenerator(), ColourRecommender()
+    term = plugins.get_loss("realism", if_offered=True)
+    term.check_models(gen)  # no error
+    x = torch.rand(3, 3, 8, 8)
+    assert torch.equal(term(_ctx(x, gen)), torch.zeros(3))
+    # the whole seller recipe runs with such a generator, realism contributing nothing
+    z = normalise_rows(torch.randn(1, 16))
+    res = shift(z, torch.tensor([0, 3]), gen, rec,
+                settings=shift_settings("seller", steps=2, n=2))
+    assert res.history["realism"] == [0.0, 0.0]
+
+
+def test_gis_shift_defaults_to_the_seller_recipe():
+    from gis.engine.cli import shift as shift_cli
+
+    (opt,) = [p for p in shift_cli.params if p.name == "recipe"]
+    assert opt.default == "seller"
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+class CalibratedGenerator(TinyGenerator):
+    """TinyGenerator with a 'critic' that scores an image's mean red minus green (a stand-in
+    read off the pixels), calibrated with floor 0."""
+
+    output_range = (0.0, 1.0)
+
+    @property
+    def realism_kinds(self):
+        return ("critic", *super().realism_kinds)
+
+    def realism(self, images=None, latents=None, *, kind=None, labels=None):
+        if (kind or "critic") == "critic":
+            return images[:, 0].mean((1, 2)) - images[:, 1].mean((1, 2))
+        return super().realism(images, latents, kind=kind, labels=labels)
+
+    def realism_floor(self, kind):
+        return 0.0 if kind == "critic" else None
+
+
+def _variants():
+    """Four variants of a red square: 0 recoloured blue (fails the stand-in realism), 1 the
+    same shape in red, 2 a near-copy of 1, 3 a bar (another silhouette)."""
+    base = _object()
+    v = torch.cat([_object(colour=(0.1, 0.2, 0.9)), _object(colour=(0.9, 0.1, 0.1)),
+                   _object(colour=(0.88, 0.1, 0.1)), _object(top=14, size=4, left=2)])
+    return base, v
+
+
+def test_checks_mark_each_failure_and_recommend_the_best_passing_variant():
+    base, v = _variants()
+    pair = variant_distances(v, base)["pairwise"]
+    scores = [4.0, 2.0, 3.0, 5.0]  # the best scores fail: 3 (shape), 0 (realism)
+    c = check_variants(CalibratedGenerator(), v, base, torch.zeros(4, 16), scores, pair)
+    assert c["realism"]["kind"] == "critic" and c["realism"]["passed"] == [False, True, True,
+                                                                            True]
+    assert c["identity"]["passed"] == [True, True, True, False]
+    # 1 and 2 are near-copies: 2 scores higher, so 1 is the copy
+    assert c["distinct"]["near_copy_of"] == [None, 2, None, None]
+    assert c["passed"] == [False, False, True, False] and c["recommended"] == 2
+    assert c["reasons"][0][0].startswith("unrealistic (critic score")
+    assert c["reasons"][3][0].startswith("shape changed (silhouette IoU")
+    assert c["reasons"][1][0].startswith("near-copy of #2 (LPIPS")
+    # thresholds come from the settings
+    loose = check_variants(CalibratedGenerator(), v, base, torch.zeros(4, 16), scores, pair,
+                           settings=CheckSettings(min_silhouette_iou=0.0, min_distance=0.0,
+                                                  realism=False))
+    assert loose["recommended"] == 3 and loose["realism"]["passed"] is None
+    with pytest.raises(GisUsageError, match="min_silhouette_iou"):
+        CheckSettings(min_silhouette_iou=1.5).validate()
+
+
+def test_checks_without_calibration_say_the_realism_check_was_not_run():
+    base, v = _variants()
+    pair = variant_distances(v, base)["pairwise"]
+    c = check_variants(TinyGenerator(), v, base, torch.zeros(4, 16), [1.0, 2.0, 3.0, 4.0],
+                       pair)
+    assert c["realism"]["passed"] is None and "not run" in c["realism"]["note"]
+
+    class Strict(CalibratedGenerator):
+        def realism_floor(self, kind):
+            return 10.0  # no image reaches it
+
+    none = check_variants(Strict(), v, base, torch.zeros(4, 16), [1.0, 2.0, 3.0, 4.0], pair)
+    assert none["recommended"] is None and not any(none["passed"])
+
+
+def test_summary_names_the_recommended_variant_and_why_others_are_not():
+    base, v = _variants()
+    dist = variant_distances(v, base)
+    scores = [4.0, 2.0, 3.0, 5.0]
+    checks = check_variants(CalibratedGenerator(), v, base, torch.zeros(4, 16), scores,
+                            dist["pairwise"])
+    result = SimpleNamespace(optimised="mean", images=v,
+                             scores={"mean": {"base": [1.0], "variants": scores}},
+                             gains=lambda: [s - 1.0 for s in scores])
+    run = SimpleNamespace(result=result, item_scores={}, distances=dist, checks=checks)
+    text = shift_summary(run, n_users=3)
+    assert "recommended variant #2: 3.000 (+2.000" in text
+    assert "highest score #3: 5.000" in text and "shape changed" in text
+    assert "    #0: unrealistic" in text and "    #1: near-copy of #2" in text
+    checks["recommended"], checks["passed"] = None, [False] * 4
+    assert "no variant passes" in shift_summary(run, n_users=3)
+
+
+# ---------------------------------------------------------------------------- judge a run
+
+
+def test_judge_reads_a_run_and_judges_its_recommendation(tmp_path):
+    from test_cli_shift import FEW, invoke
+
+    from gis.evaluation.judge import judge_run, main
+
+    out = tmp_path / "run"
+    res = invoke("shift", "--users", "u0001,u0002", "--out", out, *FEW)
+    assert res.exit_code == 0, res.output
+    verdict = judge_run(out)
+    doc = __import__("json").loads((out / "result.json").read_text())
+    assert verdict["recommended"] == doc["checks"]["recommended"]
+    assert verdict["item_category"] == doc["item"]["category"]
+    assert len(verdict["variants"]) == 3
+    for v in verdict["variants"]:
+        assert isinstance(v["realistic"], bool) and v["keeps_category"] == (
+            v["category"] == verdict["item_category"])
+    if verdict["recommended"] is not None:
+        v = verdict["variants"][verdict["recommended"]]
+        assert verdict["recommended_verdict"]["acceptable"] == (
+            v["realistic"] and v["keeps_category"] and v["true_gain_vs_item"] > 0)
+    with pytest.raises(SystemExit, match="not a gis shift run"):
+        main([str(tmp_path)])
+
+
+def test_trust_measurement_runs_both_recipes_with_the_same_pairs(tmp_path):
+    """`python -m gis.evaluation.trust` (issue 14's side-by-side measurement) on 1 pair at 2
+    steps: one row per recipe, the same item and users, the truth's verdict, resumable."""
+    import json
+
+    from gis.evaluation.trust import main
+
+    out = tmp_path / "trust.json"
+    args = ["--pairs", "1", "--users", "3", "--steps", "2", "--invert-steps", "2",
+            "--out", str(out)]
+    assert main(args) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["rows"]
+    assert [r["recipe"] for r in rows] == ["seller", "paper"]
+    assert rows[0]["item"] == rows[1]["item"] and rows[0]["users"] == rows[1]["users"]
+    for r in rows:
+        assert len(r["truth"]["realistic"]) == 8 and r["n_passing_checks"] <= 8
+        assert r["recommended_acceptable"] == (
+            r["recommended"] is not None and r["truth"]["realistic"][r["recommended"]]
+            and r["truth"]["keeps_category"][r["recommended"]]
+            and r["truth"]["vs_item"][r["recommended"]] > 0)
+    assert set(doc["summary"]) == {"seller", "paper"}
+    assert main(args) == 0  # resumed: nothing run again
+    assert json.loads(out.read_text())["rows"] == rows
