@@ -35,7 +35,6 @@ Run ``python -m gis.assets`` to see which assets are present.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -156,8 +155,9 @@ def asset_path(key: str, *, verify: bool = True) -> Path:
             f"{spec.version} ({spec.package}/{spec.relpath}); provision it with `{spec.command}`"
         )
     if verify:
-        st = path.stat()
-        digest = _sha256(str(path), st.st_size, st.st_mtime_ns)
+        from .provenance import file_sha256
+
+        digest = file_sha256(path)
         if digest != spec.sha256:
             raise CheckpointError(
                 f"{path} is not the file {spec.distribution}=={spec.version} ships "
@@ -165,15 +165,6 @@ def asset_path(key: str, *, verify: bool = True) -> Path:
                 f"`{spec.command} --force-reinstall`"
             )
     return path
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size, mtime: cache keys only
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def status() -> list[tuple[str, Path | None, str]]:

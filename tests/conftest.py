@@ -31,7 +31,10 @@ def small_shift_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("shared-runs") / "run"
     res = CliRunner().invoke(cli, ["shift", "--generator", "progan", "--recommender", "dvbpr",
                                    "--users", "u0001,u0042", "--out", str(out), "--steps", "3",
-                                   "--invert-steps", "2", "--n", "3", "--quiet"],
+                                   "--invert-steps", "2", "--n", "3", "--quiet",
+                                   # 3 steps barely move the variants: no "visible change"
+                                   # check, so that the run recommends one
+                                   "--min-distance", "0"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return out, res.output

@@ -171,7 +171,7 @@ def test_summary_names_the_recommended_variant_and_why_others_are_not():
                              gains=lambda: [s - 1.0 for s in scores])
     run = SimpleNamespace(result=result, item_scores={}, distances=dist, checks=checks)
     text = shift_summary(run, n_users=3)
-    assert "recommended variant #2: 3.000 (+2.000" in text
+    assert "recommended variant #2: 3.000 (+2.000 vs the base" in text
     assert "highest score #3: 5.000" in text and "shape changed" in text
     assert "    #0: unrealistic" in text and "    #1: near-copy of #2" in text
     checks["recommended"], checks["passed"] = None, [False] * 4
@@ -229,3 +229,23 @@ def test_trust_measurement_runs_both_recipes_with_the_same_pairs(tmp_path):
     assert set(doc["summary"]) == {"seller", "paper"}
     assert main(args) == 0  # resumed: nothing run again
     assert json.loads(out.read_text())["rows"] == rows
+
+
+def test_a_variant_is_not_a_near_copy_of_one_that_fails_and_a_copy_of_the_item_fails():
+    base, v = _variants()
+    pair = variant_distances(v, base)["pairwise"]
+    r = CalibratedGenerator().realism(images=v)
+    floor = float((r[1] + r[2]) / 2)  # variant 2 (the better-scoring twin) below, 1 above
+
+    class Floor(CalibratedGenerator):
+        def realism_floor(self, kind):
+            return floor if kind == "critic" else None
+
+    c = check_variants(Floor(), v, base, torch.zeros(4, 16), [4.0, 2.0, 3.0, 5.0], pair)
+    assert c["distinct"]["near_copy_of"][1] is None and c["passed"][1]
+    assert c["recommended"] == 1 and c["reasons"][2][0].startswith("unrealistic")
+    # a variant within min_distance of the item is no visible change
+    same = check_variants(CalibratedGenerator(), v, base, torch.zeros(4, 16),
+                          [4.0, 2.0, 3.0, 5.0], pair, item01=base,
+                          to_reference=[0.5, 0.001, 0.5, 0.5])
+    assert any(r.startswith("no visible change") for r in same["reasons"][1])

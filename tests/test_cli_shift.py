@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -239,15 +240,16 @@ def test_options_are_recorded_and_a_run_without_a_win_says_so(tmp_path, monkeypa
             "--dataset-option", "resolution=16", *FEW]
     res = invoke(*args)
     assert res.exit_code == 0, res.output
-    assert ("  WARNING: no variant that passes the checks beats the real item for these users: "
-            "keep the item" in res.output.splitlines())
+    # no variant passes the checks, or none that does beats the item: keep it, either way
+    assert any(line.startswith("  WARNING: no variant") and "keep the item" in line
+               for line in res.output.splitlines()), res.output
     doc = json.loads((out / "result.json").read_text())
     assert doc["generator"]["name"] == "progan" and doc["generator"]["options"] == {"clamp": False}
     assert doc["recommender"]["options"] == {}
     assert doc["dataset"] == {"name": "fashion-colors", "options": {"resolution": 16}}
     text = write_report(out).read_text(encoding="utf-8")
-    assert ('<div class="callout warning" id="recommended">' in text and "<strong>No variant "
-            "beats the real item for these users: keep the item.</strong>" in text)
+    assert ('<div class="callout warning" id="recommended">' in text
+            and re.search(r"<strong>No variant[^<]*: keep the item\.</strong>", text))
     assert "Recommended: Variant" not in text
     assert "progan, trained on fashion-colors (checkpoint fashion-colors.safetensors), options " \
            "clamp=false" in text

@@ -8,9 +8,12 @@ passes all checks, and the others are marked with the reason (docs/ENGINE.md, "C
   held-out real images' scores) must be at or above the floor. A generator without a
   calibrated score leaves the check not run (``passed`` None), and the summary says so.
 * **identity** (still the seller's item): the soft IoU of the variant's silhouette with the
-  base image's (``gis.metrics.silhouette.soft_iou``) must be at least ``min_silhouette_iou``.
-* **distinct**: a variant closer than ``min_distance`` (LPIPS, the distances' trunk) to a
-  better-scoring variant is a near-copy of it: only the better one can be recommended.
+  real item's (the base image's without one; ``gis.metrics.silhouette.soft_iou``) must be at
+  least ``min_silhouette_iou``; and the variant must differ from the item by at least
+  ``min_distance`` LPIPS (else it is no visible change).
+* **distinct**: among the variants that pass the checks above, one closer than
+  ``min_distance`` (LPIPS, the distances' trunk) to a better-scoring one is a near-copy of it:
+  only the better one can be recommended.
 
 The checks read pixels, the generator's own score and the distances only: the dataset's
 hidden truth and the evaluation's domain classifier are never used here.
@@ -44,10 +47,11 @@ class CheckSettings:
 
     def validate(self) -> None:
         if not 0 <= self.min_silhouette_iou <= 1:
-            raise GisUsageError(f"min_silhouette_iou is a share in [0, 1], got "
+            raise GisUsageError(f"min_silhouette_iou (--min-silhouette-iou) is a share in "
+                                f"[0, 1], got "
                                 f"{self.min_silhouette_iou}")
         if not self.min_distance >= 0:
-            raise GisUsageError(f"min_distance is an LPIPS distance >= 0, got "
+            raise GisUsageError(f"min_distance (--min-distance) is an LPIPS distance >= 0, got "
                                 f"{self.min_distance}")
 
 
@@ -73,14 +77,17 @@ def _realism(generator: Generator, images01: torch.Tensor, latents: torch.Tensor
 
 def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.Tensor,
                    latents: torch.Tensor, scores: list[float], pairwise: list[list[float]] | None,
-                   *, labels: torch.Tensor | None = None,
+                   *, labels: torch.Tensor | None = None, item01: torch.Tensor | None = None,
+                   to_reference: list[float] | None = None,
                    settings: CheckSettings | None = None) -> dict:
     """The checks of n variants and the recommendation (see the module docstring).
 
     images01 (n, 3, R, R) and base01 (1, 3, R, R) in [0, 1]; latents (n, d) the variants'
     latents; scores (n,) the optimised aggregation's score of each variant (higher =
     preferred); pairwise (n, n) their LPIPS distances (None: the distinctness check is not
-    run). Returns a dict (``ShiftRecord.checks``):
+    run); item01 (1, 3, R, R) the real item, the identity check's reference when given (else
+    the base); to_reference (n,) each variant's LPIPS to the item (else the base): a variant
+    closer than ``min_distance`` is no visible change. Returns a dict (``ShiftRecord.checks``):
     ``settings``, ``realism``, ``identity``, ``distinct``, per variant ``passed`` (bool) and
     ``reasons`` (why it fails, empty when it passes), and ``recommended`` (the index of the
     best-scoring variant that passes, or None when none does).
@@ -96,17 +103,9 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
     realism = (_realism(generator, images01, latents, labels) if settings.realism else
                {"kind": None, "floor": None, "scores": None, "passed": None,
                 "note": "not run: switched off"})
+    reference = item01 if item01 is not None else base01
     with torch.no_grad():
-        iou = [float(v) for v in soft_iou(images01.float().cpu(), base01.float().cpu())]
-    order = sorted(range(n), key=lambda i: -scores[i])
-    near_copy_of: list[int | None] = [None] * n
-    kept: list[int] = []
-    for i in order:  # best first: a variant is a near-copy of a better one already kept
-        twin = None if pairwise is None else next(
-            (j for j in kept if pairwise[i][j] < settings.min_distance), None)
-        if twin is None:
-            kept.append(i)
-        near_copy_of[i] = twin
+        iou = [float(v) for v in soft_iou(images01.float().cpu(), reference.float().cpu())]
     reasons: list[list[str]] = []
     for i in range(n):
         why = []
@@ -116,10 +115,25 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
         if iou[i] < settings.min_silhouette_iou:
             why.append(f"shape changed (silhouette IoU {iou[i]:.2f} < "
                        f"{settings.min_silhouette_iou:.2f})")
-        if near_copy_of[i] is not None:
-            why.append(f"near-copy of #{near_copy_of[i]} (LPIPS "
-                       f"{pairwise[i][near_copy_of[i]]:.3f} < {settings.min_distance:.3f})")
+        if to_reference is not None and to_reference[i] < settings.min_distance:
+            why.append(f"no visible change (LPIPS {to_reference[i]:.4f} to the "
+                       f"{'item' if item01 is not None else 'base'} < "
+                       f"{settings.min_distance:.3f})")
         reasons.append(why)
+    order = sorted(range(n), key=lambda i: -scores[i])
+    near_copy_of: list[int | None] = [None] * n
+    kept: list[int] = []
+    for i in order:  # best first, among the variants that pass the other checks
+        if reasons[i]:
+            continue
+        twin = None if pairwise is None else next(
+            (j for j in kept if pairwise[i][j] < settings.min_distance), None)
+        if twin is None:
+            kept.append(i)
+        else:
+            near_copy_of[i] = twin
+            reasons[i].append(f"near-copy of #{twin} (LPIPS {pairwise[i][twin]:.4f} < "
+                              f"{settings.min_distance:.3f})")
     passed = [not r for r in reasons]
     recommended = next((i for i in order if passed[i]), None)
     return {"settings": asdict(settings), "realism": realism,

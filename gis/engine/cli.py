@@ -33,7 +33,9 @@ def _default_out(ctx: click.Context, _param, value):
     k = 1
     while (root / f"{ctx.info_name}-{k:03d}").exists():
         k += 1
-    return str(root / f"{ctx.info_name}-{k:03d}")
+    out = str(root / f"{ctx.info_name}-{k:03d}")
+    click.echo(f"no --out: the run goes to {out}", err=True)
+    return out
 
 
 def _common_model_options(f):

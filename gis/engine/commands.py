@@ -255,21 +255,24 @@ def shift_summary(run, *, n_users: int) -> str:
 
     def describe(i: int) -> str:
         moved = f", LPIPS {change[i]:.3f} from the {ref_name}" if change else ""
-        return f"#{i}: {scores[i]:.3f} ({gains[i]:+.3f}{moved})"
+        return f"#{i}: {scores[i]:.3f} ({gains[i]:+.3f} vs the base{moved})"
 
     lines = [f"{n} variants for {n_users} target user(s), aggregation {agg}:",
              f"  base G(z) score {base:.3f}" + (f", real item {ref:.3f}" if ref is not None
                                                  else "")]
+    unchecked = (checks.get("realism") or {}).get("passed") is None
+    keep = ": keep the item" if ref is not None else ""
     if rec is None:
         lines.append("  WARNING: no variant passes the realism, identity and distinctness "
-                     "checks: keep the item (the reasons are below)")
+                     f"checks{keep} (the reasons are below)")
+    elif scores[rec] <= (ref if ref is not None else base):
+        lines.append(f"  best variant that passes the checks {describe(rec)}")
+        lines.append("  WARNING: no variant that passes the checks beats the " + (
+            "real item for these users: keep the item" if ref is not None
+            else "base image G(z) for these users"))
     else:
-        lines.append(f"  recommended variant {describe(rec)}; mean gain "
-                     f"{sum(gains) / n:+.3f}")
-        if scores[rec] <= (ref if ref is not None else base):
-            lines.append("  WARNING: no variant that passes the checks beats the " + (
-                "real item for these users: keep the item" if ref is not None
-                else "base image G(z) for these users"))
+        lines.append(f"  recommended variant {describe(rec)}"
+                     + (" (NOT checked for realism: look at it)" if unchecked else ""))
     top = max(range(n), key=lambda i: scores[i])
     if top != rec and not passed[top]:
         lines.append(f"  highest score {describe(top)}, not recommended: "

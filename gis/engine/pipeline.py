@@ -183,7 +183,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     t0 = time.perf_counter()
     checks = check_variants(generator, result.images, result.base_image, result.latents,
                             result.scores[result.optimised]["variants"],
-                            distances.get("pairwise"), labels=labels,
+                            distances.get("pairwise"), labels=labels, item01=item01,
+                            to_reference=distances.get("to_item", distances.get("to_base")),
                             settings=check_settings)
     seconds["checks"] = time.perf_counter() - t0
     return GisRun(item=item01, inversion=inversion, result=result, item_scores=item_scores,

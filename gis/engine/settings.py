@@ -20,9 +20,10 @@ PAPER_INVERT_LOSSES = {"lpips": 1.0, "mse": 1.0}
 PAPER_INVERT_OPTIONS = {"lpips": {"net": "vgg", "resolution": 32}}
 #: the paper's shifting objective: CE + MAE - preference (docs/METHOD.md)
 PAPER_SHIFT_LOSSES = {"shift_ce": 1.0, "shift_mae": 1.0, "preference": 1.0}
-#: the seller recipe (issue 14): the paper's objective plus realism (the generator's own
-#: score), identity (LPIPS to the base image) and silhouette (1 - soft IoU of the foreground
-#: masks); provisional weights from a small measurement (docs/ENGINE.md, "The seller recipe")
+#: the seller recipe (issue 14; `gis shift`'s default): the paper's objective plus realism (the
+#: generator's own score), identity (LPIPS to the base image), silhouette (1 - soft IoU of the
+#: foreground masks) and distinct (hinge on the variants' pairwise LPIPS); weights from small
+#: measurements (docs/ENGINE.md, "The seller recipe")
 SELLER_SHIFT_LOSSES = {**PAPER_SHIFT_LOSSES, "realism": 1.0, "identity": 1.0,
                        "silhouette": 3.0, "distinct": 1.0}
 #: the seller recipe's term options: realism only where the generator offers one (else 0)
@@ -104,7 +105,7 @@ class ShiftSettings:
 
 #: Named recipes, each a set of term weights plus the loop's settings: "paper" follows the
 #: article's text, "official-code" the authors' scripts (docs/METHOD.md, "The authors' code"),
-#: "seller" adds realism, identity and silhouette to "paper" (docs/ENGINE.md).
+#: "seller" adds realism, identity, silhouette and distinct to "paper" (docs/ENGINE.md).
 RECIPES: dict[str, dict] = {
     "paper": dict(losses=PAPER_SHIFT_LOSSES),
     "official-code": dict(n=6, eps=0.5,

@@ -52,6 +52,10 @@ def judge_run(run_dir: str | Path, *, device: str = "cpu") -> dict:
     truth = dataset.ground_truth
     clf = truth.category_classifier(device=device)
     row = {u: k for k, u in enumerate(dataset.user_ids)}
+    unknown = [u for u in record.targets.user_ids if u not in row]
+    if unknown:
+        raise GisUsageError(f"{run}: target user(s) {unknown[:3]} are not users of dataset "
+                            f"{name!r}: the record does not belong to this dataset")
     users = np.asarray([row[u] for u in record.targets.user_ids])
     n = len(record.scores.variants)
     names = ["base.png"] + [f"variant_{i:02d}.png" for i in range(n)]
@@ -63,7 +67,9 @@ def judge_run(run_dir: str | Path, *, device: str = "cpu") -> dict:
     util = truth.utility(x01 * 2 - 1, users, cats).mean(0)
     ok = np.asarray(truth.realism(x01, value_range=(0.0, 1.0)).realistic, dtype=bool)
     off = 1 if has_item else 0
-    item_cat = record.item.get("category")
+    # the category the run kept: a conditional generator's (record.category), else the
+    # dataset item's, else what the classifier reads on the item (or the base, no item)
+    item_cat = (record.category or {}).get("name") or record.item.get("category")
     cat_names = dataset.category_names
     ref_cat = cat_names.index(item_cat) if item_cat in cat_names else int(cats[0])
     agg = record.optimised_aggregation

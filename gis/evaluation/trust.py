@@ -15,7 +15,8 @@ sees (``judge_images``):
   reads the item's category, and its true utility for the users beats the real item's;
 * the share of variants that keep the category; the share of recommender gains (variant
   scored above the real item) that are true (realistic and truly preferred to the item);
-  the mean true gain of the recommendation (0 when the item is kept); the preference shift
+  the mean true gain of the recommendation (0 when the item is kept or the pick is not
+  realistic or leaves the category: a seller gains nothing from it); the preference shift
   (recommender score of the variants over the item's); the smallest and mean pairwise
   LPIPS; seconds per run.
 
@@ -98,17 +99,21 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
                      res.base_image, res.images)
     n = len(scores)
     top = int(np.argmax(scores))
-    pick = run.checks["recommended"] if recipe != "paper" else top
+    checked = run.checks["recommended"]
+    pick = checked if recipe != "paper" else top
     rec_gain = [s - item_score for s in scores]
     true_ok = [v["realistic"][i] and v["vs_item"][i] > 0 for i in range(n)]
     gains = [i for i in range(n) if rec_gain[i] > 0]
     row = {"item": ds.item_ids[item], "category": ds.category_names[cat], "users": users,
            "recipe": recipe, "seed": seed, "seconds": seconds, "recommended": pick,
+           "top_scoring": top, "checked_pick": checked,
            "n_passing_checks": int(sum(run.checks["passed"])),
            "recommended_acceptable": bool(pick is not None and v["realistic"][pick]
                                           and v["keeps_category"][pick]
                                           and v["vs_item"][pick] > 0),
-           "recommended_true_gain": float(v["vs_item"][pick]) if pick is not None else 0.0,
+           # a seller gains only from an acceptable variant (realistic, same category)
+           "recommended_true_gain": float(v["vs_item"][pick]) if pick is not None
+           and v["realistic"][pick] and v["keeps_category"][pick] else 0.0,
            "recommended_realistic": None if pick is None else bool(v["realistic"][pick]),
            "recommended_keeps_category": None if pick is None
            else bool(v["keeps_category"][pick]),
@@ -120,6 +125,14 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
            "min_pairwise": run.distances["min_pairwise"],
            "mean_pairwise": run.distances["mean_pairwise"], "truth": v}
     return row
+
+
+def _acceptable_gain(row: dict) -> float:
+    """The true gain a seller gets from a row's recommendation: 0 when the item is kept, or
+    the pick is unrealistic or leaves the category (recomputed from the row's truth)."""
+    p, t = row["recommended"], row["truth"]
+    ok = p is not None and t["realistic"][p] and t["keeps_category"][p]
+    return float(t["vs_item"][p]) if ok else 0.0
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -139,13 +152,15 @@ def summarise(rows: list[dict]) -> dict:
             "share_variants_realistic": float(np.mean([r["share_realistic"] for r in mine])),
             "share_recommender_gains_true": (sum(r["true_recommender_gains"] for r in mine)
                                              / gains if gains else None),
-            "mean_recommended_true_gain": float(np.mean([r["recommended_true_gain"]
-                                                         for r in mine])),
+            "mean_recommended_true_gain": float(np.mean([_acceptable_gain(r) for r in mine])),
             "mean_preference_shift": float(np.mean([r["preference_shift"] for r in mine])),
             "min_pairwise_lowest": float(min(r["min_pairwise"] for r in mine)),
             "min_pairwise_mean": float(np.mean([r["min_pairwise"] for r in mine])),
             "mean_pairwise_mean": float(np.mean([r["mean_pairwise"] for r in mine])),
-            "runs_collapsed": int(sum(r["min_pairwise"] < 0.02 for r in mine)),
+            # closest pair under the distinctness threshold (0.02), and under a one-pixel
+            # shift's median distance (0.01: copies to the eye; docs/ENGINE.md)
+            "runs_min_pair_below_0.02": int(sum(r["min_pairwise"] < 0.02 for r in mine)),
+            "runs_min_pair_below_0.01": int(sum(r["min_pairwise"] < 0.01 for r in mine)),
             "seconds_per_run": float(np.mean([r["seconds"] for r in mine]))}
     return out
 
@@ -178,7 +193,9 @@ def main(argv=None) -> int:
         return doc
 
     if a.merge:
-        rows = [r for f in a.merge for r in json.loads(Path(f).read_text())["rows"]]
+        merged = {(r["item"], r["recipe"], r["seed"]): r
+                  for f in a.merge for r in json.loads(Path(f).read_text())["rows"]}
+        rows = list(merged.values())
     else:
         import gis
         from gis.data import load_dataset
@@ -200,8 +217,8 @@ def main(argv=None) -> int:
                                                                    (-1.0, 1.0)))}
         rows = json.loads(Path(a.out).read_text())["rows"] if Path(a.out).exists() else []
         done = {(r["item"], r["recipe"]) for r in rows}
-        pairs = draw_pairs(ds, a.pairs, a.users, a.seed)[a.shard::a.num_shards]
-        for k, (item, users) in enumerate(pairs):
+        pairs = list(enumerate(draw_pairs(ds, a.pairs, a.users, a.seed)))[a.shard::a.num_shards]
+        for k, (item, users) in pairs:  # k: the pair's global index, the same in any shard
             for recipe in recipes:
                 if (ds.item_ids[item], recipe) in done:
                     continue

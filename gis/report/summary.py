@@ -255,10 +255,13 @@ def headline(s: Summary) -> str:
         return ("No variant passes the realism, identity and distinctness checks"
                 + (": keep the item." if s.has_item else "."))
     if beats_reference(s):
+        if s.reasons is not None and s.checks_note:
+            return f"Recommended: Variant {s.best} (not checked for realism: look at it)."
         return f"Recommended: Variant {s.best}."
+    passing = "" if s.reasons is None else " that passes the checks"
     if s.has_item:
-        return "No variant beats the real item for these users: keep the item."
-    return "No variant beats the base image G(z) for these users."
+        return f"No variant{passing} beats the real item for these users: keep the item."
+    return f"No variant{passing} beats the base image G(z) for these users."
 
 
 def recommendation(s: Summary) -> str:
