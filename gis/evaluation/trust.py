@@ -65,6 +65,12 @@ def draw_pairs(dataset, n_pairs: int, users: int, seed: int) -> list[tuple[int, 
                for u in range(dataset.num_users)]
     out = []
     for item in rng.choice(dataset.num_items, n_pairs, replace=False):
+        eligible = sum(int(item) not in h for h in history)
+        if eligible < users:
+            from ..errors import GisUsageError
+
+            raise GisUsageError(f"item {dataset.item_ids[item]} has {eligible} users who never "
+                                f"interacted with it, fewer than --users {users}")
         rows: list[int] = []
         while len(rows) < users:
             u = int(rng.integers(dataset.num_users))

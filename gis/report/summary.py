@@ -152,6 +152,7 @@ class Summary:
     # per variant, why it fails the checks (empty: passes); None for records without checks
     reasons: list[list[str]] | None = None
     checks_note: str | None = None  # e.g. why the realism check was not run
+    check_settings: dict | None = None  # the checks' thresholds (result.json checks.settings)
 
     @property
     def recommended(self) -> int | None:
@@ -205,7 +206,8 @@ def summarise(record: ShiftRecord) -> Summary:
                    truncated_to=per_user.truncated_to if per_user else None,
                    reasons=checks.reasons if checks is not None else None,
                    checks_note=(checks.realism or {}).get("note") if checks is not None
-                   else None)
+                   else None,
+                   check_settings=checks.settings if checks is not None else None)
 
 
 def _rank_info(record: ShiftRecord, n: int) -> RankInfo | None:
