@@ -29,6 +29,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GIS_THREADS": "1"}
 
 
+def tiny_progan_command(data, *, kimg: str, checkpoint_every_s: str) -> list:
+    """`gis train generator progan` on an 8 px tiny dataset. The image plan (not --minutes'
+    time plan) makes the schedule a function of the steps; --resume on an empty folder starts
+    the run, so the command is the same every time."""
+    return ["train", "generator", "progan", "--data", data, "--resolution", "8",
+            "--channels", "8,8", "--latent-dim", "8", "--batch-size", "4",
+            "--kimg-per-stage", kimg, "--threads", "1", "--checkpoint-every-s",
+            checkpoint_every_s, "--sample-every-s", "1e9", "--log-every", "4", "--no-progress",
+            "--resume", "--seed", "3"]
+
+
 def start_gis(args, cwd: Path) -> subprocess.Popen:
     """`gis ARGS` in a new process (the installed CLI's entry point)."""
     return subprocess.Popen([sys.executable, "-c", "from gis.cli import main; main()",
@@ -105,13 +116,7 @@ def test_progan_killed_between_checkpoints_resumes_bit_identically(tmp_path):
     from test_progan_train import tiny_dataset
 
     data = save_dataset(tiny_dataset(res=8), tmp_path / "tiny.npz")
-    # the image plan (not --minutes' time plan) makes the schedule a function of the steps;
-    # --resume on an empty folder starts the run, so the command is the same every time
-    command = ["train", "generator", "progan", "--data", data, "--resolution", "8",
-               "--channels", "8,8", "--latent-dim", "8", "--batch-size", "4",
-               "--kimg-per-stage", "0.24", "--threads", "1", "--checkpoint-every-s", "0.4",
-               "--sample-every-s", "1e9", "--log-every", "4", "--no-progress", "--resume",
-               "--seed", "3"]
+    command = tiny_progan_command(data, kimg="0.24", checkpoint_every_s="0.4")
     killed = tmp_path / "killed"
     proc = start_gis([*command, "--out", killed], tmp_path)
     ckpt = killed / "checkpoint.safetensors"

@@ -162,16 +162,13 @@ def test_gis_invert_stopped_or_killed_while_writing(tmp_path):
 
 def test_gis_train_stopped_by_sigterm_saves_at_a_step_boundary(tmp_path):
     from test_progan_train import tiny_dataset
+    from test_resume import tiny_progan_command
 
     from gis.data import save_dataset
     from gis.training import load_checkpoint
 
     data = save_dataset(tiny_dataset(res=8), tmp_path / "tiny.npz")
-    command = ["train", "generator", "progan", "--data", data, "--resolution", "8",
-               "--channels", "8,8", "--latent-dim", "8", "--batch-size", "4",
-               "--kimg-per-stage", "0.4", "--threads", "1", "--checkpoint-every-s", "1e9",
-               "--sample-every-s", "1e9", "--log-every", "4", "--no-progress", "--resume",
-               "--seed", "3"]
+    command = tiny_progan_command(data, kimg="0.4", checkpoint_every_s="1e9")
     run = tmp_path / "run"
     proc = start_gis([*command, "--out", run], tmp_path, umask=0o027)
     wait_for([proc], lambda: (run / "log.jsonl").exists())  # within the loop
