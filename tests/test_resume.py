@@ -29,7 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GIS_THREADS": "1"}
 
 
-def tiny_progan_command(data, *, kimg: str, checkpoint_every_s: str) -> list:
+def tiny_progan_command(data, *, kimg: str, checkpoint_every_s: str,
+                        resume: bool = True) -> list:
     """`gis train generator progan` on an 8 px tiny dataset. The image plan (not --minutes'
     time plan) makes the schedule a function of the steps; --resume on an empty folder starts
     the run, so the command is the same every time."""
@@ -37,7 +38,7 @@ def tiny_progan_command(data, *, kimg: str, checkpoint_every_s: str) -> list:
             "--channels", "8,8", "--latent-dim", "8", "--batch-size", "4",
             "--kimg-per-stage", kimg, "--threads", "1", "--checkpoint-every-s",
             checkpoint_every_s, "--sample-every-s", "1e9", "--log-every", "4", "--no-progress",
-            "--resume", "--seed", "3"]
+            *(["--resume"] if resume else []), "--seed", "3"]
 
 
 def start_gis(args, cwd: Path) -> subprocess.Popen:
@@ -112,11 +113,14 @@ def invoke(args) -> None:
 
 
 # ----------------------------------------------------------------------------- gis train
-def test_progan_killed_between_checkpoints_resumes_bit_identically(tmp_path):
+@pytest.mark.parametrize("resume", [True, False], ids=["with-resume", "plain-command"])
+def test_progan_killed_between_checkpoints_resumes_bit_identically(tmp_path, resume):
+    """kill -9, then the same command again: it resumes (with --resume, or by itself when the
+    folder holds this same command's interrupted run) and ends as an uninterrupted run."""
     from test_progan_train import tiny_dataset
 
     data = save_dataset(tiny_dataset(res=8), tmp_path / "tiny.npz")
-    command = tiny_progan_command(data, kimg="0.24", checkpoint_every_s="0.4")
+    command = tiny_progan_command(data, kimg="0.24", checkpoint_every_s="0.4", resume=resume)
     killed = tmp_path / "killed"
     proc = start_gis([*command, "--out", killed], tmp_path)
     ckpt = killed / "checkpoint.safetensors"
@@ -139,6 +143,12 @@ def test_progan_killed_between_checkpoints_resumes_bit_identically(tmp_path):
     # after its checkpoint were dropped; the losses waiting for a line were in the checkpoint)
     assert log_lines(killed) == log_lines(tmp_path / "whole")
     assert [e["step"] for e in log_lines(killed)] == list(range(4, 121, 4))
+    if not resume:  # the same command on its finished run: nothing to do, one line
+        res = CliRunner().invoke(cli, [str(a) for a in [*command, "--out", killed]])
+        assert res.exit_code == 2 and "finished run: nothing to do" in res.output
+        other = CliRunner().invoke(cli, [str(a) for a in [*command, "--seed", "4", "--out",
+                                                          killed]])
+        assert other.exit_code == 2 and "--resume" in other.output  # another command
 
 
 def test_dvbpr_killed_mid_run_resumes_bit_identically(tmp_path):

@@ -183,7 +183,7 @@ def test_gis_train_stopped_by_sigterm_saves_at_a_step_boundary(tmp_path):
     step = meta["progan_state"]["step"]
     assert 0 < step < 200 and not meta["progan_state"]["done"]
     assert lines[1] == (f"SIGTERM: stopped after step {step}, checkpoint saved in "
-                        f"{run / 'checkpoint.safetensors'}: the same command with --resume "
+                        f"{run / 'checkpoint.safetensors'}: the same command again "
                         "continues it")
     assert [p.name for p in run.rglob(".*")] == []
     # everything follows the umask (0o027 here): checkpoint, exports, samples, log

@@ -99,19 +99,55 @@ def trainer_command(trainer_cls: type, name: str, *, help: str | None = None  # 
             elif s.kind in ("choice", "path") and value is not None:
                 value = s.parse(str(value))
             config_values[key] = value
+        invocation = _invocation(name, data, config_values, run_values)
+        if not run_values["resume"] and _same_command_interrupted(
+                Path(out) / trainer_cls.checkpoint_file, invocation):
+            run_values["resume"] = True
         check_output_folder(out, resume=bool(run_values["resume"]))
         config = make_config(trainer_cls.Config, config_values,
                              what=f"{trainer_cls.name} trainer")
         dataset = load_dataset(data, trust=trust)
         # a run stopped or failed before its first checkpoint leaves no --out behind
         with removed_if_left_empty(out, keep=trainer_cls.checkpoint_file):
-            path = Run(trainer_cls, dataset, config,
-                       RunOptions(out=Path(out), **run_values)).execute()
+            run = Run(trainer_cls, dataset, config, RunOptions(out=Path(out), **run_values))
+            run.invocation = invocation
+            path = run.execute()
         click.echo(f"checkpoint: {path}")
 
     doc = " ".join((trainer_cls.__doc__ or "").strip().split("\n\n")[0].split())
     return click.Command(name=name, params=params, callback=callback,
                          help=help or f"Train {name} (resumable). {doc}", short_help=doc)
+
+
+def _invocation(name: str, data: str, config_values: dict, run_values: dict) -> dict:
+    """What makes two `gis train` commands "the same command" (JSON): the trainer, the data,
+    every config option and the run options except --resume, --progress and --threads."""
+    import json
+
+    run = {k: v for k, v in run_values.items() if k not in ("resume", "progress", "threads")}
+    doc = {"trainer": name, "data": str(data), "config": config_values, "run": run}
+    return json.loads(json.dumps(doc, default=str))
+
+
+def _same_command_interrupted(checkpoint: Path, invocation: dict) -> bool:
+    """Whether ``checkpoint`` is an interrupted run of this same command (then it resumes, and
+    says so). The same command's finished run is a one-line error (nothing to do)."""
+    if not checkpoint.is_file():
+        return False
+    from .checkpoint import read_checkpoint_meta
+
+    try:
+        meta = read_checkpoint_meta(checkpoint)
+    except GisUsageError:
+        return False  # the refusal that follows names the file
+    if meta.get("invocation") != invocation:
+        return False
+    if meta.get("finished"):
+        raise GisUsageError(f"{checkpoint.parent} holds this same command's finished run: "
+                            "nothing to do (pass --resume to train it further, or a new --out)")
+    click.echo(f"{checkpoint.parent}: resuming this same command's interrupted run from its "
+               "last checkpoint", err=True)
+    return True
 
 
 class TrainerGroup(click.Group):

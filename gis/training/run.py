@@ -266,6 +266,11 @@ class Run:
         self._bar = None
         self.trainer: Trainer | None = None
         self.log: LossLog | None = None
+        # what started the run (`gis train` sets it: the command's options, JSON), and whether
+        # this session ended by its own plan or budget (not a stop signal): both go into the
+        # checkpoint so that the same command again resumes an interrupted run only
+        self.invocation: dict[str, Any] | None = None
+        self.finished = False
 
     # ----------------------------------------------------------------- services
     @property
@@ -301,6 +306,9 @@ class Run:
         meta.update(t.checkpoint_meta())
         meta["format"] = t.checkpoint_format
         meta[t.state_key] = self.state
+        if self.invocation is not None:
+            meta["invocation"] = self.invocation
+        meta["finished"] = self.finished
         if self.log is not None:
             meta[LOG_KEY] = self.log.state()
         return save_checkpoint(self.checkpoint_path, tensors, meta)
@@ -444,6 +452,7 @@ class Run:
                 # Ctrl-C): the last checkpoint stays, and a resumed run repeats no half step
                 if not failed and whole:
                     st["elapsed_s"] += time.monotonic() - t_prev
+                    self.finished = not stop.requested  # its plan, budget or max_steps ended it
                     trainer.close()
                     self.save_checkpoint()
                     with global_rng_aside(self.device):
@@ -463,7 +472,7 @@ class Run:
         st = self.state
         if saved:
             line = (f"{stop.name}: stopped after step {st['step']}, checkpoint saved in "
-                    f"{self.checkpoint_path}: the same command with --resume continues it")
+                    f"{self.checkpoint_path}: the same command again continues it")
         else:
             line = (f"{stop.name}: stopping after this step and saving a resumable checkpoint "
                     "(again to stop at once, losing the steps since the last checkpoint)")
