@@ -249,3 +249,17 @@ def test_a_variant_is_not_a_near_copy_of_one_that_fails_and_a_copy_of_the_item_f
                           [4.0, 2.0, 3.0, 5.0], pair, item01=base,
                           to_reference=[0.5, 0.001, 0.5, 0.5])
     assert any(r.startswith("no visible change") for r in same["reasons"][1])
+
+
+def test_min_distance_sets_the_check_and_the_distinct_term(tmp_path):
+    import json
+
+    from test_cli_shift import FEW, invoke
+
+    res = invoke("shift", "--users", "u0001", "--out", tmp_path / "r", "--min-distance", "0.05",
+                 "--min-silhouette-iou", "0.7", *FEW)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert doc["settings"]["loss_options"]["distinct"] == {"threshold": 0.05}
+    assert doc["checks"]["settings"] == {"min_silhouette_iou": 0.7, "min_distance": 0.05,
+                                         "realism": True}

@@ -134,8 +134,9 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
                    f"variant may have, in [0, 1] [{_C.min_silhouette_iou}] (docs/ENGINE.md, "
                    "Checks).")
 @click.option("--min-distance", type=float, default=None,
-              help=f"Distinctness check: a variant closer than this LPIPS to a better one is a "
-                   f"near-copy [{_C.min_distance}].")
+              help=f"Distinctness check: a variant closer than this LPIPS to a better one (or "
+                   f"to the item) fails; the distinct term's threshold follows it "
+                   f"[{_C.min_distance}].")
 @click.option("--no-realism-check", is_flag=True,
               help="Do not check the variants with the generator's realism score.")
 @_common_model_options

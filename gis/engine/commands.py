@@ -132,6 +132,11 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
     from .targets import default_target, resolve_targets
 
     check_output_folder(out, overwrite=overwrite)  # fail before any heavy work
+    min_distance = (check_overrides or {}).get("min_distance")
+    if min_distance:  # the distinct term pushes pairs apart to the check's threshold
+        shift_overrides = {**shift_overrides, "loss_options": {
+            **(shift_overrides.get("loss_options") or {}),
+            "distinct": {"threshold": float(min_distance)}}}
     s_shift = shift_settings(**shift_overrides)
     s_inv = invert_settings(**invert_overrides)
     s_check = CheckSettings(**{k: v for k, v in (check_overrides or {}).items()
