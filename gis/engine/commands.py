@@ -294,11 +294,10 @@ def shift_summary(run, *, n_users: int) -> str:
     if note:
         lines.append(f"  realism check {note}")
     if change:
-        ok = [i for i in range(n) if passed[i]]
-        c = smallest_gaining_change([scores[i] for i in ok], base, [change[i] for i in ok])
-        if c is not None and ok[c] != rec:
+        c = smallest_gaining_change(scores, base, change, passed)
+        if c is not None and c != rec:
             lines.append(f"  smallest change with a gain that passes the checks: "
-                         f"{describe(ok[c])}")
+                         f"{describe(c)}")
         lines.append(f"  distinctness: mean pairwise LPIPS {dist['mean_pairwise']:.3f}, "
                      f"closest pair {dist['min_pairwise']:.3f}")
     return "\n".join(lines)

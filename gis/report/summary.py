@@ -86,11 +86,13 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def smallest_gaining_change(scores: list, reference, change: list) -> int | None:
+def smallest_gaining_change(scores: list, reference, change: list,
+                            passed: list | None = None) -> int | None:
     """Index of the variant with the least ``change`` among those whose score beats
-    ``reference`` (None when none does): the seller's least-redesign option."""
+    ``reference`` and that pass the checks (``passed``; None: every variant), or None: the
+    seller's least-redesign option."""
     gaining = [i for i, v in enumerate(scores) if finite(v) and finite(reference)
-               and v > reference]
+               and v > reference and (passed is None or passed[i])]
     return min(gaining, key=lambda i: change[i], default=None)
 
 
@@ -193,11 +195,9 @@ def summarise(record: ShiftRecord) -> Summary:
     ranks = _rank_info(record, n)
     dist = _distances(record.distances, has_item)
     if dist is not None:
-        ok = [i for i in range(n) if checks is None or checks.passed[i]]
-        c = smallest_gaining_change([v_scores[i] for i in ok],
-                                    item[agg] if has_item else base.get(agg),
-                                    [dist.change[i] for i in ok])
-        dist.closest_gain = None if c is None else ok[c]
+        dist.closest_gain = smallest_gaining_change(
+            v_scores, item[agg] if has_item else base.get(agg), dist.change,
+            checks.passed if checks is not None else None)
     per_user = record.per_user
     return Summary(agg=agg, n=n, aggs=list(base), base=base, item=item if has_item else {},
                    has_item=has_item, variants=variants, v_scores=v_scores, best=best,
