@@ -14,10 +14,12 @@ and records its wall time and peak resident memory (issue targets: < 2 min, < 4 
 
 from __future__ import annotations
 
-import resource
+import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,23 +99,51 @@ def ops_agree_in_loop(monkeypatch, run) -> None:
     assert checked >= 10, f"only {checked} differentiated op calls were recorded"
 
 
-def test_default_gis_shift(benchmark, tmp_path):
-    """The README's main job, end to end (catalogue, inversion, shifting, files)."""
-    cmd = [sys.executable, "-m", "gis.cli", "shift", "--generator", "progan", "--recommender",
-           "dvbpr", "--n-users", "10", "--quiet"]
-    seconds = []
+#: the README main job, and the same job with the loops as they were before issue 17 (the
+#: seventh session's engine: 200 inversion and 300 shifting steps, constant lr, float32)
+MAIN_JOB = ["shift", "--generator", "progan", "--recommender", "dvbpr", "--n-users", "10",
+            "--quiet"]
+ENGINES = {"default": [],
+           "v7": ["--steps", "300", "--invert-steps", "200", "--lr", "0.01",
+                  "--lr-schedule", "constant", "--precision", "float32"]}
+
+
+def run_measured(args: list[str], log: Path) -> tuple[float, float]:
+    """Run ``python -m gis.cli ARGS`` (output to ``log``) and return (wall seconds, that
+    child's own peak RSS in MB, from ``os.wait4``)."""
+    with open(log, "wb") as f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "gis.cli", *args], stdout=f, stderr=f)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise AssertionError(f"gis {' '.join(args)} failed:\n{log.read_text()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_default_gis_shift(benchmark, tmp_path, engine):
+    """The README's main job, end to end (catalogue, inversion, shifting, files), with this
+    engine's defaults and with the seventh session's loops, side by side (issue 17 targets:
+    <= 30 s wall, <= 1 GB peak resident memory on the 2-core CPU)."""
+    record: dict = {}
 
     def run():
-        out = tmp_path / f"run{len(seconds)}"
-        t0 = time.perf_counter()
-        subprocess.run([*cmd, "--out", str(out)], check=True, capture_output=True)
-        seconds.append(time.perf_counter() - t0)
+        out = tmp_path / f"run{len(record)}"
+        record["wall_s"], record["peak_rss_mb"] = run_measured(
+            [*MAIN_JOB, *ENGINES[engine], "--out", str(out)], tmp_path / f"{engine}.log")
         return out
 
     out = benchmark.pedantic(run, rounds=1, iterations=1)
-    assert (out / "result.json").exists()
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    benchmark.group = "default gis shift (README main job)"
-    benchmark.extra_info.update(wall_s=seconds[-1], peak_rss_mb=peak_kb / 1024,
+    result = json.loads((out / "result.json").read_text())
+    assert len(result["scores"]["variants"]) == 8
+    benchmark.group = "README main job: gis shift --n-users 10 (default item)"
+    benchmark.extra_info.update(engine=engine, **record, phases=result["seconds"],
+                                steps=result["settings"]["steps"],
+                                invert_steps=result["invert_settings"]["steps"],
+                                precision=result["settings"]["precision"],
+                                recommended=result["checks"]["recommended"],
                                 threads=torch.get_num_threads())
-    print(f"\ndefault gis shift: {seconds[-1]:.1f} s, peak RSS {peak_kb / 1024:.0f} MB")
+    print(f"\nmain job ({engine}): {record['wall_s']:.1f} s, peak RSS "
+          f"{record['peak_rss_mb']:.0f} MB, phases {result['seconds']}")

@@ -239,7 +239,6 @@ def _hwio_to_oihw(kernel):
     return torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())
 
 
-@functools.lru_cache(maxsize=4)
 def _trunk_state_dict(key: str, path: str) -> dict:
     import torch
 
@@ -286,8 +285,9 @@ def _load_exported(path: str) -> dict:
 
 def lpips_trunk_state_dict(net: str) -> dict:
     """ImageNet trunk weights of ``net`` as a torch state dict for ``lpips.LPIPS(...).net``
-    (keys like ``slice1.0.weight``). Converted once and cached in memory; the tensors are
-    shared, so load them (``load_state_dict`` copies) rather than modify them."""
+    (keys like ``slice1.0.weight``). New tensors on every call (the parsed file is cached, the
+    converted weights are not: a model that takes them with ``load_state_dict(...,
+    assign=True)`` owns them, and they are freed with it)."""
     key = _net_key(net)
     exported = _exported(key)
     if exported is not None:

@@ -35,6 +35,22 @@ class Generator(nn.Module):
     latent_prior: str | None = "normal"
     #: the weights' ModelCard (training data, checkpoint, provenance, quality)
     card = _card_property()
+    #: the latent spaces the generator offers, the default (its ``latent_dim`` /
+    #: ``sample_latents`` / ``synthesize``) first; gis works in the one chosen with
+    #: ``--latent-space`` through :meth:`in_latent_space`
+    latent_spaces: tuple[str, ...] = ("z",)
+
+    def in_latent_space(self, name: str | None) -> Generator:
+        """The generator working in latent space ``name``: ``self`` for None, "z" or the first
+        of ``latent_spaces``; a plugin offering more spaces overrides this to return a view
+        Generator whose ``latent_dim`` / ``sample_latents`` / ``synthesize`` work in that
+        space. Raises GisUsageError (one line, naming the offered spaces) for any other."""
+        if name is None or name == "z" or name == self.latent_spaces[0]:
+            return self
+        from .errors import GisUsageError
+
+        raise GisUsageError(f"{type(self).__name__} offers the latent spaces "
+                            f"{', '.join(self.latent_spaces)}; got {name!r}")
 
     def sample_latents(self, n: int, *, generator: torch.Generator | None = None,
                        device: torch.device | str | None = None) -> torch.Tensor:
@@ -119,7 +135,11 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     def item_bias(self, images: torch.Tensor) -> torch.Tensor | None:  # noqa: ARG002
-        """Optional per-image additive score term (VBPR-style); None when absent."""
+        """Optional per-image additive score term (VBPR-style); None when absent. The engine's
+        scores (shifting, catalogue ranks, ``gis evaluate``) are ``theta_u . phi`` only and do
+        not read it: a model whose score has a per-image bias folds it into ``embed`` and
+        ``user_vectors`` (an extra coordinate of phi, and a 1 in every theta_u), as ``vbpr``
+        does (docs/MODELS.md)."""
         return None
 
     @property

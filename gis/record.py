@@ -206,7 +206,8 @@ class ShiftRecord:
     """The generator's registered ``name``; its weights file: ``checkpoint`` (path),
     ``sha256``, ``format``, ``layout``, ``epoch`` (``gis.provenance.checkpoint_facts``); the
     ``dataset`` its card says it was trained on; the ``options`` its factory was given
-    (``--generator-option``)."""
+    (``--generator-option``); ``latent_space``, the space the engine worked in
+    (``--latent-space``; the generator's first, e.g. ``"z"``, by default)."""
     recommender: dict[str, Any] | None = None
     """The same for the recommender."""
     dataset: dict[str, Any] | None = None

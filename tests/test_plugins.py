@@ -25,7 +25,7 @@ from gis.errors import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = {"losses", "fashion_colors", "dvbpr", "progan", "dvbpr_gan"}
+BUILTINS = {"losses", "fashion_colors", "dvbpr", "progan", "dvbpr_gan", "vbpr", "stylegan2", "biggan"}
 
 
 class TinyGen(gis.Generator):

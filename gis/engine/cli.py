@@ -8,11 +8,11 @@ from ..cli_options import DEVICE, factory_options
 from ..errors import GisUsageError
 from ..ops import AGGS
 from .checks import CheckSettings
-from .settings import RECIPES, InvertSettings, shift_settings
+from .settings import LR_SCHEDULES, PRECISIONS, RECIPES, invert_settings, shift_settings
 
 _SETTINGS_HELP = "Defaults follow the paper (n=8, eps=0.4, Adam 0.01); see docs/ENGINE.md."
 # the defaults the help shows: `gis shift` runs the seller recipe
-_S, _I, _C = shift_settings("seller"), InvertSettings(), CheckSettings()
+_S, _I, _C = shift_settings("seller"), invert_settings("seller"), CheckSettings()
 
 
 def _weights(weights: dict) -> str:
@@ -38,6 +38,13 @@ def _default_out(ctx: click.Context, _param, value):
     return out
 
 
+def _latent_space_option(f):
+    return click.option(
+        "--latent-space", default=None,
+        help="Latent space the engine works in, one the generator offers (stylegan2: z, w, "
+             "wplus; docs/MODELS.md). Default: the generator's first (z).")(f)
+
+
 def _common_model_options(f):
     f = click.option("--device", default="cpu", show_default=True, type=DEVICE,
                      help="torch device (cpu, cuda, cuda:1).")(f)
@@ -56,6 +63,14 @@ def _common_model_options(f):
     return f
 
 
+def _precision_option(defaults):
+    return click.option(
+        "--precision", type=click.Choice(list(PRECISIONS)), default=None,
+        help=f"Arithmetic of the optimisation's forward passes: float32 (the paper), bfloat16 "
+             f"(autocast; results and the optimiser stay float32), auto (bfloat16 where the "
+             f"device computes it natively) [{defaults.precision}; docs/ENGINE.md, Speed].")
+
+
 @click.command()
 @click.option("--generator", "generator_name", default="progan", show_default=True)
 @click.option("--generator-checkpoint", type=click.Path(dir_okay=False), default=None)
@@ -69,10 +84,12 @@ def _common_model_options(f):
               help=f"Independent starts, the best is kept [{_I.restarts}].")
 @click.option("--loss", "losses", multiple=True, metavar="NAME=WEIGHT",
               help=_LOSS_HELP.format(what="inversion", default=_weights(_I.losses)))
+@_precision_option(_I)
+@_latent_space_option
 @_common_model_options
 @factory_options("generator", "dataset")
 def invert(generator_name, generator_checkpoint, item, item_id, data, steps, restarts, losses,
-           device, trust, out, overwrite, quiet, seed):
+           precision, latent_space, device, trust, out, overwrite, quiet, seed):
     """Invert an item image into a generator's latent space (LPIPS(VGG) + MSE)."""
     from . import commands
     from .objective import parse_loss_weights
@@ -81,7 +98,9 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
         generator=generator_name, generator_checkpoint=generator_checkpoint, item=item,
         item_id=item_id, data=data, device=device, trust=trust, out=out, overwrite=overwrite,
         progress=not quiet, overrides=dict(steps=steps, restarts=restarts, seed=seed,
-                                           losses=parse_loss_weights(losses)))
+                                           precision=precision,
+                                           losses=parse_loss_weights(losses)),
+        latent_space=latent_space)
 
 
 @click.command(epilog=_SETTINGS_HELP)
@@ -110,13 +129,16 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
                                       "paper: the article; official-code: the authors' "
                                       "scripts (docs/METHOD.md).")
 @click.option("--category", default=None,
-              help="Class-conditional generators (dvbpr-gan): the category to shift under, "
-                   "name or index. Default: the dataset item's own category.")
+              help="Class-conditional generators (dvbpr-gan, biggan): the category to shift "
+                   "under, name or index. Default: the dataset item's own category.")
 @click.option("--n", type=int, default=None, help=f"Number of variants [{_S.n}].")
 @click.option("--eps", type=float, default=None, help=f"Shift bound per coordinate [{_S.eps}].")
 @click.option("--steps", type=int, default=None, help=f"Shifting steps [{_S.steps}].")
 @click.option("--invert-steps", type=int, default=None, help=f"Inversion steps [{_I.steps}].")
 @click.option("--lr", type=float, default=None, help=f"Adam learning rate for shifts [{_S.lr}].")
+@click.option("--lr-schedule", type=click.Choice(list(LR_SCHEDULES)), default=None,
+              help=f"Learning-rate schedule of both loops: constant (the paper) or cosine "
+                   f"(annealed to 0 over the steps) [{_S.lr_schedule}].")
 @click.option("--aggregation", type=click.Choice(list(AGGS)),
               default=None, help=f"How scores over target users combine [{_S.aggregation}].")
 @click.option("--temperature", type=float, default=None,
@@ -139,13 +161,15 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
                    f"[{_C.min_distance}].")
 @click.option("--no-realism-check", is_flag=True,
               help="Do not check the variants with the generator's realism score.")
+@_precision_option(_S)
+@_latent_space_option
 @_common_model_options
 @factory_options("generator", "recommender", "dataset")
 def shift(generator_name, recommender_name, generator_checkpoint, recommender_checkpoint, item,
           item_id, random_latent, data, users, users_file, n_users, recipe, category, n, eps,
-          steps, invert_steps, lr, aggregation, temperature, top_k, losses, invert_losses,
-          min_silhouette_iou, min_distance, no_realism_check, device, trust, out, overwrite,
-          quiet, seed):
+          steps, invert_steps, lr, lr_schedule, aggregation, temperature, top_k, losses, invert_losses,
+          min_silhouette_iou, min_distance, no_realism_check, precision, latent_space, device,
+          trust, out, overwrite, quiet, seed):
     """Propose n variants of an item that the target users would prefer.
 
     Writes OUT/item.png, base.png, variant_XX.png, grid.png, result.json and latents.safetensors
@@ -163,13 +187,16 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
         item=item, item_id=item_id, random_latent=random_latent, data=data, users=user_list,
         users_file=users_file, n_users=n_users, device=device, trust=trust, out=out,
         overwrite=overwrite, progress=not quiet, category=category,
-        invert_overrides=dict(steps=invert_steps, seed=seed,
+        invert_overrides=dict(steps=invert_steps, seed=seed, precision=precision,
+                              lr_schedule=lr_schedule,
                               losses=parse_loss_weights(invert_losses, "--invert-loss")),
-        shift_overrides=dict(recipe=recipe, n=n, eps=eps, steps=steps, lr=lr,
+        shift_overrides=dict(recipe=recipe, n=n, eps=eps, steps=steps, lr=lr, precision=precision,
+                             lr_schedule=lr_schedule,
                              aggregation=aggregation, temperature=temperature, top_k=top_k,
                              losses=parse_loss_weights(losses), seed=seed),
         check_overrides=dict(min_silhouette_iou=min_silhouette_iou, min_distance=min_distance,
-                             realism=False if no_realism_check else None))
+                             realism=False if no_realism_check else None),
+        latent_space=latent_space)
 
 
 @click.command()
@@ -184,14 +211,16 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
               help="Weight of the LSGAN realism term.")
 @click.option("--non-personalized", is_flag=True,
               help="Plain samples of G(., c) (the non-personalized baseline).")
+@_latent_space_option
 @_common_model_options
 @factory_options("generator", "recommender")
 def design(user, category, generator_name, recommender_name, n, steps, lr, eta,
-           non_personalized, device, trust, out, overwrite, quiet, seed):
+           non_personalized, latent_space, device, trust, out, overwrite, quiet, seed):
     """DVBPR personalized design (Kang et al. 2017): the paper's baseline."""
     from . import commands
 
     commands.design_command(
         user=user, category=category, generator=generator_name, recommender=recommender_name,
         n=n, steps=steps, lr=lr, eta=eta, personalized=not non_personalized, device=device,
-        trust=trust, out=out, overwrite=overwrite, progress=not quiet, seed=seed)
+        trust=trust, out=out, overwrite=overwrite, progress=not quiet, seed=seed,
+        latent_space=latent_space)

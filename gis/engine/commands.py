@@ -30,10 +30,14 @@ from ..record import (
 
 
 def _load_models(generator, recommender, *, generator_checkpoint=None,
-                 recommender_checkpoint=None, device="cpu", trust=False):
+                 recommender_checkpoint=None, device="cpu", trust=False, latent_space=None):
+    """The models; the generator in ``latent_space`` (``Generator.in_latent_space``: None is
+    its first space; an unoffered one is a one-line GisUsageError)."""
     from ..plugins import get_generator, get_recommender
 
     gen = get_generator(generator, checkpoint=generator_checkpoint, device=device, trust=trust)
+    if latent_space is not None:
+        gen = gen.in_latent_space(latent_space)
     rec = None
     if recommender is not None:
         rec = get_recommender(recommender, checkpoint=recommender_checkpoint, device=device,
@@ -84,15 +88,15 @@ def _dataset_for(recommender, data, trust):
 
 # ------------------------------------------------------------------------------ invert
 def invert_command(*, generator, generator_checkpoint, item, item_id, data, device, trust, out,
-                   overwrite, progress, overrides):
+                   overwrite, progress, overrides, latent_space=None):
     from ..images import make_grid_png, save_image
     from .invert import invert
     from .settings import invert_settings
 
-    settings = invert_settings(**overrides)
+    settings = invert_settings("seller", **overrides)  # the inversion gis shift runs
     _seed_globally(settings.seed)
     gen, _ = _load_models(generator, None, generator_checkpoint=generator_checkpoint,
-                          device=device, trust=trust)
+                          device=device, trust=trust, latent_space=latent_space)
     dataset = _dataset_for(None, data, trust) if item is None else None
     x, source = _load_item(item, item_id, dataset, gen.resolution)
     with atomic_folder(out, overwrite=overwrite) as tmp:
@@ -125,7 +129,7 @@ def _seed_globally(seed: int) -> None:
 def shift_command(*, generator, recommender, generator_checkpoint, recommender_checkpoint, item,
                   item_id, random_latent, data, users, users_file, n_users, device, trust, out,
                   overwrite, progress, invert_overrides, shift_overrides, category=None,
-                  check_overrides=None):
+                  check_overrides=None, latent_space=None):
     from .checks import CheckSettings
     from .pipeline import run_gis
     from .settings import invert_settings, shift_settings
@@ -138,14 +142,14 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
             **(shift_overrides.get("loss_options") or {}),
             "distinct": {"threshold": float(min_distance)}}}
     s_shift = shift_settings(**shift_overrides)
-    s_inv = invert_settings(**invert_overrides)
+    s_inv = invert_settings(shift_overrides.get("recipe", "paper"), **invert_overrides)
     s_check = CheckSettings(**{k: v for k, v in (check_overrides or {}).items()
                                if v is not None})
     s_check.validate()
     _seed_globally(s_shift.seed)
     gen, rec = _load_models(generator, recommender, generator_checkpoint=generator_checkpoint,
                             recommender_checkpoint=recommender_checkpoint, device=device,
-                            trust=trust)
+                            trust=trust, latent_space=latent_space)
     dataset = _dataset_for(rec, data, trust)
     if len(dataset.user_ids) == rec.num_users and list(dataset.user_ids) != list(rec.user_ids):
         raise GisUsageError("the dataset's users do not match the recommender's: pass the --data "
@@ -159,9 +163,10 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
     x, source = (None, {"source": "random latent"}) if random_latent else _load_item(
         item, item_id, dataset, max(gen.resolution, rec.image_size))
     labels, cat = _shift_labels(gen, generator, category, source)
-    catalogue = rec.prepare(dataset.image_tensor(), (-1.0, 1.0))
+    # passed without a name here, so that run_gis can free the images once embedded
     run = run_gis(generator=gen, recommender=rec, users=target_rows, item=x,
-                  invert_settings=s_inv, shift_settings=s_shift, catalogue=catalogue,
+                  invert_settings=s_inv, shift_settings=s_shift,
+                  catalogue=rec.prepare(dataset.image_tensor(), (-1.0, 1.0)),
                   labels=labels, progress=progress, check_settings=s_check)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
@@ -221,8 +226,9 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
     user_ids = [rec.user_ids[int(u)] for u in res.users]
     inv = run.inversion
     ShiftRecord(
-        **record_fields(gen.device, measured=run.provenance, generator=(gen, generator),
-                        recommender=(rec, recommender)),
+        **_with_latent_space(record_fields(gen.device, measured=run.provenance,
+                                           generator=(gen, generator),
+                                           recommender=(rec, recommender)), gen),
         item=source, dataset=_dataset_info(dataset),
         category=category, bridge=run.bridge,
         settings=vars(res.settings), invert_settings=vars(inv.settings) if inv else None,
@@ -333,13 +339,14 @@ def _per_user(run, user_ids: list[str], cap: int = 1000) -> PerUser:
 
 # ------------------------------------------------------------------------------ design
 def design_command(*, user, category, generator, recommender, n, steps, lr, eta, personalized,
-                   device, trust, out, overwrite, progress, seed):
+                   device, trust, out, overwrite, progress, seed, latent_space=None):
     from ..images import make_grid_png, save_image
     from .design import design
 
     check_output_folder(out, overwrite=overwrite)
     _seed_globally(seed)
-    gen, rec = _load_models(generator, recommender, device=device, trust=trust)
+    gen, rec = _load_models(generator, recommender, device=device, trust=trust,
+                            latent_space=latent_space)
     user_row = rec.user_index([user])
     cat = _category_index(gen, category)
     res = design(gen, rec, user_row, cat, n=n, steps=steps, lr=lr, eta=eta,
@@ -381,7 +388,16 @@ def _category_index(gen, category) -> int:
 def _provenance(gen, **models) -> dict:
     """A record's ``versions``, ``provenance`` and model entries (``gis.provenance``), as
     JSON: the same fields `gis shift`'s ShiftRecord holds."""
-    return to_json(record_fields(gen.device, **models))
+    return to_json(_with_latent_space(record_fields(gen.device, **models), gen))
+
+
+def _with_latent_space(fields: dict, gen) -> dict:
+    """``fields`` with ``generator.latent_space``: the space the engine worked in (the first
+    of the generator's ``latent_spaces`` after ``in_latent_space``)."""
+    if fields.get("generator") is not None:
+        fields["generator"] = {**fields["generator"], "latent_space": getattr(
+            gen, "latent_spaces", ("z",))[0]}
+    return fields
 
 
 def _dataset_info(dataset) -> dict | None:

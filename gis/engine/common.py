@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+from pathlib import Path
 
 import torch
 
@@ -79,3 +81,47 @@ def loss_bar(total: int, desc: str, enabled: bool):
 
 def finite_or_nan(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def native_bfloat16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA device that supports it, or a CPU
+    with AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo; False where that file is missing).
+    Elsewhere bfloat16 is emulated and slower than float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return _cpu_has_bf16()
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """The precision a loop runs in: ``precision``, with "auto" resolved for ``device``."""
+    if precision != "auto":
+        return precision
+    return "bfloat16" if native_bfloat16(device) else "float32"
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The loops' forward passes in ``precision``: "bfloat16" is ``torch.autocast`` in bfloat16
+    on ``device``'s type (convolutions and matrix products in bfloat16; reductions, losses and
+    the optimisers' updates stay float32), "float32" changes nothing."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=precision == "bfloat16")
+
+
+def lr_scheduler(optimizers: list[torch.optim.Optimizer], schedule: str, steps: int) -> list:
+    """Per optimiser, the ``schedule`` over ``steps`` steps ("cosine": lr annealed to 0 by
+    ``torch.optim.lr_scheduler.CosineAnnealingLR``; "constant": none)."""
+    if schedule == "constant":
+        return []
+    return [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps) for o in optimizers]

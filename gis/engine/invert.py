@@ -4,6 +4,7 @@ default."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import GisUsageError
 from ..interfaces import Generator, LossContext, LossTerm
-from .common import frozen, loss_bar, to_range
+from .common import autocast, frozen, loss_bar, lr_scheduler, resolve_precision, to_range
 from .objective import Objective
 from .settings import InvertSettings, invert_settings
 
@@ -62,6 +63,9 @@ def invert(item: torch.Tensor, generator: Generator, *, settings: InvertSettings
         raise GisUsageError(f"the item must be one RGB image (1, 3, H, W), got {got}")
     device = generator.device
     res = generator.resolution
+    # what ran is what the settings (and so result.json) say
+    settings = dataclasses.replace(settings, precision=resolve_precision(settings.precision,
+                                                                         device))
     target = F.interpolate(item.to(device), size=(res, res), mode="bilinear",
                            align_corners=False, antialias=True).clamp(-1, 1)
     target_g = to_range(target, (-1.0, 1.0), generator.output_range)
@@ -73,27 +77,33 @@ def invert(item: torch.Tensor, generator: Generator, *, settings: InvertSettings
     z = normalise_rows(torch.randn(r, generator.latent_dim, generator=g)).to(device)
     z.requires_grad_(True)
     opt = torch.optim.Adam([z], lr=settings.lr)
+    schedulers = lr_scheduler([opt], settings.lr_schedule, settings.steps)
     history: dict[str, list[torch.Tensor]] = {}
     lab = None if labels is None else labels.to(device).expand(r)
 
-    def losses(step: int):
+    def losses(step: int, precision: str = "float32"):
         """Synthesise G(z) and evaluate the objective, per start (the starts do not interact):
-        each step of the loop, and the choice of the best start after it."""
-        x = generator.synthesize(z, labels=lab)
-        return x, *objective(LossContext(stage="invert", step=step, images=x, latents=z,
-                                         generator=generator, settings=settings,
-                                         target=target_g, labels=lab))
+        each step of the loop (in ``settings.precision``), and the choice of the best start
+        after it (float32)."""
+        with autocast(device, precision):
+            x = generator.synthesize(z, labels=lab).float()
+            total, values = objective(LossContext(
+                stage="invert", step=step, images=x, latents=z, generator=generator,
+                settings=settings, target=target_g, labels=lab))
+        return x, total.float(), {k: v.float() for k, v in values.items()}
 
     with frozen(generator, *objective.modules), loss_bar(settings.steps, "invert",
                                                          progress) as bar:
         for step in range(settings.steps):
             # synthesise, losses
-            _, total, values = losses(step)
+            _, total, values = losses(step, settings.precision)
             # step
             opt.zero_grad(set_to_none=True)
             if total.requires_grad:
                 total.sum().backward()
             opt.step()
+            for sched in schedulers:
+                sched.step()
             # renormalise
             with torch.no_grad():
                 z.copy_(normalise_rows(z))

@@ -95,7 +95,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
             catalogue_phi: torch.Tensor | None = None, labels: torch.Tensor | None = None,
             progress: bool = False, terms: Mapping[str, LossTerm] | None = None,
             distance_net: str | None = "alex",
-            check_settings: CheckSettings | None = None) -> GisRun:
+            check_settings: CheckSettings | None = None,
+            latent_space: str | None = None) -> GisRun:
     """Invert ``item`` (or draw a random latent when None), shift it for ``users``, score all.
 
     item:      (1, 3, H, W) in [-1, 1], or None for the random-latent (class-centric) mode.
@@ -109,7 +110,12 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
                other variant); None skips it (and the distinctness check).
     check_settings: thresholds of the variants' checks (``gis.engine.checks``; default
                ``CheckSettings()``), whose verdicts and recommendation are ``GisRun.checks``.
+    latent_space: the generator's latent space to work in (``Generator.in_latent_space``;
+               None: the generator as given). Inversion and shifting then optimise that
+               space's latents (e.g. stylegan2's whitened W+ rows), renormalised as any latent.
     """
+    if latent_space is not None:
+        generator = generator.in_latent_space(latent_space)
     invert_settings = invert_settings or InvertSettings()
     invert_settings.validate()
     shift_settings.validate()
@@ -124,6 +130,7 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     t0 = time.perf_counter()
     if catalogue_phi is None and catalogue is not None:
         catalogue_phi = embed_catalogue(recommender, catalogue)
+    catalogue = None  # the embeddings are what is needed: free the images (memory, issue 17)
     seconds["catalogue"] = time.perf_counter() - t0
 
     inversion = None
@@ -133,6 +140,7 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
                            progress=progress, labels=labels)
         seconds["invert"] = time.perf_counter() - t0
         z = inversion.latent
+        invert_terms = None  # free the inversion's models (its LPIPS trunk) before shifting
     else:
         g = torch.Generator().manual_seed(shift_settings.seed + 7919)
         z = normalise_rows(torch.randn(1, generator.latent_dim, generator=g)).to(generator.device)

@@ -28,6 +28,14 @@ SELLER_SHIFT_LOSSES = {**PAPER_SHIFT_LOSSES, "realism": 1.0, "identity": 1.0,
                        "silhouette": 3.0, "distinct": 1.0}
 #: the seller recipe's term options: realism only where the generator offers one (else 0)
 SELLER_SHIFT_OPTIONS = {"realism": {"if_offered": True}}
+#: learning-rate schedules of both loops: "constant" (the paper) or "cosine" (annealed from
+#: ``lr`` to 0 over the steps, torch.optim.lr_scheduler.CosineAnnealingLR)
+LR_SCHEDULES = ("constant", "cosine")
+#: arithmetic of the loops' forward passes: "float32" (the paper), "bfloat16" (torch.autocast:
+#: convolutions and matrix products in bfloat16, reductions, the optimiser and every result
+#: in float32; docs/ENGINE.md, "Speed"), or "auto": bfloat16 where the device computes it
+#: natively (gis.engine.common.native_bfloat16), else float32; results record which ran
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class InvertSettings:
     lr: float = 0.01
     restarts: int = 2  # independent starts optimised in one batch; the best is kept
     seed: int = 0
+    lr_schedule: str = "constant"
+    precision: str = "float32"
     losses: dict[str, float] = field(default_factory=lambda: dict(PAPER_INVERT_LOSSES))
     loss_options: dict[str, dict] = field(
         default_factory=lambda: {k: dict(v) for k, v in PAPER_INVERT_OPTIONS.items()})
@@ -50,6 +60,7 @@ class InvertSettings:
         _positive_int("steps", self.steps)
         _positive_int("restarts", self.restarts)
         _positive("lr", self.lr)
+        _check_loop(self.lr_schedule, self.precision)
         check_weights(self.losses, "inversion")
         if not any(w > 0 for w in self.losses.values()):
             raise GisUsageError("the inversion needs a loss term of weight > 0 (e.g. mse=1)")
@@ -81,6 +92,8 @@ class ShiftSettings:
     permute: bool = False  # feed the variants to the predictor in a random order each step
     seed: int = 0
     recipe: str = "paper"
+    lr_schedule: str = "constant"
+    precision: str = "float32"
 
     def validate(self) -> None:
         if self.n < 2:
@@ -90,6 +103,7 @@ class ShiftSettings:
         _positive_int("steps", self.steps)
         _positive("lr", self.lr)
         _positive("predictor_lr", self.predictor_lr)
+        _check_loop(self.lr_schedule, self.precision)
         check_weights(self.losses, "shifting")
         _check_options(self.loss_options)
         if self.aggregation not in AGGS:
@@ -103,6 +117,12 @@ class ShiftSettings:
             raise GisUsageError("parametrization must be 'direct' or 'scaled'")
 
 
+#: the seller recipe's loops (issue 17: the same objective in fewer, cheaper steps; chosen by
+#: measurement, docs/ENGINE.md "Speed"): shifting ...
+SELLER_LOOP = dict(steps=150, lr=0.02, lr_schedule="cosine", precision="auto")
+#: ... and the inversion before it (fewer steps cost inversion quality: the paper's 200 stay)
+SELLER_INVERT = dict(steps=200, lr=0.01, lr_schedule="constant", precision="auto")
+
 #: Named recipes, each a set of term weights plus the loop's settings: "paper" follows the
 #: article's text, "official-code" the authors' scripts (docs/METHOD.md, "The authors' code"),
 #: "seller" adds realism, identity, silhouette and distinct to "paper" (docs/ENGINE.md).
@@ -111,7 +131,8 @@ RECIPES: dict[str, dict] = {
     "official-code": dict(n=6, eps=0.5,
                           losses={"shift_ce": 0.1, "shift_mae": 1.0, "preference": 1.0},
                           normalize="batch", parametrization="scaled", permute=True),
-    "seller": dict(losses=SELLER_SHIFT_LOSSES, loss_options=SELLER_SHIFT_OPTIONS),
+    "seller": dict(losses=SELLER_SHIFT_LOSSES, loss_options=SELLER_SHIFT_OPTIONS,
+                   **SELLER_LOOP, invert=SELLER_INVERT),
 }
 
 
@@ -123,6 +144,7 @@ def shift_settings(recipe: str = "paper", **overrides) -> ShiftSettings:
     if recipe not in RECIPES:
         raise GisUsageError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     values = dict(RECIPES[recipe])
+    values.pop("invert", None)  # the recipe's inversion: invert_settings(recipe)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     losses = merge_weights(values.pop("losses"), overrides.pop("losses", None))
     options = {k: dict(v) for k, v in values.pop("loss_options", {}).items()}
@@ -136,10 +158,14 @@ def shift_settings(recipe: str = "paper", **overrides) -> ShiftSettings:
     return s
 
 
-def invert_settings(**overrides) -> InvertSettings:
-    """The paper's inversion settings with ``overrides`` (None values are ignored) applied;
-    ``losses`` is merged into the paper's weights as in ``shift_settings``."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+def invert_settings(recipe: str = "paper", **overrides) -> InvertSettings:
+    """The inversion settings of ``recipe`` (the paper's, with the recipe's ``invert`` entry on
+    top) with ``overrides`` (None values are ignored) applied; ``losses`` is merged into the
+    paper's weights as in ``shift_settings``."""
+    if recipe not in RECIPES:
+        raise GisUsageError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    overrides = {**RECIPES[recipe].get("invert", {}),
+                 **{k: v for k, v in overrides.items() if v is not None}}
     losses = merge_weights(PAPER_INVERT_LOSSES, overrides.pop("losses", None))
     _check_known(InvertSettings, overrides, "inversion")
     s = InvertSettings(losses=losses, **overrides)
@@ -157,6 +183,15 @@ def _check_options(options) -> None:
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise GisUsageError("loss_options must map loss names to dicts of factory options, "
                             "e.g. {'lpips': {'net': 'vgg'}}")
+
+
+def _check_loop(schedule: str, precision: str) -> None:
+    if schedule not in LR_SCHEDULES:
+        raise GisUsageError(f"unknown lr_schedule {schedule!r}; choose one of "
+                            f"{', '.join(LR_SCHEDULES)}")
+    if precision not in PRECISIONS:
+        raise GisUsageError(f"unknown precision {precision!r}; choose one of "
+                            f"{', '.join(PRECISIONS)}")
 
 
 def _positive(name: str, value: float) -> None:

@@ -41,6 +41,9 @@ MARKER = "evaluate.json"
 @click.option("--fid-real", default=2000, show_default=True, type=int,
               help="Held-out real images the FID/KID compare against.")
 @click.option("--generator", default="progan", show_default=True)
+@click.option("--latent-space", default=None,
+              help="Latent space of --generator the runs work in (stylegan2: z, w, wplus; "
+                   "docs/MODELS.md). Default: the generator's first (z).")
 @click.option("--baseline-generator", default="dvbpr-gan", show_default=True,
               help="Conditional generator of the DVBPR design baseline (Table 2).")
 @click.option("--recommender", default="dvbpr", show_default=True)
@@ -51,7 +54,7 @@ MARKER = "evaluate.json"
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @factory_options("generator", "recommender", "dataset")
 def evaluate(experiments, trials, out, seed, shift_steps, invert_steps, n, n_users, fid_real,
-             generator,
+             generator, latent_space,
              baseline_generator, recommender, data, device, trust, quiet):
     from .experiments import EXPERIMENTS, EvalSettings, TrialLog, check_settings, run_experiment
     from .runs import World
@@ -60,7 +63,7 @@ def evaluate(experiments, trials, out, seed, shift_steps, invert_steps, n, n_use
     s = EvalSettings(trials=trials, seed=seed, generator=generator,
                      baseline_generator=baseline_generator, recommender=recommender, data=data,
                      shift_steps=shift_steps, invert_steps=invert_steps, n=n,
-                     n_users=_int_list(n_users), fid_real=fid_real)
+                     n_users=_int_list(n_users), fid_real=fid_real, latent_space=latent_space)
     s.validate()
     if n is not None or shift_steps is not None:
         s.shift(0)  # validates n / steps with the engine's own checks before anything runs
@@ -72,7 +75,8 @@ def evaluate(experiments, trials, out, seed, shift_steps, invert_steps, n, n_use
     for name in names:  # before anything loads: a resume must use the same settings
         check_settings(out / name, s)
     world = World.load(generator=generator, baseline_generator=baseline_generator,
-                       recommender=recommender, data=data, device=device, trust=trust)
+                       recommender=recommender, data=data, device=device, trust=trust,
+                       latent_space=latent_space)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / MARKER, {"tool": "gis evaluate", "layout": 1})
     metrics = ImageMetrics(world, s, out / "_cache", device=device)

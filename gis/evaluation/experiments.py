@@ -71,6 +71,7 @@ class EvalSettings:
     n_users: tuple[int, ...] = DEFAULT_N_USERS
     design_steps: int = 10  # Kang et al.'s preference maximisation
     fid_real: int = 2000
+    latent_space: str | None = None  # the generator's latent space (None: its first, z)
 
     def validate(self) -> None:
         if self.trials < 1:

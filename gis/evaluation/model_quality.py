@@ -93,7 +93,9 @@ def inversion_quality(generator, dataset, *, n: int = 100, seed: int = 0, device
     for k, i in enumerate(idx):
         item = torch.from_numpy(dataset.heldout_images[i:i + 1]).permute(0, 3, 1, 2).float()
         item = item / 127.5 - 1
-        res = invert(item, generator, settings=settings)
+        labels = (torch.tensor([int(dataset.heldout_categories[i])])
+                  if generator.num_classes else None)  # a conditional G inverts in its class
+        res = invert(item, generator, settings=settings, labels=labels)
         lp.append(float(lpips_distance(res.image.to(device) * 2 - 1,
                                        res.target.to(device) * 2 - 1, net="alex")))
         print(f"[{k + 1}/{len(idx)}] held-out {i}: LPIPS(alex) {lp[-1]:.4f}", flush=True)

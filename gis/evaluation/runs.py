@@ -35,13 +35,16 @@ class World:
 
     @classmethod
     def load(cls, *, generator: str, baseline_generator: str | None, recommender: str,
-             data: str, device: str = "cpu", trust: bool = False) -> World:
+             data: str, device: str = "cpu", trust: bool = False,
+             latent_space: str | None = None) -> World:
         from ..data import load_dataset
         from ..engine.pipeline import embed_catalogue
         from ..plugins import get_generator, get_recommender
 
         dataset = load_dataset(data, trust=trust)
         gen = get_generator(generator, device=device, trust=trust)
+        if latent_space is not None:  # Generator.in_latent_space: a view in that space
+            gen = gen.in_latent_space(latent_space)
         base_gen = (get_generator(baseline_generator, device=device, trust=trust)
                     if baseline_generator else None)
         rec = get_recommender(recommender, device=device, trust=trust)

@@ -80,23 +80,48 @@ def draw_pairs(dataset, n_pairs: int, users: int, seed: int) -> list[tuple[int, 
     return out
 
 
+#: engine settings a recipe can be measured with, ``RECIPE@NAME`` in --recipes (shifting
+#: overrides, inversion overrides): "v7" is the loops as they were before issue 17 (300
+#: shifting and 200 inversion steps, constant lr 0.01, float32); --engine adds others
+ENGINES: dict[str, tuple[dict, dict]] = {
+    "v7": (dict(steps=300, lr=0.01, lr_schedule="constant", precision="float32"),
+           dict(steps=200, lr=0.01, lr_schedule="constant", precision="float32")),
+}
+
+
+def settings_for(spec: str, seed: int, steps: int | None = None,
+                 invert_steps: int | None = None, engines: dict | None = None):
+    """(shift settings, inversion settings) of a --recipes entry ``RECIPE`` or
+    ``RECIPE@ENGINE``; ``steps`` / ``invert_steps`` override both when given."""
+    from ..engine.settings import invert_settings, shift_settings
+    from ..errors import GisUsageError
+
+    recipe, _, engine = spec.partition("@")
+    engines = {**ENGINES, **(engines or {})}
+    if engine and engine not in engines:
+        raise GisUsageError(f"unknown engine {engine!r} in {spec!r}; known: "
+                            f"{', '.join(engines)} (or define one with --engine)")
+    sh, inv = engines[engine] if engine else ({}, {})
+    return (shift_settings(recipe, seed=seed, **{**sh, "steps": steps or sh.get("steps")}),
+            invert_settings(recipe, seed=seed,
+                            **{**inv, "steps": invert_steps or inv.get("steps")}))
+
+
 def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
             steps: int | None = None, invert_steps: int | None = None) -> dict:
-    """One pair under one recipe: the run, its checks and the truth's verdict (a row)."""
-    from ..engine import run_gis, shift_settings
-    from ..engine.settings import InvertSettings
+    """One pair under one recipe (``RECIPE`` or ``RECIPE@ENGINE``, see ``settings_for``): the
+    run, its checks and the truth's verdict (a row)."""
+    from ..engine import run_gis
 
     ds, gen, rec = world["dataset"], world["generator"], world["recommender"]
     cat = int(ds.categories[item])
     labels = torch.tensor([cat]) if gen.num_classes else None
+    s_shift, s_inv = settings_for(recipe, seed, steps, invert_steps, world.get("engines"))
     t0 = time.perf_counter()
     run = run_gis(generator=gen, recommender=rec, users=torch.tensor(users),
-                  item=ds.image_tensor([item]),
-                  invert_settings=InvertSettings(seed=seed, **(
-                      {"steps": invert_steps} if invert_steps else {})),
-                  shift_settings=shift_settings(recipe, seed=seed, steps=steps),
-                  catalogue_phi=world["catalogue_phi"], labels=labels,
-                  terms=world["terms"])
+                  item=ds.image_tensor([item]), invert_settings=s_inv,
+                  shift_settings=s_shift, catalogue_phi=world["catalogue_phi"],
+                  labels=labels, terms=world["terms"])
     seconds = time.perf_counter() - t0
     res = run.result
     scores = res.scores["mean"]["variants"]
@@ -106,7 +131,7 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
     n = len(scores)
     top = int(np.argmax(scores))
     checked = run.checks["recommended"]
-    pick = checked if recipe != "paper" else top
+    pick = checked if s_shift.recipe != "paper" else top
     rec_gain = [s - item_score for s in scores]
     true_ok = [v["realistic"][i] and v["vs_item"][i] > 0 for i in range(n)]
     gains = [i for i in range(n) if rec_gain[i] > 0]
@@ -189,6 +214,9 @@ def main(argv=None) -> int:
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--out", required=True)
     p.add_argument("--merge", nargs="*", help="merge these shard files into --out")
+    p.add_argument("--engine", action="append", default=[], metavar="NAME=JSON",
+                   help='another engine for RECIPE@NAME: {"shift": {...}, "invert": {...}} '
+                        "settings overrides")
     a = p.parse_args(argv)
     command = "python -m gis.evaluation.trust " + " ".join(argv or sys.argv[1:])
 
@@ -205,7 +233,6 @@ def main(argv=None) -> int:
     else:
         import gis
         from gis.data import load_dataset
-        from gis.engine import InvertSettings, shift_settings
         from gis.engine.pipeline import build_terms, embed_catalogue
 
         ds = load_dataset(a.data)
@@ -213,11 +240,17 @@ def main(argv=None) -> int:
         rec = gis.get_recommender(a.recommender, device=a.device)
         truth = ds.ground_truth
         recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
+        engines = {}
+        for e in a.engine:
+            name, _, spec = e.partition("=")
+            spec = json.loads(spec)
+            engines[name] = (spec.get("shift", {}), spec.get("invert", {}))
         terms: dict = {}
         for recipe in recipes:  # built once for every run
-            terms.update(build_terms(gen, rec, invert_settings=InvertSettings(),
-                                     shift_settings=shift_settings(recipe)))
+            s_shift, s_inv = settings_for(recipe, a.seed, engines=engines)
+            terms.update(build_terms(gen, rec, invert_settings=s_inv, shift_settings=s_shift))
         world = {"dataset": ds, "generator": gen, "recommender": rec, "truth": truth,
+                 "engines": engines,
                  "clf": truth.category_classifier(device=a.device), "terms": terms,
                  "catalogue_phi": embed_catalogue(rec, rec.prepare(ds.image_tensor(),
                                                                    (-1.0, 1.0)))}

