@@ -29,6 +29,16 @@ pytestmark = pytest.mark.skipif(signal.getsignal(signal.SIGTERM) != signal.SIG_D
                                 reason="the test runner handles SIGTERM itself")
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """These tests raise SIGINT in-process: start from Python's own handler even where the
+    launching shell made the process ignore SIGINT (a job started with `&`), which gis rightly
+    leaves ignored."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def start_gis(args, cwd: Path, umask: int = 0o022) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "from gis.cli import main; main()",
                              *map(str, args)], cwd=cwd, env=ENV, stdout=subprocess.PIPE,

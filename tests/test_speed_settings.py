@@ -162,3 +162,15 @@ def test_lpips_built_on_meta_equals_the_package_construction(net):
     gb, = torch.autograd.grad(b.sum(), x)
     torch.testing.assert_close(ga, gb, rtol=0, atol=0)
     assert not any(t.is_meta or t.requires_grad for t in [*ours.parameters(), *ours.buffers()])
+
+
+def test_gis_invert_records_the_precision_that_ran(tmp_path):
+    from gis.cli import cli
+
+    out = tmp_path / "inv"
+    r = CliRunner().invoke(cli, ["invert", "--steps", "2", "--restarts", "1", "--precision",
+                                 "auto", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    settings = json.loads((out / "result.json").read_text())["settings"]
+    assert settings["precision"] in ("float32", "bfloat16")  # resolved, never "auto"
+    assert settings["steps"] == 2

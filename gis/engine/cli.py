@@ -10,7 +10,8 @@ from ..ops import AGGS
 from .checks import CheckSettings
 from .settings import LR_SCHEDULES, PRECISIONS, RECIPES, invert_settings, shift_settings
 
-_SETTINGS_HELP = "Defaults follow the paper (n=8, eps=0.4, Adam 0.01); see docs/ENGINE.md."
+_SETTINGS_HELP = ("Defaults in [brackets] are the seller recipe's (the default); --recipe paper and "
+                  "--recipe official-code bring their own loops (docs/ENGINE.md, Shifting).")
 # the defaults the help shows: `gis shift` runs the seller recipe
 _S, _I, _C = shift_settings("seller"), invert_settings("seller"), CheckSettings()
 
@@ -68,7 +69,8 @@ def _precision_option(defaults):
         "--precision", type=click.Choice(list(PRECISIONS)), default=None,
         help=f"Arithmetic of the optimisation's forward passes: float32 (the paper), bfloat16 "
              f"(autocast; results and the optimiser stay float32), auto (bfloat16 where the "
-             f"device computes it natively) [{defaults.precision}; docs/ENGINE.md, Speed].")
+             f"device computes it natively). On gis shift it sets both loops "
+             f"[{defaults.precision}; docs/ENGINE.md, Speed].")
 
 
 @click.command()
@@ -137,8 +139,10 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--invert-steps", type=int, default=None, help=f"Inversion steps [{_I.steps}].")
 @click.option("--lr", type=float, default=None, help=f"Adam learning rate for shifts [{_S.lr}].")
 @click.option("--lr-schedule", type=click.Choice(list(LR_SCHEDULES)), default=None,
-              help=f"Learning-rate schedule of both loops: constant (the paper) or cosine "
-                   f"(annealed to 0 over the steps) [{_S.lr_schedule}].")
+              help=f"Learning-rate schedule: constant (the paper) or cosine (annealed to 0 over "
+                   f"the steps). Given, it sets BOTH the inversion and the shifting loop; not "
+                   f"given, each keeps its recipe's [seller: inversion {_I.lr_schedule}, "
+                   f"shifting {_S.lr_schedule}].")
 @click.option("--aggregation", type=click.Choice(list(AGGS)),
               default=None, help=f"How scores over target users combine [{_S.aggregation}].")
 @click.option("--temperature", type=float, default=None,

@@ -110,7 +110,7 @@ def invert_command(*, generator, generator_checkpoint, item, item_id, data, devi
         write_json(tmp / "result.json", {
             "command": "invert", **_provenance(gen, generator=(gen, generator)), "item": source,
             "dataset": _dataset_info(dataset),
-            "settings": vars(settings), "lpips": res.lpips, "mse": res.mse, "losses": res.losses, "history": res.history})
+            "settings": vars(res.settings), "lpips": res.lpips, "mse": res.mse, "losses": res.losses, "history": res.history})
     _echo(f"inverted: {_terms(res.losses, '.4f')} -> {out}")
 
 
@@ -142,7 +142,7 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
             **(shift_overrides.get("loss_options") or {}),
             "distinct": {"threshold": float(min_distance)}}}
     s_shift = shift_settings(**shift_overrides)
-    s_inv = invert_settings(shift_overrides.get("recipe", "paper"), **invert_overrides)
+    s_inv = invert_settings(shift_overrides.get("recipe") or "paper", **invert_overrides)
     s_check = CheckSettings(**{k: v for k, v in (check_overrides or {}).items()
                                if v is not None})
     s_check.validate()

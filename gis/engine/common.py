@@ -84,12 +84,12 @@ def finite_or_nan(x: float) -> float | None:
 
 
 def native_bfloat16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bfloat16 natively: a CUDA device that supports it, or a CPU
-    with AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo; False where that file is missing).
-    Elsewhere bfloat16 is emulated and slower than float32."""
+    """Whether ``device`` computes bfloat16 natively: a CUDA device of compute capability 8.0
+    or newer (Ampere on), or a CPU with AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo; False
+    where that file is missing). Elsewhere bfloat16 is emulated and slower than float32."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":
         return False
     return _cpu_has_bf16()

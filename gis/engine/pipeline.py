@@ -18,6 +18,7 @@ from .checks import CheckSettings, check_variants
 from .invert import InversionResult, invert, normalise_rows
 from .objective import Objective
 from .settings import InvertSettings, ShiftSettings
+from .settings import invert_settings as recipe_invert_settings
 from .shift import ShiftResult, aggregate_all, coverage_thresholds, shift
 
 
@@ -116,7 +117,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     """
     if latent_space is not None:
         generator = generator.in_latent_space(latent_space)
-    invert_settings = invert_settings or InvertSettings()
+    # no inversion settings given: the shifting recipe's own (the seller recipe's loops)
+    invert_settings = invert_settings or recipe_invert_settings(shift_settings.recipe)
     invert_settings.validate()
     shift_settings.validate()
     if check_settings is not None:

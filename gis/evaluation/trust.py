@@ -137,6 +137,11 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
     gains = [i for i in range(n) if rec_gain[i] > 0]
     row = {"item": ds.item_ids[item], "category": ds.category_names[cat], "users": users,
            "recipe": recipe, "seed": seed, "seconds": seconds, "recommended": pick,
+           # the loops that ran (precision resolved): RECIPE@ENGINE is checkable from the row
+           "loops": {stage: {k: getattr(st, k) for k in ("steps", "lr", "lr_schedule",
+                                                          "precision")}
+                     for stage, st in (("shift", res.settings),
+                                       ("invert", run.inversion.settings))},
            "top_scoring": top, "checked_pick": checked,
            "n_passing_checks": int(sum(run.checks["passed"])),
            "recommended_acceptable": bool(pick is not None and v["realistic"][pick]

@@ -3,8 +3,8 @@
 Class-conditional: a shared class embedding, hierarchical latents, conditional BatchNorm,
 residual blocks, self-attention, spectral norm in G and D, a projection discriminator, hinge
 loss, orthogonal regularisation and a weight average of G with standing statistics
-(:mod:`gis_biggan.model`, :mod:`gis_biggan.train`). Ships a 32x32 model trained on
-``fashion-colors`` (``weights/fashion-colors.safetensors``, G and D); ``--category`` picks
+(:mod:`gis_biggan.model`, :mod:`gis_biggan.train`). No trained fashion-colors model ships
+yet (``weights/fashion-colors.safetensors``, once trained: docs/MODELS.md); ``--category`` picks
 the class, as for dvbpr-gan. Reads ``pytorch-pretrained-biggan`` models (BigGAN-deep;
 :mod:`gis_biggan.pretrained`).
 
@@ -57,7 +57,7 @@ def register_generators(register):
         "biggan",
         _factory,
         description="BigGAN (shared embedding, hierarchical z, self-attention, SN, projection "
-                    "D, hinge, orthogonal reg., EMA); 32x32 fashion-colors default; loads "
-                    "pytorch-pretrained-biggan models",
+                    "D, hinge, orthogonal reg., EMA); no default weights yet "
+                    "(--generator-checkpoint); loads pytorch-pretrained-biggan models",
         trainer=BigGANTrainer,
     )

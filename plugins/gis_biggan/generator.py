@@ -25,8 +25,9 @@ GIS_FORMAT = "gis-biggan"
 GIS_TRAIN_FORMAT = "gis-biggan-train"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "fashion-colors.safetensors"
-TRAIN_COMMAND = ("gis train generator biggan --data fashion-colors --out runs/biggan "
-                 "--device cuda --batch-size 128 --kimg 5000")
+TRAIN_COMMAND = ("gis train generator biggan --data runs/fashion_colors_full.npz --out "
+                 "runs/biggan-gpu --device cuda --batch-size 128 --kimg 3000 "
+                 "--checkpoint-every-s 120")
 DEFAULT_EMBEDDING_SCALE = 0.5
 
 

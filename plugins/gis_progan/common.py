@@ -168,5 +168,5 @@ def missing_default(plugin: str, weights: Path, command: str) -> MissingAssetErr
     return MissingAssetError(
         f"the {plugin} default weights are not installed ({weights} is missing); train them "
         f"with `{command}` and copy the run's exported .safetensors and .json there, or pass "
-        "checkpoint=PATH"
+        "--generator-checkpoint PATH (checkpoint=PATH in Python)"
     )

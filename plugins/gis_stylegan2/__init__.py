@@ -5,8 +5,8 @@ Mapping network (8 layers, lr multiplier 0.01), modulated/demodulated convolutio
 noise inputs (deterministic synthesis), skip generator, residual discriminator; trained with
 the non-saturating loss, lazy R1, path-length regularisation, style mixing and a G EMA
 (``gis_stylegan2.train``). Latent spaces ``z``, ``w`` and ``wplus`` (whitened W / W+;
-``--latent-space``, :mod:`gis_stylegan2.generator`). Ships a 32x32 model trained on the
-embedded ``fashion-colors`` dataset (``weights/fashion-colors.safetensors``); reads
+``--latent-space``, :mod:`gis_stylegan2.generator`). No trained fashion-colors model ships
+yet (``weights/fashion-colors.safetensors``, once trained: docs/MODELS.md); reads
 rosinality ``stylegan2-pytorch`` checkpoints (``{"g_ema": ...}``, pickle: ``trust=True``).
 
 Train: ``gis train generator stylegan2 --data fashion-colors --out DIR --minutes M
@@ -43,7 +43,8 @@ def register_generators(register):
         "stylegan2",
         _factory,
         description="StyleGAN2 (mapping net, modulated convs, fixed noise, skip G, residual "
-                    "D, R1 + path length, EMA); latent spaces z, w, wplus; 32x32 "
-                    "fashion-colors default; loads rosinality stylegan2-pytorch g_ema files",
+                    "D, R1 + path length, EMA); latent spaces z, w, wplus; no default weights "
+                    "yet (--generator-checkpoint); loads rosinality stylegan2-pytorch g_ema "
+                    "files",
         trainer=StyleGAN2Trainer,
     )
