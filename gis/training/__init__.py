@@ -45,7 +45,7 @@ _HOME = {
     "ema_update": "state", "progress": "state",
     # images on the device
     "images_to_device": "data", "resize_batch": "data", "training_images": "data",
-    "uint8_batch_to_float": "data",
+    "uint8_batch_to_float": "data", "save_class_reals": "data", "dataset_record": "data",
 }
 
 __all__ = sorted(_HOME)

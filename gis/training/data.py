@@ -48,3 +48,25 @@ def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
         return F.avg_pool2d(x, x.shape[-1] // size)
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                          antialias=True)
+
+
+def save_class_reals(run, data: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     n_col: int) -> None:
+    """Once per run folder, ``samples/reals.png``: one row of ``n_col`` training images
+    (uint8 (N, 3, H, W), class ``labels`` (N,)) per class, padded with white where a class has
+    fewer (the conditional GAN trainers' reference grid)."""
+    if (run.out / "samples" / "reals.png").exists():
+        return
+    rows = []
+    for c in range(num_classes):
+        x = uint8_batch_to_float(data[torch.nonzero(labels == c).flatten()[:n_col]])
+        if len(x) < n_col:
+            x = torch.cat([x, torch.ones(n_col - len(x), *x.shape[1:], device=data.device)])
+        rows.append(x)
+    run.save_samples(torch.cat(rows), "reals", nrow=n_col)
+
+
+def dataset_record(dataset, num_images: int, category_names) -> dict:
+    """What a generator's checkpoint and card record of its training data."""
+    return {"name": (getattr(dataset, "meta", {}) or {}).get("name"), "num_images": num_images,
+            "resolution": int(dataset.resolution), "category_names": category_names}

@@ -44,7 +44,9 @@ from gis.training import (
     Trainer,
     WeightAverage,
     check_ranges,
+    dataset_record,
     machine_info,
+    save_class_reals,
     setting,
     train,
     training_images,
@@ -213,19 +215,8 @@ class DVBPRGANTrainer(Trainer):
         ).manual_seed(seed + 7919)).to(dev).repeat(cfg.num_classes, 1)
         self.fixed_y = one_hot(torch.arange(cfg.num_classes, device=dev).repeat_interleave(
             self.n_col), cfg.num_classes)
-        if not (self.run.out / "samples" / "reals.png").exists():
-            rows = []
-            for c in range(cfg.num_classes):
-                x = uint8_batch_to_float(self.data[torch.nonzero(self.labels == c).flatten()
-                                                   [:self.n_col]])
-                if len(x) < self.n_col:
-                    x = torch.cat([x, torch.ones(self.n_col - len(x), *x.shape[1:], device=dev)])
-                rows.append(x)
-            self.run.save_samples(torch.cat(rows), "reals", nrow=self.n_col)
-        self.dataset_info = {"name": (getattr(self.dataset, "meta", {}) or {}).get("name"),
-                             "num_images": len(self.data),
-                             "resolution": int(self.dataset.resolution),
-                             "category_names": self.names}
+        save_class_reals(self.run, self.data, self.labels, cfg.num_classes, self.n_col)
+        self.dataset_info = dataset_record(self.dataset, len(self.data), self.names)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"g.": self.G, "d.": self.D}
