@@ -118,7 +118,8 @@ for _kind in ("generators", "recommenders", "losses", "datasets"):
 #: the core commands: (module, command name); each module holds one click command
 CORE_COMMANDS = (("gis.data.cli", "data"), ("gis.training.cli", "train"),
                  ("gis.engine.cli", "invert"), ("gis.engine.cli", "shift"),
-                 ("gis.engine.cli", "design"), ("gis.evaluation.cli", "evaluate"),
+                 ("gis.engine.cli", "design"), ("gis.batch.cli", "batch"),
+                 ("gis.evaluation.cli", "evaluate"),
                  ("gis.report.cli", "report"))
 
 

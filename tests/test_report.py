@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import statistics
@@ -294,45 +293,6 @@ def test_history_chart_draws_a_plugins_loss_term():
 
 
 # ------------------------------------------------------------------------------ Chromium
-@pytest.fixture(scope="module")
-def chrome():
-    """A headless Chromium driven by selenium, or a skip (a failure with GIS_REQUIRE_CHROMIUM=1).
-
-    Requested before the run fixtures, so a machine without Chromium skips before any work."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        selenium_ok = False
-    else:
-        selenium_ok = True
-    missing = [name for name, ok in (("chromium", browser), ("chromedriver", driver),
-                                     ("selenium", selenium_ok)) if not ok]
-    if missing:
-        msg = (f"headless Chromium test needs {', '.join(missing)}: run `apt-get install "
-               "chromium chromium-driver` and `pip install selenium` (or "
-               "`bash scripts/install.sh --test`)")
-        if os.environ.get("GIS_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,2400"):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
-    try:
-        browser.set_page_load_timeout(20)
-        yield browser
-    finally:
-        browser.quit()
-
-
 @pytest.mark.chromium
 def test_report_renders_in_headless_chromium(chrome, shift_run, report_page):
     from selenium.webdriver.common.by import By

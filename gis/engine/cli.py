@@ -73,6 +73,61 @@ def _precision_option(defaults):
              f"[{defaults.precision}; docs/ENGINE.md, Speed].")
 
 
+def shift_settings_options(f):
+    """The settings options of `gis shift` (recipe, loops, aggregation, loss terms, checks,
+    precision), shared with `gis batch`, whose tasks are `gis shift` runs."""
+    options = (
+        click.option("--recipe", type=click.Choice(list(RECIPES)), default="seller",
+                     show_default=True,
+                     help="seller: the paper's objective + realism, identity, silhouette and "
+                          "distinctness terms (docs/ENGINE.md); paper: the article; "
+                          "official-code: the authors' scripts (docs/METHOD.md)."),
+        click.option("--category", default=None,
+                     help="Class-conditional generators (dvbpr-gan, biggan): the category to "
+                          "shift under, name or index. Default: the dataset item's own "
+                          "category."),
+        click.option("--n", type=int, default=None, help=f"Number of variants [{_S.n}]."),
+        click.option("--eps", type=float, default=None,
+                     help=f"Shift bound per coordinate [{_S.eps}]."),
+        click.option("--steps", type=int, default=None, help=f"Shifting steps [{_S.steps}]."),
+        click.option("--invert-steps", type=int, default=None,
+                     help=f"Inversion steps [{_I.steps}]."),
+        click.option("--lr", type=float, default=None,
+                     help=f"Adam learning rate for shifts [{_S.lr}]."),
+        click.option("--lr-schedule", type=click.Choice(list(LR_SCHEDULES)), default=None,
+                     help=f"Learning-rate schedule: constant (the paper) or cosine (annealed to "
+                          f"0 over the steps). Given, it sets BOTH the inversion and the "
+                          f"shifting loop; not given, each keeps its recipe's [seller: "
+                          f"inversion {_I.lr_schedule}, shifting {_S.lr_schedule}]."),
+        click.option("--aggregation", type=click.Choice(list(AGGS)), default=None,
+                     help=f"How scores over target users combine [{_S.aggregation}]."),
+        click.option("--temperature", type=float, default=None,
+                     help=f"softmin/coverage temperature, in score units [{_S.temperature}]."),
+        click.option("--top-k", type=int, default=None,
+                     help=f"coverage: the top-K to enter [{_S.top_k}]."),
+        click.option("--loss", "losses", multiple=True, metavar="NAME=WEIGHT",
+                     help=_LOSS_HELP.format(what="shifting", default=_weights(_S.losses))
+                     + " (the seller recipe's). E.g. --loss silhouette=0 lets the variants "
+                       "change the item's shape."),
+        click.option("--invert-loss", "invert_losses", multiple=True, metavar="NAME=WEIGHT",
+                     help=_LOSS_HELP.format(what="inversion", default=_weights(_I.losses))),
+        click.option("--min-silhouette-iou", type=float, default=None,
+                     help=f"Identity check: the smallest silhouette IoU with the item a "
+                          f"recommended variant may have, in [0, 1] "
+                          f"[{_C.min_silhouette_iou}] (docs/ENGINE.md, Checks)."),
+        click.option("--min-distance", type=float, default=None,
+                     help=f"Distinctness check: a variant closer than this LPIPS to a better "
+                          f"one (or to the item) fails; the distinct term's threshold follows "
+                          f"it [{_C.min_distance}]."),
+        click.option("--no-realism-check", is_flag=True,
+                     help="Do not check the variants with the generator's realism score."),
+        _precision_option(_S),
+    )
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @click.command()
 @click.option("--generator", "generator_name", default="progan", show_default=True)
 @click.option("--generator-checkpoint", type=click.Path(dir_okay=False), default=None)
@@ -125,47 +180,7 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--users-file", type=click.Path(dir_okay=False), default=None,
               help="File with one user id per line (or a CSV whose first column is the id).")
 @click.option("--n-users", type=int, default=None, help="A random sample of N users (--seed).")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default="seller",
-              show_default=True, help="seller: the paper's objective + realism, identity, "
-                                      "silhouette and distinctness terms (docs/ENGINE.md); "
-                                      "paper: the article; official-code: the authors' "
-                                      "scripts (docs/METHOD.md).")
-@click.option("--category", default=None,
-              help="Class-conditional generators (dvbpr-gan, biggan): the category to shift "
-                   "under, name or index. Default: the dataset item's own category.")
-@click.option("--n", type=int, default=None, help=f"Number of variants [{_S.n}].")
-@click.option("--eps", type=float, default=None, help=f"Shift bound per coordinate [{_S.eps}].")
-@click.option("--steps", type=int, default=None, help=f"Shifting steps [{_S.steps}].")
-@click.option("--invert-steps", type=int, default=None, help=f"Inversion steps [{_I.steps}].")
-@click.option("--lr", type=float, default=None, help=f"Adam learning rate for shifts [{_S.lr}].")
-@click.option("--lr-schedule", type=click.Choice(list(LR_SCHEDULES)), default=None,
-              help=f"Learning-rate schedule: constant (the paper) or cosine (annealed to 0 over "
-                   f"the steps). Given, it sets BOTH the inversion and the shifting loop; not "
-                   f"given, each keeps its recipe's [seller: inversion {_I.lr_schedule}, "
-                   f"shifting {_S.lr_schedule}].")
-@click.option("--aggregation", type=click.Choice(list(AGGS)),
-              default=None, help=f"How scores over target users combine [{_S.aggregation}].")
-@click.option("--temperature", type=float, default=None,
-              help=f"softmin/coverage temperature, in score units [{_S.temperature}].")
-@click.option("--top-k", type=int, default=None,
-              help=f"coverage: the top-K to enter [{_S.top_k}].")
-@click.option("--loss", "losses", multiple=True, metavar="NAME=WEIGHT",
-              help=_LOSS_HELP.format(what="shifting", default=_weights(_S.losses)) +
-              " (the seller recipe's). E.g. --loss silhouette=0 lets the variants change the "
-              "item's shape.")
-@click.option("--invert-loss", "invert_losses", multiple=True, metavar="NAME=WEIGHT",
-              help=_LOSS_HELP.format(what="inversion", default=_weights(_I.losses)))
-@click.option("--min-silhouette-iou", type=float, default=None,
-              help=f"Identity check: the smallest silhouette IoU with the item a recommended "
-                   f"variant may have, in [0, 1] [{_C.min_silhouette_iou}] (docs/ENGINE.md, "
-                   "Checks).")
-@click.option("--min-distance", type=float, default=None,
-              help=f"Distinctness check: a variant closer than this LPIPS to a better one (or "
-                   f"to the item) fails; the distinct term's threshold follows it "
-                   f"[{_C.min_distance}].")
-@click.option("--no-realism-check", is_flag=True,
-              help="Do not check the variants with the generator's realism score.")
-@_precision_option(_S)
+@shift_settings_options
 @_latent_space_option
 @_common_model_options
 @factory_options("generator", "recommender", "dataset")

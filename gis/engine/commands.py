@@ -8,7 +8,9 @@ renamed into place at the end (``gis.io.atomic_folder``; an existing folder is r
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +29,10 @@ from ..record import (
     UserRanks,
     UserScores,
 )
+
+if TYPE_CHECKING:
+    from .checks import CheckSettings
+    from .settings import InvertSettings, ShiftSettings
 
 
 def _load_models(generator, recommender, *, generator_checkpoint=None,
@@ -130,12 +136,53 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
                   item_id, random_latent, data, users, users_file, n_users, device, trust, out,
                   overwrite, progress, invert_overrides, shift_overrides, category=None,
                   check_overrides=None, latent_space=None):
-    from .checks import CheckSettings
-    from .pipeline import run_gis
-    from .settings import invert_settings, shift_settings
-    from .targets import default_target, resolve_targets
-
     check_output_folder(out, overwrite=overwrite)  # fail before any heavy work
+    settings = shift_task_settings(invert_overrides, shift_overrides, check_overrides)
+    _seed_globally(settings.shift.seed)
+    gen, rec = _load_models(generator, recommender, generator_checkpoint=generator_checkpoint,
+                            recommender_checkpoint=recommender_checkpoint, device=device,
+                            trust=trust, latent_space=latent_space)
+    dataset = shift_dataset(rec, data, trust)
+    task = resolve_shift_task(gen, rec, dataset, settings, generator=generator, item=item,
+                              item_id=item_id, random_latent=random_latent, users=users,
+                              users_file=users_file, n_users=n_users, category=category)
+    if task.default_target is not None:
+        _echo(f"no --users, --users-file or --n-users: shifting for {task.default_target} "
+              f"({len(task.users)} users of {recommender}, {settings.shift.aggregation} "
+              "aggregation)")
+    # the catalogue passed without a name here, so that run_gis can free the images once
+    # embedded
+    run = run_shift_task(gen, rec, task, catalogue=rec.prepare(dataset.image_tensor(),
+                                                               (-1.0, 1.0)),
+                         progress=progress)
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
+                                     recommender=recommender, source=task.source,
+                                     dataset=dataset, category=task.category,
+                                     default_target=task.default_target)
+    _echo(summary)
+    _echo(f"-> {out} (docs/OUTPUTS.md); `gis report {shlex.quote(str(out))}` writes an HTML "
+          "page for the seller")
+
+
+@dataclass
+class ShiftTaskSettings:
+    """The three settings of one `gis shift` run, built and validated before any model loads."""
+
+    invert: InvertSettings
+    shift: ShiftSettings
+    check: CheckSettings
+
+
+def shift_task_settings(invert_overrides: dict, shift_overrides: dict,
+                        check_overrides: dict | None = None) -> ShiftTaskSettings:
+    """``gis shift``'s settings from its option overrides (None = the recipe's value): the
+    shifting recipe (``shift_overrides["recipe"]``) brings its own inversion loop, and
+    ``--min-distance`` sets both the distinctness check and the distinct term's threshold.
+    Raises GisUsageError for an impossible value."""
+    from .checks import CheckSettings
+    from .settings import invert_settings, shift_settings
+
     min_distance = (check_overrides or {}).get("min_distance")
     if min_distance:  # the distinct term pushes pairs apart to the check's threshold
         shift_overrides = {**shift_overrides, "loss_options": {
@@ -145,36 +192,66 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
     s_inv = invert_settings(shift_overrides.get("recipe") or "paper", **invert_overrides)
     s_check = CheckSettings(**{k: v for k, v in (check_overrides or {}).items()
                                if v is not None})
+    s_shift.validate()
+    s_inv.validate()
     s_check.validate()
-    _seed_globally(s_shift.seed)
-    gen, rec = _load_models(generator, recommender, generator_checkpoint=generator_checkpoint,
-                            recommender_checkpoint=recommender_checkpoint, device=device,
-                            trust=trust, latent_space=latent_space)
+    return ShiftTaskSettings(invert=s_inv, shift=s_shift, check=s_check)
+
+
+def shift_dataset(rec, data, trust):
+    """The catalogue dataset of a shift (``data``, else the recommender's own); GisUsageError
+    when its users are not the recommender's."""
     dataset = _dataset_for(rec, data, trust)
     if len(dataset.user_ids) == rec.num_users and list(dataset.user_ids) != list(rec.user_ids):
         raise GisUsageError("the dataset's users do not match the recommender's: pass the --data "
                             "the recommender was trained on")
-    target_rows = resolve_targets(rec, users=users, users_file=users_file, n_users=n_users,
-                                  seed=s_shift.seed)
+    return dataset
+
+
+@dataclass
+class ShiftTask:
+    """One resolved `gis shift` run: what ``run_shift_task`` computes and
+    ``save_shift_outputs`` records. ``item`` is (1, 3, R, R) in [-1, 1] or None (random
+    latent); ``users`` the recommender rows of the targets."""
+
+    settings: ShiftTaskSettings
+    users: torch.Tensor
+    item: torch.Tensor | None
+    source: dict
+    labels: torch.Tensor | None
+    category: dict | None
+    default_target: str | None
+
+
+def resolve_shift_task(gen, rec, dataset, settings: ShiftTaskSettings, *, generator: str,
+                       item=None, item_id=None, random_latent=False, users=None,
+                       users_file=None, n_users=None, category=None) -> ShiftTask:
+    """The targets (``resolve_targets``, the sample seeded by the shifting seed), the item
+    image and the class label of one run. Raises GisUsageError for an unknown user, item or
+    category, or a missing/corrupt image."""
+    from .targets import default_target, resolve_targets
+
+    rows = resolve_targets(rec, users=users, users_file=users_file, n_users=n_users,
+                           seed=settings.shift.seed)
     default = default_target(users=users, users_file=users_file, n_users=n_users)
-    if default is not None:
-        _echo(f"no --users, --users-file or --n-users: shifting for {default} "
-              f"({len(target_rows)} users of {recommender}, {s_shift.aggregation} aggregation)")
     x, source = (None, {"source": "random latent"}) if random_latent else _load_item(
         item, item_id, dataset, max(gen.resolution, rec.image_size))
     labels, cat = _shift_labels(gen, generator, category, source)
-    # passed without a name here, so that run_gis can free the images once embedded
-    run = run_gis(generator=gen, recommender=rec, users=target_rows, item=x,
-                  invert_settings=s_inv, shift_settings=s_shift,
-                  catalogue=rec.prepare(dataset.image_tensor(), (-1.0, 1.0)),
-                  labels=labels, progress=progress, check_settings=s_check)
-    with atomic_folder(out, overwrite=overwrite) as tmp:
-        summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
-                                     recommender=recommender, source=source, dataset=dataset,
-                                     category=cat, default_target=default)
-    _echo(summary)
-    _echo(f"-> {out} (docs/OUTPUTS.md); `gis report {shlex.quote(str(out))}` writes an HTML "
-          "page for the seller")
+    return ShiftTask(settings=settings, users=rows, item=x, source=source, labels=labels,
+                     category=cat, default_target=default)
+
+
+def run_shift_task(gen, rec, task: ShiftTask, *, catalogue=None, catalogue_phi=None,
+                   progress=False):
+    """``run_gis`` on a resolved task, the global seed fixed first (``_seed_globally``), so
+    that a worker that ran other tasks before computes what a fresh `gis shift` computes."""
+    from .pipeline import run_gis
+
+    _seed_globally(task.settings.shift.seed)
+    return run_gis(generator=gen, recommender=rec, users=task.users, item=task.item,
+                   invert_settings=task.settings.invert, shift_settings=task.settings.shift,
+                   catalogue=catalogue, catalogue_phi=catalogue_phi, labels=task.labels,
+                   progress=progress, check_settings=task.settings.check)
 
 
 def _shift_labels(gen, name, category, source) -> tuple[torch.Tensor | None, dict | None]:

@@ -1,0 +1,459 @@
+"""Running a batch: one `gis shift` per task, on this machine or on a Ray cluster, resumable.
+
+Layout of the output folder (docs/BATCH.md):
+
+    OUT/batch.json           what the batch is (models, settings, tasks): a run again with the
+                             same definition resumes; another definition is refused
+    OUT/tasks/ID/            one `gis shift --out` folder per finished task, byte for byte what
+                             `gis shift` writes for the same task and seed (docs/OUTPUTS.md)
+    OUT/failed/ID.json       a failed task: its one-line error (and the traceback of an
+                             unexpected one); removed when a later run finishes the task
+    OUT/reports/ID.html      each finished task's `gis report` page
+    OUT/summary.csv          one row per task (gis.batch.summary)
+    OUT/index.html           one page ranking the items by gain, linking every report
+
+Every task is computed by a ``TaskWorker``: the models, the dataset and the catalogue's
+embeddings load once per worker process and serve every task it runs (the embeddings are
+computed once, by the driver, and shared: pickled once per local worker, one object in Ray's
+object store). A worker returns the finished folder's files; only the driver writes, each
+task's folder atomically (``gis.io.atomic_folder``: whole or not at all), so a batch killed at
+any moment (Ctrl-C, ``kill -9``, a lost Ray node) leaves finished folders and nothing else,
+and the same command again skips them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import multiprocessing
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import GisError, GisUsageError, one_line
+from ..io import atomic_folder, write_json
+from .manifest import BatchTask
+from .segments import dataset_segments, read_segments, resolve_segment
+
+FORMAT = "gis-batch/1"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What every worker loads: the `gis shift` model options, and the factory options the
+    command line gave (``gis.options``: (name, options) per kind)."""
+
+    generator: str = "progan"
+    recommender: str = "dvbpr"
+    generator_checkpoint: str | None = None
+    recommender_checkpoint: str | None = None
+    data: str | None = None
+    device: str = "cpu"
+    trust: bool = False
+    latent_space: str | None = None
+    factory_scopes: dict = field(default_factory=dict)
+
+    def scope(self):
+        from ..options import factory_options
+
+        return factory_options(**{k: (n, o) for k, (n, o) in self.factory_scopes.items()})
+
+
+@dataclass
+class Outcome:
+    """What a worker sends back for one task: the folder's files, or the failure."""
+
+    task_id: str
+    files: dict[str, bytes] | None = None
+    error: str | None = None
+    traceback: str | None = None
+    seconds: float = 0.0
+
+
+def shift_overrides(options: dict) -> tuple[dict, dict, dict]:
+    """(invert, shift, check) overrides of `gis shift` from merged batch/task options (the
+    names of ``gis.batch.manifest.SETTINGS``; missing ones take the recipe's value)."""
+    from ..engine.objective import parse_loss_weights
+
+    seed = options.get("seed", 0)
+    invert = dict(steps=options.get("invert_steps"), seed=seed,
+                  precision=options.get("precision"), lr_schedule=options.get("lr_schedule"),
+                  losses=parse_loss_weights(options.get("invert_losses", ()), "--invert-loss"))
+    shift = dict(recipe=options.get("recipe") or "seller", n=options.get("n"),
+                 eps=options.get("eps"), steps=options.get("steps"), lr=options.get("lr"),
+                 precision=options.get("precision"), lr_schedule=options.get("lr_schedule"),
+                 aggregation=options.get("aggregation"),
+                 temperature=options.get("temperature"), top_k=options.get("top_k"),
+                 losses=parse_loss_weights(options.get("losses", ())), seed=seed)
+    check = dict(min_silhouette_iou=options.get("min_silhouette_iou"),
+                 min_distance=options.get("min_distance"),
+                 realism=False if options.get("no_realism_check") else None)
+    return invert, shift, check
+
+
+class TaskWorker:
+    """The models of a batch, loaded once, and ``run(task)`` for each of its tasks.
+
+    catalogue_phi: (N, K) float32 embeddings of the dataset's catalogue, computed once by the
+    driver (``gis.engine.pipeline.embed_catalogue``), or None to compute them here."""
+
+    def __init__(self, spec: ModelSpec, options: dict, catalogue_phi=None,
+                 segments: dict[str, list[str]] | None = None):
+        from ..engine.commands import _load_models, _seed_globally, shift_dataset
+        from ..engine.pipeline import embed_catalogue
+
+        self.spec, self.options, self.segments = spec, options, segments or {}
+        with spec.scope():
+            _seed_globally(options.get("seed", 0))
+            self.gen, self.rec = _load_models(
+                spec.generator, spec.recommender, generator_checkpoint=spec.generator_checkpoint,
+                recommender_checkpoint=spec.recommender_checkpoint, device=spec.device,
+                trust=spec.trust, latent_space=spec.latent_space)
+            self.dataset = shift_dataset(self.rec, spec.data, spec.trust)
+            if catalogue_phi is None:
+                catalogue_phi = embed_catalogue(self.rec, self.rec.prepare(
+                    self.dataset.image_tensor(), (-1.0, 1.0)))
+        self.catalogue_phi = catalogue_phi
+
+    def settings(self, task: BatchTask):
+        """The task's validated `gis shift` settings (GisUsageError when impossible)."""
+        from ..engine.commands import shift_task_settings
+
+        return shift_task_settings(*shift_overrides({**self.options, **task.settings}))
+
+    def run(self, task: BatchTask) -> Outcome:
+        """Run one task; every error becomes a failed ``Outcome`` (never raised), except a
+        stop (KeyboardInterrupt, SystemExit)."""
+        t0 = time.perf_counter()
+        try:
+            files = self._run(task)
+        except GisError as exc:
+            return Outcome(task.id, error=str(exc).splitlines()[0] if str(exc) else
+                           type(exc).__name__, seconds=time.perf_counter() - t0)
+        except Exception as exc:  # a bug or a resource problem: keep the traceback
+            return Outcome(task.id, error=one_line(exc), traceback=traceback.format_exc(),
+                           seconds=time.perf_counter() - t0)
+        return Outcome(task.id, files=files, seconds=time.perf_counter() - t0)
+
+    def _run(self, task: BatchTask) -> dict[str, bytes]:
+        from ..engine.commands import resolve_shift_task, run_shift_task, save_shift_outputs
+        users = list(task.users) if task.users is not None else None
+        if task.segment is not None:
+            users = resolve_segment(task.segment, self.segments)
+        with self.spec.scope():
+            stask = resolve_shift_task(
+                self.gen, self.rec, self.dataset, self.settings(task),
+                generator=self.spec.generator, item=task.image, item_id=task.item_id,
+                users=users, users_file=task.users_file, n_users=task.n_users,
+                category={**self.options, **task.settings}.get("category"))
+            run = run_shift_task(self.gen, self.rec, stask, catalogue_phi=self.catalogue_phi)
+            with tempfile.TemporaryDirectory(prefix="gis-batch-") as tmp:
+                save_shift_outputs(Path(tmp), run, gen=self.gen, rec=self.rec,
+                                   generator=self.spec.generator,
+                                   recommender=self.spec.recommender, source=stask.source,
+                                   dataset=self.dataset, category=stask.category,
+                                   default_target=stask.default_target)
+                return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())}
+
+
+# ------------------------------------------------------------------------------ executors
+_WORKER: TaskWorker | None = None  # the local pool's worker of this process
+_RAY_WORKERS: dict = {}  # a Ray worker process's TaskWorkers, by batch
+
+
+def _init_local(spec, options, catalogue_phi, segments, threads):
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops the pool on Ctrl-C
+    torch.set_num_threads(threads)
+    global _WORKER
+    _WORKER = TaskWorker(spec, options, catalogue_phi, segments)
+
+
+def _run_local(task: BatchTask) -> Outcome:
+    return _WORKER.run(task)
+
+
+def _run_ray(key: str, spec, options, catalogue_phi, segments, threads, task) -> Outcome:
+    import torch
+
+    worker = _RAY_WORKERS.get(key)
+    if worker is None:  # once per Ray worker process and batch
+        torch.set_num_threads(threads)
+        _RAY_WORKERS.clear()
+        worker = _RAY_WORKERS[key] = TaskWorker(spec, options, catalogue_phi, segments)
+    return worker.run(task)
+
+
+def run_inline(worker: TaskWorker, tasks: list[BatchTask]) -> Iterator[Outcome]:
+    """The tasks one after another in this process (``--workers 1``)."""
+    for task in tasks:
+        yield worker.run(task)
+
+
+def run_pool(spec, options, catalogue_phi, segments, tasks, *, workers: int,
+             threads: int) -> Iterator[Outcome]:
+    """The tasks on a local pool of ``workers`` spawned processes of ``threads`` torch threads
+    each, in completion order. A worker that dies (killed, out of memory) fails its tasks with
+    that reason."""
+    ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools can hang
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_local,
+                                  initargs=(spec, options, catalogue_phi, segments, threads))
+    finished = False
+    try:
+        futures = {pool.submit(_run_local, t): t for t in tasks}
+        for fut in cf.as_completed(futures):
+            try:
+                yield fut.result()
+            except cf.process.BrokenProcessPool as exc:
+                yield Outcome(futures[fut].id, error=f"the worker process died ({exc}): "
+                              "out of memory? run again with fewer --workers")
+        finished = True
+    finally:
+        if not finished:  # a stop (Ctrl-C, an error): do not wait for the running tasks
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_ray(address: str, spec, options, catalogue_phi, segments, tasks, *,
+            threads: int) -> Iterator[Outcome]:
+    """The tasks as Ray tasks of ``threads`` CPUs each, in completion order. ``address``:
+    ``auto`` joins the cluster running on this machine or starts one; else the address of a
+    running cluster (``HOST:PORT``, ``ray://...``). A task whose worker or node is lost is
+    retried by Ray (3 times) before it fails."""
+    import uuid
+
+    import ray
+
+
+    try:
+        if address == "auto":
+            ray.init(log_to_driver=False, include_dashboard=False, ignore_reinit_error=True,
+                     logging_level=logging.ERROR)
+        else:
+            ray.init(address=address, log_to_driver=False, ignore_reinit_error=True,
+                     logging_level=logging.ERROR)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise GisUsageError(f"cannot join the Ray cluster at {address!r} ({one_line(exc)}): "
+                            "start one with `ray start --head`, or pass --ray auto") from None
+    try:
+        key = uuid.uuid4().hex
+        remote = ray.remote(num_cpus=threads, max_retries=3)(_run_ray)
+        refs = [ray.put(x) for x in (spec, options, catalogue_phi, segments)]
+        pending = {remote.remote(key, *refs, threads, t): t for t in tasks}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            task = pending.pop(done[0])
+            try:
+                yield ray.get(done[0])
+            except Exception as exc:  # lost after its retries (ray.exceptions.RayError)
+                yield Outcome(task.id, error=f"Ray could not run the task: {one_line(exc)}")
+    finally:
+        for ref in list(locals().get("pending", {})):
+            ray.cancel(ref, force=True)
+        ray.shutdown()
+
+
+def ray_preflight(address: str, timeout: float = 10.0) -> None:
+    """A one-line GisUsageError unless Ray imports and, for an address other than ``auto``,
+    something listens at its ``HOST:PORT`` (``ray://`` too): Ray itself retries an
+    unreachable address for minutes."""
+    import socket
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise GisUsageError("--ray needs Ray: pip install 'ray>=2.9' (or run without --ray "
+                            "on this machine's cores)") from None
+    if address == "auto":
+        return
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise GisUsageError(f"--ray {address!r}: pass auto or the cluster's HOST:PORT (e.g. "
+                            "10.0.0.5:6379)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise GisUsageError(f"cannot join the Ray cluster at {address!r} (nothing answers: "
+                            f"{exc.strerror or exc}): start one with `ray start --head`, or "
+                            "pass --ray auto") from None
+
+
+# ------------------------------------------------------------------------------ the batch
+def all_segments(dataset, segments_file: str | None = None) -> dict[str, list[str]]:
+    """The dataset's segments with those of ``segments_file`` on top (gis.batch.segments)."""
+    segments = dataset_segments(dataset)
+    if segments_file is not None:
+        segments.update(read_segments(segments_file))
+    return segments
+
+
+
+@dataclass
+class BatchState:
+    """What an output folder holds: the finished and the failed tasks."""
+
+    out: Path
+    done: set[str]
+    failed: dict[str, dict]
+
+
+def definition(spec: ModelSpec, options: dict, tasks: list[BatchTask]) -> dict:
+    """The batch's identity (``OUT/batch.json``): what must be equal for a run to resume."""
+    return {"format": FORMAT, "models": asdict(spec), "options": options,
+            "tasks": [t.as_json() for t in tasks]}
+
+
+def read_out(out: Path, defn: dict) -> BatchState:
+    """The finished and failed tasks of ``out`` (none when it does not exist yet), after
+    checking that it holds this same batch. Reads only. GisUsageError when ``out`` is a file,
+    another batch, or a folder gis did not write."""
+    record = out / "batch.json"
+    if out.exists() and not out.is_dir():
+        raise GisUsageError(f"--out {out} is a file: choose a folder")
+    if record.is_file():
+        try:
+            old = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise GisUsageError(f"{record} is unreadable ({one_line(exc)}): choose another "
+                                "--out") from None
+        new = json.loads(json.dumps(defn))
+        old.pop("command", None)
+        if old != new:
+            diff = next((k for k in new if old.get(k) != new[k]), "format")
+            raise GisUsageError(f"--out {out} holds another batch (its {diff} differ): run the "
+                                "command that started it to resume it, or choose another "
+                                "--out")
+    elif out.is_dir() and any(out.iterdir()):
+        raise GisUsageError(f"--out {out} exists and is not a gis batch folder (no "
+                            "batch.json): choose another --out")
+    tasks_dir = out / "tasks"
+    done = {p.name for p in tasks_dir.iterdir() if (p / "result.json").is_file()} \
+        if tasks_dir.is_dir() else set()
+    failed = {}
+    for p in sorted((out / "failed").glob("*.json")):
+        try:
+            failed[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            failed[p.stem] = {"error": "unreadable failure record"}
+    return BatchState(out=out, done=done, failed=failed)
+
+
+def create_out(out: Path, defn: dict) -> None:
+    """Make ``out`` and its batch.json (with the command line) unless it has one."""
+    if (out / "batch.json").is_file():
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "batch.json", {**defn, "command": _command_line()})
+    except OSError as exc:
+        raise GisUsageError(f"cannot create --out {out} ({exc.strerror or exc}): choose "
+                            "another --out") from None
+
+
+def _command_line() -> str:
+    import shlex
+    import sys
+
+    return " ".join(shlex.quote(a) for a in ["gis", *sys.argv[1:]])
+
+
+def record_outcome(state: BatchState, task: BatchTask, outcome: Outcome) -> None:
+    """Write a worker's outcome into the output folder: the task's folder (atomically) and
+    report, or its failure record."""
+    from ..report import write_report
+
+    fail = state.out / "failed" / f"{task.id}.json"
+    if outcome.files is not None:
+        with atomic_folder(state.out / "tasks" / task.id, overwrite=True) as tmp:
+            for name, data in outcome.files.items():
+                (tmp / name).write_bytes(data)
+        fail.unlink(missing_ok=True)
+        state.failed.pop(task.id, None)
+        state.done.add(task.id)
+        write_report(state.out / "tasks" / task.id, state.out / "reports" / f"{task.id}.html",
+                     overwrite=True)
+    else:
+        entry = {"task": task.as_json(), "line": task.line, "error": outcome.error,
+                 "seconds": outcome.seconds}
+        if outcome.traceback:
+            entry["traceback"] = outcome.traceback
+        write_json(fail, entry)
+        state.failed[task.id] = entry
+
+
+def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *,
+            workers: int = 1, threads: int | None = None, ray_address: str | None = None,
+            segments_file: str | None = None, progress: bool = True,
+            on_outcome: Callable[[BatchTask, Outcome, BatchState], None] | None = None
+            ) -> BatchState:
+    """Run the tasks of ``out`` not finished yet; returns the folder's state after.
+
+    workers: local processes (1: in this process); threads: torch threads of each (default:
+    the cores shared out among the workers; on Ray 1 CPU a task). ray_address: run on Ray
+    instead (``run_ray``). Raises GisUsageError, before anything is written, when ``out``
+    holds another batch, a task's settings are impossible or its segment unknown."""
+    defn = definition(spec, options, tasks)
+    state = read_out(out, defn)
+    todo = [t for t in tasks if t.id not in state.done]
+    by_id = {t.id: t for t in tasks}
+    if not todo:
+        return state
+    if workers < 1:
+        raise GisUsageError(f"--workers must be >= 1 (got {workers})")
+    if threads is not None and threads < 1:
+        raise GisUsageError(f"--threads must be >= 1 (got {threads})")
+    worker = TaskWorker(spec, options)
+    worker.segments = segments = all_segments(worker.dataset, segments_file)
+    for t in todo:  # every task's settings and segment checked before the first one runs
+        worker.settings(t)
+        if t.segment is not None:
+            resolve_segment(t.segment, segments)
+    if ray_address is not None:
+        ray_preflight(ray_address)
+    create_out(out, defn)
+    if ray_address is None and workers == 1:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        outcomes: Iterable[Outcome] = run_inline(worker, todo)
+    else:
+        phi = worker.catalogue_phi  # embedded once, by the driver, for every worker
+        del worker
+        if ray_address is not None:
+            outcomes = run_ray(ray_address, spec, options, phi, segments, todo,
+                               threads=threads or 1)
+        else:
+            outcomes = run_pool(spec, options, phi, segments, todo, workers=workers,
+                                threads=threads or max(1, (os.cpu_count() or 1) // workers))
+    bar = _progress(len(tasks), len(tasks) - len(todo), progress)
+    try:
+        for outcome in outcomes:
+            task = by_id[outcome.task_id]
+            record_outcome(state, task, outcome)
+            if on_outcome is not None:
+                on_outcome(task, outcome, state)
+            bar.update(1)
+            bar.set_postfix_str(f"{len(state.failed)} failed" if state.failed else "")
+    finally:
+        bar.close()
+    return state
+
+
+def _progress(total: int, done: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="task", desc="gis batch", disable=not enabled,
+                dynamic_ncols=True)

@@ -1,0 +1,430 @@
+"""`gis batch`: manifests, segments, task folders identical to `gis shift`'s, failures that do
+not stop the others, resuming after kill -9, a local process pool, a real local Ray head, and
+the index page in headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gis.batch.manifest import read_manifest, task_id
+from gis.batch.segments import dataset_segments, read_segments, resolve_segment
+from gis.cli import cli
+from gis.errors import GisUsageError
+
+# tiny loops: these tests check the plumbing, not the variants
+FEW = ["--steps", "2", "--invert-steps", "2", "--n", "3", "--quiet"]
+ITEMS = ("train-00024", "train-00027", "train-00050")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def same_run(a: Path, b: Path) -> None:
+    """Two `gis shift` folders hold the same files, byte for byte, but result.json's timings
+    and the thread variables of the process's environment (Ray sets OMP_NUM_THREADS in its
+    workers) that its provenance records."""
+    fa, fb = files_of(a), files_of(b)
+    assert sorted(fa) == sorted(fb)
+    for name in fa:
+        if name == "result.json":
+            ja, jb = (json.loads(f[name]) for f in (fa, fb))
+            for j in (ja, jb):
+                j.pop("seconds")
+                j["provenance"]["threads"].pop("environment")
+            assert ja == jb
+        else:
+            assert fa[name] == fb[name], name
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------------------ manifests
+def test_manifest_csv_and_jsonl(tmp_path):
+    img = tmp_path / "shoe.png"
+    img.write_bytes(b"not read here")
+    users = tmp_path / "vip.txt"
+    users.write_text("u0001\nu0002\n")
+    (tmp_path / "m.csv").write_text(
+        "id,item,users,users_file,segment,n_users,steps,lr,recipe\n"
+        "a,train-00024,\"u0001;u0002, u0003\",,,,5,0.1,paper\n"
+        ",shoe.png,,vip.txt,,,,,\n"
+        ",train-00027,,,category:Coat,,,,\n"
+        ",train-00050,,,,10,,,\n"
+        ",train-00062,,,,,,,\n")
+    tasks = read_manifest(tmp_path / "m.csv")
+    assert [t.id for t in tasks] == ["a", "0002-shoe", "0003-train-00027", "0004-train-00050",
+                                     "0005-train-00062"]
+    assert tasks[0].users == ("u0001", "u0002", "u0003")
+    assert tasks[0].settings == {"steps": 5, "lr": 0.1, "recipe": "paper"}
+    assert tasks[1].image == str(img.resolve()) and tasks[1].item_id is None
+    assert tasks[1].users_file == str(users.resolve())
+    assert tasks[2].segment == "category:Coat" and tasks[3].n_users == 10
+    assert tasks[4].target == "all users" and tasks[3].target.startswith("10 random users")
+    assert [t.line for t in tasks] == [2, 3, 4, 5, 6]
+    (tmp_path / "m.jsonl").write_text(
+        '{"item_id": "train-00024", "users": ["u0001", "u0002"], "n": 4}\n\n'
+        '# a comment\n{"image": "shoe.png", "segment": "all", "seed": 3}\n')
+    jt = read_manifest(tmp_path / "m.jsonl")
+    assert jt[0].users == ("u0001", "u0002") and jt[0].settings == {"n": 4}
+    assert jt[1].image == str(img.resolve()) and jt[1].settings == {"seed": 3}
+    assert jt[1].line == 4
+
+
+@pytest.mark.parametrize("text, message", [
+    ("item,colour\n1,red\n", "unknown column(s) colour"),
+    ("item,image\n1,x.png\n", "give only one of item, image"),
+    ("users\nu1\n", "exactly one of item, item_id, image"),
+    ("item,users,n_users\n1,u1,3\n", "give only one target of users, n_users"),
+    ("item,steps\n1,many\n", "steps must be a whole number (got 'many')"),
+    ("item,n_users\n1,0\n", "n_users must be >= 1"),
+    ("item\nmissing.png\n", "image 'missing.png' not found"),
+    ("id,item\nx,1\nx,2\n", "task id 'x' is also on line 2"),
+    ("id,item\n../up,1\n", "must be a folder name"),
+    ("item\n", "holds no task"),
+])
+def test_manifest_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "m.csv"
+    path.write_text(text)
+    with pytest.raises(GisUsageError) as err:
+        read_manifest(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"item": "1"}\n[1, 2]\n')
+    with pytest.raises(GisUsageError, match=r"line 2: each line must be a JSON object"):
+        read_manifest(bad)
+
+
+def test_task_ids_are_safe_folder_names():
+    assert task_id(7, "shoes/red shoe.JPG") == "0007-shoes_red_shoe.JPG"
+    assert task_id(1, "../..") == "0001-item"
+
+
+# ------------------------------------------------------------------------------ segments
+def test_dataset_segments_follow_the_interactions():
+    from gis.data import load_dataset
+
+    ds = load_dataset("fashion-colors")
+    seg = dataset_segments(ds)
+    assert seg["all"] == list(ds.user_ids)
+    cats = [k for k in seg if k.startswith("category:")]
+    assert cats and all(k[len("category:"):] in ds.category_names for k in cats)
+    members = [u for k in cats for u in seg[k]]
+    assert len(members) == len(set(members))  # a user is in one category segment at most
+    row = {u: i for i, u in enumerate(ds.user_ids)}
+    items = ds.user_items()
+    for k in cats[:3]:
+        c = ds.category_names.index(k[len("category:"):])
+        for u in seg[k][:20]:
+            counts = np.bincount(ds.categories[items[row[u]]], minlength=len(ds.category_names))
+            assert counts.argmax() == c
+
+
+def test_segments_file_and_unknown_segment(tmp_path):
+    path = tmp_path / "seg.csv"
+    path.write_text("User ID,Segment\nu0001,vip\nu0002,vip\nu0003,new\n")
+    seg = read_segments(path)
+    assert seg == {"vip": ["u0001", "u0002"], "new": ["u0003"]}
+    with pytest.raises(GisUsageError, match="unknown segment 'vp'; known segments: new, vip"):
+        resolve_segment("vp", seg)
+    (tmp_path / "bad.csv").write_text("user_id,group\nu1,a\n")
+    with pytest.raises(GisUsageError, match="needs the columns user_id and segment"):
+        read_segments(tmp_path / "bad.csv")
+
+
+# ------------------------------------------------------------------------------ batches
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory):
+    """One in-process batch (2 tasks: a user list, a segment) with its `gis shift` twins."""
+    root = tmp_path_factory.mktemp("batch")
+    manifest = root / "m.csv"
+    manifest.write_text(f"item,users,segment\n{ITEMS[0]},u0001;u0042,\n"
+                        f"{ITEMS[1]},,category:Coat\n")
+    res = invoke("batch", "--manifest", manifest, "--out", root / "out", "--workers", 1, *FEW)
+    assert res.exit_code == 0, res.output
+    return root, res.output
+
+
+def test_batch_folders_are_what_gis_shift_writes(batch_run, tmp_path):
+    from gis.batch.segments import dataset_segments
+    from gis.data import load_dataset
+
+    root, output = batch_run
+    out = root / "out"
+    assert sorted(p.name for p in (out / "tasks").iterdir()) == [f"0001-{ITEMS[0]}",
+                                                                 f"0002-{ITEMS[1]}"]
+    res = invoke("shift", "--item-id", ITEMS[0], "--users", "u0001,u0042", "--out",
+                 tmp_path / "s0", *FEW)
+    assert res.exit_code == 0, res.output
+    same_run(out / "tasks" / f"0001-{ITEMS[0]}", tmp_path / "s0")
+    coat = dataset_segments(load_dataset("fashion-colors"))["category:Coat"]
+    doc = json.loads((out / "tasks" / f"0002-{ITEMS[1]}" / "result.json").read_text())
+    assert doc["targets"]["user_ids"] == sorted(coat, key=coat.index)[:1000]
+    assert "2 of 2 tasks done" in output and "index.html" in output
+    # a report per task; batch.json records the definition and the command
+    assert sorted(p.name for p in (out / "reports").iterdir()) == [
+        f"0001-{ITEMS[0]}.html", f"0002-{ITEMS[1]}.html"]
+    record = json.loads((out / "batch.json").read_text())
+    assert record["format"] == "gis-batch/1" and record["command"].startswith("gis ")
+    assert [t["item_id"] for t in record["tasks"]] == list(ITEMS[:2])
+
+
+def test_summary_csv_matches_the_records(batch_run):
+    from gis.record import ShiftRecord
+    from gis.report.summary import summarise
+
+    out = batch_run[0] / "out"
+    table = read_csv(out / "summary.csv")
+    assert len(table) == 2 and {r["status"] for r in table} == {"done"}
+    gains = [float(r["best_gain"]) if r["best_gain"] else -np.inf for r in table]
+    assert gains == sorted(gains, reverse=True)  # highest gain first
+    for r in table:
+        rec = ShiftRecord.from_json(json.loads(
+            (out / "tasks" / r["task"] / "result.json").read_text()))
+        s = summarise(rec)
+        assert r["n_users"] == str(rec.targets.count)
+        assert r["passing"] == f"{sum(rec.checks.passed)}/{len(rec.checks.passed)}"
+        if s.recommended is None:
+            assert r["recommended_variant"] == "" and r["beats_reference"] == "False"
+            continue
+        k = s.recommended
+        assert int(r["recommended_variant"]) == k
+        assert float(r["best_gain"]) == pytest.approx(s.v_scores[k] - s.item[s.agg], abs=1e-6)
+        assert float(r["rank_change"]) == s.ranks.median_ref - s.ranks.median_variants[k]
+
+
+def test_same_command_again_does_nothing(batch_run):
+    root, _ = batch_run
+    out = root / "out"
+    before = {p: p.stat().st_mtime_ns for p in (out / "tasks").glob("*/result.json")}
+    res = invoke("batch", "--manifest", root / "m.csv", "--out", out, "--workers", 1, *FEW)
+    assert res.exit_code == 0, res.output
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    # another batch, or a folder gis did not write, is refused before any work
+    res = invoke("batch", "--manifest", root / "m.csv", "--out", out, "--workers", 1,
+                 *FEW[:4], "--n", "4", "--quiet")
+    assert res.exit_code == 2 and "holds another batch (its options differ)" in res.output
+    foreign = root / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    res = invoke("batch", "--items", 1, "--out", foreign, *FEW)
+    assert res.exit_code == 2 and "is not a gis batch folder" in res.output
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_a_failing_task_does_not_stop_the_others(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"item,users\n{ITEMS[0]},u0001\nno-such-item,u0001\nbroken.png,u0001\n"
+                        f"{ITEMS[1]},nobody\n")
+    out = tmp_path / "out"
+    res = invoke("batch", "--manifest", manifest, "--out", out, "--workers", 1, *FEW)
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    assert "3 of 4 tasks failed" in res.output
+    assert [p.name for p in (out / "tasks").iterdir()] == [f"0001-{ITEMS[0]}"]
+    failed = {p.stem: json.loads(p.read_text()) for p in (out / "failed").iterdir()}
+    assert sorted(failed) == ["0002-no-such-item", "0003-broken", f"0004-{ITEMS[1]}"]
+    assert "unknown item id 'no-such-item'" in failed["0002-no-such-item"]["error"]
+    assert "broken.png" in failed["0003-broken"]["error"]
+    assert "nobody" in failed[f"0004-{ITEMS[1]}"]["error"]
+    assert all("\n" not in f["error"] and "traceback" not in f for f in failed.values())
+    table = read_csv(out / "summary.csv")
+    assert [r["status"] for r in table] == ["done", "failed", "failed", "failed"]
+    assert table[1]["error"] == failed[table[1]["task"]]["error"]
+    # again: only the failed tasks run again (the finished folder is not rewritten)
+    done = out / "tasks" / f"0001-{ITEMS[0]}" / "result.json"
+    stamp = done.stat().st_mtime_ns
+    manifest.write_text(manifest.read_text())  # same definition
+    res = invoke("batch", "--manifest", manifest, "--out", out, "--workers", 1, *FEW)
+    assert res.exit_code == 1 and done.stat().st_mtime_ns == stamp
+
+
+def test_impossible_settings_fail_before_any_output(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"item,n_users,n\n{ITEMS[0]},2,0\n")
+    res = invoke("batch", "--manifest", manifest, "--out", tmp_path / "out", *FEW[:-3])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "out").exists()
+    res = invoke("batch", "--items", 2, "--segment", "category:Nope", "--out",
+                 tmp_path / "out", *FEW)
+    assert res.exit_code == 2 and "unknown segment 'category:Nope'" in res.output
+    assert not (tmp_path / "out").exists()
+    res = invoke("batch", "--items", 2, "--manifest", manifest, "--out", tmp_path / "out")
+    assert res.exit_code == 2 and "either --manifest FILE or --items" in res.output
+
+
+def _gis(*args) -> list[str]:
+    return [sys.executable, "-c", "from gis.cli import main; main()", *map(str, args)]
+
+
+def test_resume_after_kill_9(tmp_path):
+    """kill -9 in the middle of a batch; the same command again finishes only the rest."""
+    out = tmp_path / "out"
+    cmd = _gis("batch", "--items", 4, "--n-users", 2, "--out", out, "--workers", 1,
+               "--threads", 1, *FEW)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while not list((out / "tasks").glob("*/result.json")):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in (out / "tasks").glob("*/result.json")}
+    assert 1 <= len(finished) < 4
+    # only whole task folders are visible (a hidden partial one may remain: it is swept)
+    visible = [p for p in (out / "tasks").iterdir() if not p.name.startswith(".")]
+    assert sorted(p.name for p in visible) == sorted(finished)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "4 of 4 tasks done" in res.stdout
+    assert {k: (out / "tasks" / k / "result.json").stat().st_mtime_ns for k in finished} \
+        == finished
+    ids = [t["id"] for t in json.loads((out / "batch.json").read_text())["tasks"]]
+    assert sorted(p.name for p in (out / "tasks").iterdir()) == ids  # no partial one left
+    assert len(read_csv(out / "summary.csv")) == 4
+
+
+@pytest.fixture(scope="module")
+def one_thread_reference(tmp_path_factory):
+    """Two tasks run in process on one torch thread: what a pool or Ray worker of one thread
+    computes."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    res = invoke("batch", "--items", 2, "--users", "u0001,u0002", "--out", out, "--workers", 1,
+                 "--threads", 1, *FEW)
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_local_pool_of_two_workers(one_thread_reference, tmp_path):
+    out = tmp_path / "out"
+    res = subprocess.run(_gis("batch", "--items", 2, "--users", "u0001,u0002", "--out", out,
+                              "--workers", 2, "--threads", 1, *FEW),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "leaked" not in res.stderr and "Traceback" not in res.stderr
+    for task in (one_thread_reference / "tasks").iterdir():
+        same_run(task, out / "tasks" / task.name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+#: a loopback-only test cluster: no usage statistics, no token (the driver and the head share
+#: this environment)
+RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A real Ray head on loopback (`ray start --head`), stopped after the test."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        msg = "the Ray test needs Ray: pip install ray (or bash scripts/install.sh --test)"
+        if os.environ.get("GIS_REQUIRE_RAY") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    ray_bin = Path(sys.executable).with_name("ray")
+    port = _free_port()
+    start = subprocess.run(
+        [str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
+        capture_output=True, text=True, env=RAY_ENV, timeout=180)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=RAY_ENV,
+                       timeout=120)
+
+
+def test_ray_cluster_on_loopback(ray_head, one_thread_reference, tmp_path):
+    out = tmp_path / "out"
+    res = subprocess.run(_gis("batch", "--items", 2, "--users", "u0001,u0002", "--out", out,
+                              "--ray", ray_head, *FEW),
+                         capture_output=True, text=True, timeout=600,
+                         env=RAY_ENV)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 of 2 tasks done" in res.stdout
+    for task in (one_thread_reference / "tasks").iterdir():
+        same_run(task, out / "tasks" / task.name)
+    index = (out / "index.html").read_text()
+    assert f"Ray ({ray_head})" in index
+
+
+def test_ray_unreachable_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    res = subprocess.run(_gis("batch", "--items", 1, "--users", "u0001", "--out",
+                              tmp_path / "out", "--ray", f"127.0.0.1:{_free_port()}", *FEW),
+                         capture_output=True, text=True, timeout=300, env=RAY_ENV)
+    assert res.returncode == 2, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: cannot join the Ray cluster at") and "ray start" in last
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ index page
+def test_index_page_text(batch_run):
+    out = batch_run[0] / "out"
+    html = (out / "index.html").read_text()
+    table = read_csv(out / "summary.csv")
+    positions = [html.index(f'id="task-{r["task"]}"') for r in table]
+    assert positions == sorted(positions)  # ranked as summary.csv is
+    for r in table:
+        assert f'href="reports/{r["task"]}.html"' in html
+        assert f'src="tasks/{r["task"]}/item.png"' in html
+
+
+@pytest.mark.chromium
+def test_index_page_in_headless_chromium(chrome, batch_run):
+    from selenium.webdriver.common.by import By
+
+    out = batch_run[0] / "out"
+    table = read_csv(out / "summary.csv")
+    chrome.get((out / "index.html").resolve().as_uri())
+    rows = chrome.find_elements(By.CSS_SELECTOR, "#tasks tr.task-row")
+    assert [r.get_attribute("id") for r in rows] == [f"task-{r['task']}" for r in table]
+    imgs = chrome.find_elements(By.CSS_SELECTOR, "#tasks img")
+    expected = sum(1 + (r["recommended_variant"] != "") for r in table)
+    assert len(imgs) == expected
+    for img in imgs:
+        complete, natural = chrome.execute_script(
+            "return [arguments[0].complete, arguments[0].naturalWidth]", img)
+        assert complete and natural > 0, img.get_attribute("src")
+        assert img.size["width"] >= 48
+    links = chrome.find_elements(By.CSS_SELECTOR, "a.report-link")
+    assert len(links) == len(table)
+    target = links[0].get_attribute("href")
+    chrome.get(target)
+    assert chrome.find_element(By.ID, "title").text.startswith("Product variants")
