@@ -426,6 +426,9 @@ class CheckReport:
     label: str
     passed: list[str] = field(default_factory=list)
     error: str | None = None
+    missing: str | None = None
+    """Why the object could not be built for want of an offline asset it needs (its default
+    weights, say: ``MissingAssetError``): not a broken plugin, but nothing was checked."""
 
 
 def run_checks(name: str, *, kind: str | None = None, device: str = "cpu",
@@ -455,6 +458,8 @@ def run_checks(name: str, *, kind: str | None = None, device: str = "cpu",
                 obj, report.passed = registry.create_checked(entry.name, **opts)
                 if registry.kind == "loss":  # what only `gis plugins check` runs
                     report.passed += check_loss_forward(obj)
+            except errors.MissingAssetError as exc:
+                report.missing = str(exc).removeprefix(f"{entry.label}: ")
             except errors.GisError as exc:
                 report.error = str(exc).removeprefix(f"{entry.label}: ")
             except ContractMismatch as exc:

@@ -19,6 +19,7 @@ import gis
 from gis import hookspecs, plugins
 from gis.cli import CORE_COMMANDS, GisGroup, add_core_commands, cli
 from gis.errors import (
+    MissingAssetError,
     PluginContractError,
     UnknownGeneratorError,
     UnknownLossError,
@@ -441,6 +442,35 @@ def test_plugins_check_fails_with_the_one_line_reason(bad_plugin):
     out = CliRunner().invoke(cli, ["plugins", "check", "nope"])
     assert out.exit_code == 2
     assert out.output.startswith("Error: nothing named 'nope': not a registered generator, ")
+
+
+class UnweightedPlugin:
+    @gis.hookimpl
+    def register_generators(self, register):
+        def factory(**kw):
+            raise MissingAssetError("the unweighted default weights are not installed; train "
+                                    "them with `gis train generator unweighted`")
+        register("unweighted", factory)
+        register("tiny-ok", lambda **kw: NoLatentGen())
+
+
+def test_plugins_check_missing_weights_is_not_a_failure():
+    """An object whose offline asset (default weights) is not installed is NOT CHECKED, with the
+    provisioning command, and does not fail the command; a broken one beside it still does."""
+    name = gis.register_plugin(UnweightedPlugin(), name="unweighted-plugin")
+    try:
+        out = CliRunner().invoke(cli, ["plugins", "check", "unweighted"])
+        assert out.exit_code == 0, out.output
+        assert out.output.splitlines()[-2:] == [
+            "  NOT CHECKED  the unweighted default weights are not installed; train them with "
+            "`gis train generator unweighted`",
+            "1 checked: none failed, 1 not checked (an asset is not installed: see above)"]
+        out = CliRunner().invoke(cli, ["plugins", "check", name])
+        assert out.exit_code == 1
+        assert out.output.splitlines()[-1] == ("2 checked: 1 failed, 1 not checked (an asset is "
+                                               "not installed: see above)")
+    finally:
+        gis.unregister_plugin(name)
 
 
 # ----------------------------------------------------------------------------- the CLI itself

@@ -57,9 +57,9 @@ class InvertSettings:
         default_factory=lambda: {k: dict(v) for k, v in PAPER_INVERT_OPTIONS.items()})
 
     def validate(self) -> None:
-        _positive_int("steps", self.steps)
-        _positive_int("restarts", self.restarts)
-        _positive("lr", self.lr)
+        _positive_int("inversion steps", self.steps)
+        _positive_int("inversion restarts", self.restarts)
+        _positive("inversion lr", self.lr)
         _check_loop(self.lr_schedule, self.precision)
         check_weights(self.losses, "inversion")
         if not any(w > 0 for w in self.losses.values()):
@@ -100,8 +100,8 @@ class ShiftSettings:
             raise GisUsageError(f"n must be >= 2 to make distinct variants (got {self.n})")
         if not self.eps > 0:
             raise GisUsageError(f"eps must be > 0 (got {self.eps}); the paper uses 0.4")
-        _positive_int("steps", self.steps)
-        _positive("lr", self.lr)
+        _positive_int("shifting steps", self.steps)
+        _positive("shifting lr", self.lr)
         _positive("predictor_lr", self.predictor_lr)
         _check_loop(self.lr_schedule, self.precision)
         check_weights(self.losses, "shifting")
