@@ -178,8 +178,8 @@ class Checks:
     ``scores`` and ``passed``; all None with a ``note`` when not run (the generator offers no
     calibrated realism score)."""
     identity: dict[str, Any] = field(default_factory=dict)
-    """``metric``, ``min`` and per variant ``values`` (silhouette soft IoU to the base image)
-    and ``passed``."""
+    """``metric``, ``min`` and per variant ``values`` (silhouette soft IoU to the item, or to
+    the base image when there is none) and ``passed``."""
     distinct: dict[str, Any] = field(default_factory=dict)
     """``min_distance`` and per variant ``near_copy_of`` (the better variant it nearly
     copies, or None); ``note`` when not run."""

@@ -137,7 +137,8 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
     passed = [not r for r in reasons]
     recommended = next((i for i in order if passed[i]), None)
     return {"settings": asdict(settings), "realism": realism,
-            "identity": {"metric": "silhouette soft IoU to the base image",
+            "identity": {"metric": "silhouette soft IoU to the "
+                                   + ("item" if item01 is not None else "base image"),
                          "min": settings.min_silhouette_iou, "values": iou,
                          "passed": [v >= settings.min_silhouette_iou for v in iou]},
             "distinct": {"min_distance": settings.min_distance, "near_copy_of": near_copy_of,
