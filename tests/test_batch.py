@@ -79,7 +79,9 @@ def test_manifest_csv_and_jsonl(tmp_path):
     assert tasks[1].image == str(img.resolve()) and tasks[1].item_id is None
     assert tasks[1].users_file == str(users.resolve())
     assert tasks[2].segment == "category:Coat" and tasks[3].n_users == 10
-    assert tasks[4].target == "all users" and tasks[3].target.startswith("10 random users")
+    assert tasks[4].target_text() == "all users"
+    assert tasks[3].target_text(5) == "10 random users (seed 5)"
+    assert tasks[1].image_as_given == "shoe.png"
     assert [t.line for t in tasks] == [2, 3, 4, 5, 6]
     (tmp_path / "m.jsonl").write_text(
         '{"item_id": "train-00024", "users": ["u0001", "u0002"], "n": 4}\n\n'
@@ -100,6 +102,9 @@ def test_manifest_csv_and_jsonl(tmp_path):
     ("item\nmissing.png\n", "image 'missing.png' not found"),
     ("id,item\nx,1\nx,2\n", "task id 'x' is also on line 2"),
     ("id,item\n../up,1\n", "must be a folder name"),
+    ("id,item\n.hidden,1\n", "must not start with '.'"),
+    ("id,item\n" + "a" * 121 + ",1\n", "is 121 characters long: at most 120"),
+    ("item,n\n1,3.5\n", "n must be a whole number (got '3.5')"),
     ("item\n", "holds no task"),
 ])
 def test_manifest_errors_name_the_line(tmp_path, text, message):
@@ -216,13 +221,18 @@ def test_same_command_again_does_nothing(batch_run):
     root, _ = batch_run
     out = root / "out"
     before = {p: p.stat().st_mtime_ns for p in (out / "tasks").glob("*/result.json")}
+    report = out / "reports" / f"0001-{ITEMS[0]}.html"
+    page = report.read_bytes()
+    report.unlink()  # as a run stopped between the task's folder and its report leaves it
     res = invoke("batch", "--manifest", root / "m.csv", "--out", out, "--workers", 1, *FEW)
     assert res.exit_code == 0, res.output
     assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert report.read_bytes() == page
     # another batch, or a folder gis did not write, is refused before any work
     res = invoke("batch", "--manifest", root / "m.csv", "--out", out, "--workers", 1,
                  *FEW[:4], "--n", "4", "--quiet")
-    assert res.exit_code == 2 and "holds another batch (its options differ)" in res.output
+    assert res.exit_code == 2, res.output
+    assert "holds a batch run with other options (n: 3 -> 4)" in res.output
     foreign = root / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
@@ -257,6 +267,18 @@ def test_a_failing_task_does_not_stop_the_others(tmp_path):
     manifest.write_text(manifest.read_text())  # same definition
     res = invoke("batch", "--manifest", manifest, "--out", out, "--workers", 1, *FEW)
     assert res.exit_code == 1 and done.stat().st_mtime_ns == stamp
+    # a failed task's row may be fixed; a finished task's may not
+    manifest.write_text(manifest.read_text().replace("nobody", "u0002"))
+    res = invoke("batch", "--manifest", manifest, "--out", out, "--workers", 1, *FEW)
+    assert res.exit_code == 1 and "2 of 4 tasks failed" in res.output
+    assert (out / "tasks" / f"0004-{ITEMS[1]}" / "result.json").is_file()
+    assert not (out / "failed" / f"0004-{ITEMS[1]}.json").exists()
+    assert read_csv(out / "summary.csv")[-1]["status"] == "failed"
+    manifest.write_text(manifest.read_text().replace(f"{ITEMS[0]},u0001", f"{ITEMS[0]},u0003"))
+    res = invoke("batch", "--manifest", manifest, "--out", out, "--workers", 1, *FEW)
+    assert res.exit_code == 2 and (f"task 0001-{ITEMS[0]} is finished but the manifest now "
+                                   'defines it otherwise (users.0: "u0001" -> "u0003")') \
+        in res.output
 
 
 def test_impossible_settings_fail_before_any_output(tmp_path):
@@ -271,6 +293,11 @@ def test_impossible_settings_fail_before_any_output(tmp_path):
     assert not (tmp_path / "out").exists()
     res = invoke("batch", "--items", 2, "--manifest", manifest, "--out", tmp_path / "out")
     assert res.exit_code == 2 and "either --manifest FILE or --items" in res.output
+    res = invoke("batch", "--items", 2, "--users", ",", "--out", tmp_path / "out")
+    assert res.exit_code == 2 and "the target user set is empty" in res.output
+    res = invoke("batch", "--items", 2, "--workers", 0, "--out", tmp_path / "out")
+    assert res.exit_code == 2 and "--workers must be >= 1" in res.output
+    assert not (tmp_path / "out").exists()
 
 
 def _gis(*args) -> list[str]:
@@ -331,6 +358,61 @@ def test_local_pool_of_two_workers(one_thread_reference, tmp_path):
     assert "leaked" not in res.stderr and "Traceback" not in res.stderr
     for task in (one_thread_reference / "tasks").iterdir():
         same_run(task, out / "tasks" / task.name)
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The pool worker processes (multiprocessing spawn children) of process ``pid``."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = []
+    for c in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes():
+                out.append(c)
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_pool_survives_a_dead_worker_and_ends_with_the_driver(tmp_path):
+    """A worker killed mid-task: the pool starts again and every task finishes. The driver
+    killed with kill -9: its workers end too (they hold the models, ~1 GB each)."""
+    cmd = _gis("batch", "--items", 3, "--users", "u0001,u0002", "--out", tmp_path / "a",
+               "--workers", 2, "--threads", 1, *FEW)
+    with open(tmp_path / "a.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while len(_workers_of(proc.pid)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)  # the workers are loading the models or running their first tasks
+        os.kill(_workers_of(proc.pid)[0], signal.SIGKILL)
+        assert proc.wait(timeout=600) == 0, (tmp_path / "a.log").read_text()
+    assert "3 of 3 tasks done" in (tmp_path / "a.log").read_text()
+    cmd = _gis("batch", "--items", 3, "--users", "u0001,u0002", "--out", tmp_path / "b",
+               "--workers", 2, "--threads", 1, *FEW)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(_workers_of(proc.pid)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    workers = _workers_of(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers)
 
 
 def _free_port() -> int:

@@ -111,7 +111,7 @@ def batch(manifest, items, users, users_file, segment, n_users, segments_file, g
         if v not in (None, [])}
     commands.batch_command(
         manifest=manifest, items=items,
-        target=dict(users=users.split(",") if users else None, users_file=users_file,
+        target=dict(users=users.split(",") if users is not None else None, users_file=users_file,
                     segment=segment, n_users=n_users),
         segments_file=segments_file, generator=generator_name, recommender=recommender_name,
         generator_checkpoint=generator_checkpoint,

@@ -27,6 +27,8 @@ def build_tasks(*, manifest, items, target: dict, spec: ModelSpec) -> list[Batch
             raise GisUsageError(f"--users-file {target['users_file']} not found")
     if given.get("users") is not None:
         given["users"] = tuple(u.strip() for u in given["users"] if u.strip())
+        if not given["users"]:
+            raise GisUsageError("--users: the target user set is empty")
     if given.get("n_users") is not None and given["n_users"] < 1:
         raise GisUsageError(f"--n-users must be >= 1 (got {given['n_users']})")
     if manifest is not None:
@@ -66,7 +68,13 @@ def batch_command(*, manifest, items, target, segments_file, generator, recommen
                      device=device, trust=trust, latent_space=latent_space,
                      factory_scopes={k: cli_scope(k) for k in ("generator", "recommender",
                                                                "dataset") if cli_scope(k)[1]})
+    if workers < 1:  # the cheap checks before any model loads
+        raise GisUsageError(f"--workers must be >= 1 (got {workers})")
+    if threads is not None and threads < 1:
+        raise GisUsageError(f"--threads must be >= 1 (got {threads})")
     if segments_file is not None:
+        if not Path(segments_file).is_file():
+            raise GisUsageError(f"--segments {segments_file}: file not found")
         segments_file = str(Path(segments_file).resolve())
     tasks = build_tasks(manifest=manifest, items=items, target=target, spec=spec)
     if segments_file is not None:  # part of the batch's definition (resuming checks it)
@@ -90,7 +98,7 @@ def batch_command(*, manifest, items, target, segments_file, generator, recommen
         click.echo(f"{done} of {len(tasks)} tasks are done in {out}: run the same command "
                    "again to finish the rest", err=True)
         raise
-    table = rows(out, tasks, state.failed)
+    table = rows(out, tasks, state.failed, options.get("seed", 0))
     write_summary_csv(out / "summary.csv", table)
     pending = len(tasks) - len(table)
     write_index(out, table, title=f"gis batch: {len(tasks)} tasks", pending=pending,

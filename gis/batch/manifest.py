@@ -42,6 +42,9 @@ ITEMS = ("item", "item_id", "image")
 COLUMNS = ("id", *ITEMS, *TARGETS, *SETTINGS)
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: the longest task id: its folder's temporary name adds ~60 characters, and file names end at
+#: 255 bytes on the common file systems
+MAX_ID = 120
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class BatchTask:
     id: str
     line: int  # where it was defined: the manifest's line (1-based); 0 for --items
     item_id: str | None = None
-    image: str | None = None  # absolute path
+    image: str | None = None  # absolute path (what is read)
+    image_as_given: str | None = None  # as the manifest wrote it (what result.json records)
     users: tuple[str, ...] | None = None
     users_file: str | None = None  # absolute path
     segment: str | None = None
@@ -64,13 +68,13 @@ class BatchTask:
         """The item as the summary shows it: its id, or the image file's name."""
         return self.item_id if self.item_id is not None else Path(self.image).name
 
-    @property
-    def target(self) -> str:
-        """The target in words: ``segment NAME``, ``10 random users``, ``3 users``..."""
+    def target_text(self, seed: int = 0) -> str:
+        """The target in words: ``segment NAME``, ``10 random users (seed S)``, ``3 users``...
+        ``seed``: the batch's seed, which a task's own ``seed`` overrides."""
         if self.segment is not None:
             return f"segment {self.segment}"
         if self.n_users is not None:
-            return f"{self.n_users} random users (seed {self.settings.get('seed', 0)})"
+            return f"{self.n_users} random users (seed {self.settings.get('seed', seed)})"
         if self.users is not None:
             return f"{len(self.users)} user{'s' if len(self.users) != 1 else ''}"
         if self.users_file is not None:
@@ -163,18 +167,20 @@ def _task(path: Path, line: int, k: int, row: dict) -> BatchTask:
     if len(items) != 1:
         fail("each task needs exactly one of item, item_id, image" if not items else
              f"give only one of {', '.join(items)}")
-    item_id = image = None
+    item_id = image = image_as_given = None
     if "image" in row:
         image = _existing(base, row["image"], where, "image")
+        image_as_given = str(row["image"])
     elif "item_id" in row:
         item_id = normalize_id(row["item_id"])
     else:
         value = str(row["item"])
         candidate = base / value
         if candidate.is_file():
-            image = str(candidate.resolve())
+            image, image_as_given = str(candidate.resolve()), value
         elif Path(value).suffix.lower() in _IMAGE_SUFFIXES or "/" in value or "\\" in value:
-            fail(f"image {value!r} not found (relative paths are read from {base}); a dataset "
+            fail(f"image {value!r} not found (relative paths are read from {base.resolve()}); "
+                 "a dataset "
                  "item id goes in an item_id column")
         else:
             item_id = normalize_id(value)
@@ -199,9 +205,14 @@ def _task(path: Path, line: int, k: int, row: dict) -> BatchTask:
     settings = {name: _typed(row[name], kind, name, fail)
                 for name, kind in SETTINGS.items() if name in row}
     tid = str(row["id"]) if "id" in row else task_id(k, item_id or Path(image).stem)
-    if not tid or _UNSAFE.search(tid) or tid.startswith("."):
+    if not tid or _UNSAFE.search(tid):
         fail(f"task id {tid!r} must be a folder name of letters, digits, '.', '_' or '-'")
-    return BatchTask(id=tid, line=line, item_id=item_id, image=image, users=users,
+    if tid.startswith("."):
+        fail(f"task id {tid!r} must not start with '.' (gis hides its partial folders so)")
+    if len(tid) > MAX_ID:
+        fail(f"task id {tid[:20]!r}... is {len(tid)} characters long: at most {MAX_ID}")
+    return BatchTask(id=tid, line=line, item_id=item_id, image=image,
+                     image_as_given=image_as_given, users=users,
                      users_file=users_file, segment=segment, n_users=n_users,
                      settings=settings)
 
@@ -211,7 +222,7 @@ def _existing(base: Path, value, where: str, what: str) -> str:
     p = p if p.is_absolute() else base / p
     if not p.is_file():
         raise GisUsageError(f"{where}: {what} {value!r} not found (relative paths are read "
-                            f"from {base})")
+                            f"from {base.resolve()})")
     return str(p.resolve())
 
 
@@ -220,9 +231,10 @@ def _typed(value, kind: type, name: str, fail):
         return str(value)
     try:
         if kind is int:
-            if isinstance(value, float) and not value.is_integer():
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
                 raise ValueError
-            out = int(float(value)) if isinstance(value, str) and "." in value else int(value)
+            out = int(number)
         else:
             out = float(value)
         if isinstance(value, bool):

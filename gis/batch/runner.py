@@ -151,6 +151,8 @@ class TaskWorker:
                 generator=self.spec.generator, item=task.image, item_id=task.item_id,
                 users=users, users_file=task.users_file, n_users=task.n_users,
                 category={**self.options, **task.settings}.get("category"))
+            if task.image_as_given is not None:  # what `gis shift --item` records
+                stask.source["path"] = task.image_as_given
             run = run_shift_task(self.gen, self.rec, stask, catalogue_phi=self.catalogue_phi)
             with tempfile.TemporaryDirectory(prefix="gis-batch-") as tmp:
                 save_shift_outputs(Path(tmp), run, gen=self.gen, rec=self.rec,
@@ -166,11 +168,25 @@ _WORKER: TaskWorker | None = None  # the local pool's worker of this process
 _RAY_WORKERS: dict = {}  # a Ray worker process's TaskWorkers, by batch
 
 
-def _init_local(spec, options, catalogue_phi, segments, threads):
+def _watch_parent(parent: int, every: float = 1.0) -> None:
+    """End this worker process soon after ``parent`` (the driver) is gone, even when it was
+    killed with ``kill -9`` and could not stop its pool: a daemon thread polls the parent."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gis-batch-parent-watch", daemon=True).start()
+
+
+def _init_local(spec, options, catalogue_phi, segments, threads, parent):
     import signal
 
     import torch
 
+    _watch_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops the pool on Ctrl-C
     torch.set_num_threads(threads)
     global _WORKER
@@ -198,30 +214,61 @@ def run_inline(worker: TaskWorker, tasks: list[BatchTask]) -> Iterator[Outcome]:
         yield worker.run(task)
 
 
+#: a task in flight when a worker process died twice is failed (once, it is run again)
+POOL_ATTEMPTS = 2
+
+
 def run_pool(spec, options, catalogue_phi, segments, tasks, *, workers: int,
              threads: int) -> Iterator[Outcome]:
     """The tasks on a local pool of ``workers`` spawned processes of ``threads`` torch threads
-    each, in completion order. A worker that dies (killed, out of memory) fails its tasks with
-    that reason."""
+    each, in completion order; one task per worker in flight at a time. When a worker dies
+    (killed, out of memory), the pool is started again and the tasks that were in flight run
+    again; one in flight at ``POOL_ATTEMPTS`` such deaths fails with that reason. The workers
+    end when this process does, even by ``kill -9`` (``_watch_parent``)."""
+    from collections import deque
+
     ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools can hang
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_local,
-                                  initargs=(spec, options, catalogue_phi, segments, threads))
-    finished = False
-    try:
-        futures = {pool.submit(_run_local, t): t for t in tasks}
-        for fut in cf.as_completed(futures):
-            try:
-                yield fut.result()
-            except cf.process.BrokenProcessPool as exc:
-                yield Outcome(futures[fut].id, error=f"the worker process died ({exc}): "
-                              "out of memory? run again with fewer --workers")
-        finished = True
-    finally:
-        if not finished:  # a stop (Ctrl-C, an error): do not wait for the running tasks
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                if proc.is_alive():
-                    proc.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
+    queue, attempts = deque(tasks), dict.fromkeys((t.id for t in tasks), 0)
+    while queue:
+        pool = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_init_local,
+            initargs=(spec, options, catalogue_phi, segments, threads, os.getpid()))
+        in_flight: dict = {}
+        finished = False
+        try:
+            broken = None
+            while (queue or in_flight) and broken is None:
+                while queue and len(in_flight) < workers:
+                    task = queue.popleft()
+                    in_flight[pool.submit(_run_local, task)] = task
+                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    task = in_flight.pop(fut)
+                    try:
+                        yield fut.result()
+                    except cf.process.BrokenProcessPool as exc:
+                        broken = exc
+                        in_flight[fut] = task  # handled with the others below
+            if broken is not None:
+                for fut, task in in_flight.items():
+                    if fut.done() and fut.exception() is None:
+                        yield fut.result()
+                        continue
+                    attempts[task.id] += 1
+                    if attempts[task.id] >= POOL_ATTEMPTS:
+                        yield Outcome(task.id, error=f"a worker process died twice while "
+                                      f"running it ({one_line(broken)}): out of memory? run "
+                                      "again with fewer --workers")
+                    else:
+                        queue.appendleft(task)
+                in_flight = {}
+            finished = True
+        finally:
+            if not finished or in_flight:  # a stop (Ctrl-C, an error): do not wait
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    if proc.is_alive():
+                        proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_ray(address: str, spec, options, catalogue_phi, segments, tasks, *,
@@ -328,21 +375,24 @@ def read_out(out: Path, defn: dict) -> BatchState:
         except (OSError, ValueError) as exc:
             raise GisUsageError(f"{record} is unreadable ({one_line(exc)}): choose another "
                                 "--out") from None
-        new = json.loads(json.dumps(defn))
-        old.pop("command", None)
-        if old != new:
-            diff = next((k for k in new if old.get(k) != new[k]), "format")
-            raise GisUsageError(f"--out {out} holds another batch (its {diff} differ): run the "
-                                "command that started it to resume it, or choose another "
-                                "--out")
+        _check_same_batch(out, old, json.loads(json.dumps(defn)))
     elif out.is_dir() and any(out.iterdir()):
         raise GisUsageError(f"--out {out} exists and is not a gis batch folder (no "
                             "batch.json): choose another --out")
-    tasks_dir = out / "tasks"
-    done = {p.name for p in tasks_dir.iterdir() if (p / "result.json").is_file()} \
-        if tasks_dir.is_dir() else set()
+    done = finished_tasks(out)
+    if record.is_file():  # a finished task must still be the task it was
+        old_tasks = {t["id"]: t for t in old.get("tasks", [])}
+        for t in defn["tasks"]:
+            was = old_tasks.get(t["id"])
+            if t["id"] in done and was is not None and was != json.loads(json.dumps(t)):
+                raise GisUsageError(
+                    f"--out {out}: task {t['id']} is finished but the manifest now defines it "
+                    f"otherwise ({_first_difference(was, t)}): give the changed task a new id, "
+                    "or choose another --out")
     failed = {}
     for p in sorted((out / "failed").glob("*.json")):
+        if p.stem in done:  # finished after it failed (a run stopped before removing this)
+            continue
         try:
             failed[p.stem] = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -350,9 +400,48 @@ def read_out(out: Path, defn: dict) -> BatchState:
     return BatchState(out=out, done=done, failed=failed)
 
 
+def finished_tasks(out: Path) -> set[str]:
+    """The ids of the tasks whose folder is in ``out/tasks`` (whole: it has result.json)."""
+    tasks_dir = out / "tasks"
+    if not tasks_dir.is_dir():
+        return set()
+    return {p.name for p in tasks_dir.iterdir()
+            if not p.name.startswith(".") and (p / "result.json").is_file()}
+
+
+def _first_difference(old, new, where: str = "") -> str:
+    """``steps: 2 -> 3``: the first key path at which two JSON values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in [*old, *(k for k in new if k not in old)]:
+            if old.get(k) != new.get(k):
+                return _first_difference(old.get(k), new.get(k), f"{where}{k}." if where
+                                         else f"{k}.")
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            if a != b:
+                return _first_difference(a, b, f"{where}{i}.")
+    return f"{where.rstrip('.') or 'value'}: {json.dumps(old)} -> {json.dumps(new)}"
+
+
+def _check_same_batch(out: Path, old: dict, new: dict) -> None:
+    """The models and the batch-wide settings must be those ``out`` was started with; tasks
+    may be added, and those not finished may change (``read_out`` checks the finished ones)."""
+    for key in ("format", "models", "options"):
+        if old.get(key) != new.get(key):
+            raise GisUsageError(
+                f"--out {out} holds a batch run with other {key} "
+                f"({_first_difference(old.get(key), new.get(key))}): run it with the "
+                "settings it was started with to resume it, or choose another --out")
+
+
 def create_out(out: Path, defn: dict) -> None:
-    """Make ``out`` and its batch.json (with the command line) unless it has one."""
-    if (out / "batch.json").is_file():
+    """Make ``out`` and its batch.json (the definition and the command line); a batch.json
+    already there is updated to the new tasks (added ones, changed unfinished ones)."""
+    record = out / "batch.json"
+    if record.is_file():
+        old = json.loads(record.read_text(encoding="utf-8"))
+        if {k: v for k, v in old.items() if k != "command"} != json.loads(json.dumps(defn)):
+            write_json(record, {**defn, "command": old.get("command", _command_line())})
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -369,28 +458,45 @@ def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["gis", *sys.argv[1:]])
 
 
-def record_outcome(state: BatchState, task: BatchTask, outcome: Outcome) -> None:
+def record_outcome(state: BatchState, task: BatchTask, outcome: Outcome) -> Outcome:
     """Write a worker's outcome into the output folder: the task's folder (atomically) and
-    report, or its failure record."""
-    from ..report import write_report
-
+    report, or its failure record. A task whose folder cannot be written (a full disk, say)
+    becomes a failed task; returns the outcome as recorded."""
     fail = state.out / "failed" / f"{task.id}.json"
     if outcome.files is not None:
-        with atomic_folder(state.out / "tasks" / task.id, overwrite=True) as tmp:
-            for name, data in outcome.files.items():
-                (tmp / name).write_bytes(data)
-        fail.unlink(missing_ok=True)
-        state.failed.pop(task.id, None)
-        state.done.add(task.id)
-        write_report(state.out / "tasks" / task.id, state.out / "reports" / f"{task.id}.html",
-                     overwrite=True)
-    else:
-        entry = {"task": task.as_json(), "line": task.line, "error": outcome.error,
-                 "seconds": outcome.seconds}
-        if outcome.traceback:
-            entry["traceback"] = outcome.traceback
-        write_json(fail, entry)
-        state.failed[task.id] = entry
+        try:
+            with atomic_folder(state.out / "tasks" / task.id, overwrite=True) as tmp:
+                for name, data in outcome.files.items():
+                    (tmp / name).write_bytes(data)
+        except (GisError, OSError) as exc:
+            outcome = Outcome(task.id, error=f"cannot write its folder: {one_line(exc)}",
+                              seconds=outcome.seconds)
+        else:
+            fail.unlink(missing_ok=True)
+            state.failed.pop(task.id, None)
+            state.done.add(task.id)
+            write_task_report(state.out, task.id)
+            return outcome
+    entry = {"task": task.as_json(), "line": task.line, "error": outcome.error,
+             "seconds": outcome.seconds}
+    if outcome.traceback:
+        entry["traceback"] = outcome.traceback
+    write_json(fail, entry)
+    state.failed[task.id] = entry
+    return outcome
+
+
+def write_task_report(out: Path, task_id: str) -> Path:
+    """``OUT/reports/ID.html``: the `gis report` page of a finished task."""
+    from ..report import write_report
+
+    return write_report(out / "tasks" / task_id, out / "reports" / f"{task_id}.html",
+                        overwrite=True)
+
+
+def missing_reports(out: Path, done: set[str]) -> list[str]:
+    """The finished tasks without a report (a run stopped between the two writes)."""
+    return sorted(t for t in done if not (out / "reports" / f"{t}.html").is_file())
 
 
 def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *,
@@ -406,9 +512,13 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
     holds another batch, a task's settings are impossible or its segment unknown."""
     defn = definition(spec, options, tasks)
     state = read_out(out, defn)
+    for task_id in missing_reports(out, state.done & {t.id for t in tasks}):
+        write_task_report(out, task_id)
     todo = [t for t in tasks if t.id not in state.done]
     by_id = {t.id: t for t in tasks}
     if not todo:
+        if (out / "batch.json").is_file():
+            create_out(out, defn)  # tasks may have been added or changed
         return state
     if workers < 1:
         raise GisUsageError(f"--workers must be >= 1 (got {workers})")
@@ -442,7 +552,7 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
     try:
         for outcome in outcomes:
             task = by_id[outcome.task_id]
-            record_outcome(state, task, outcome)
+            outcome = record_outcome(state, task, outcome)
             if on_outcome is not None:
                 on_outcome(task, outcome, state)
             bar.update(1)

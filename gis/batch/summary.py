@@ -8,8 +8,8 @@ task, item, category      the task's id, its item (dataset id or image file name
 target, n_users           the target in words and how many users it held
 status                    ``done`` or ``failed``
 recommended_variant       the best-scoring variant that passes the checks (empty: none passes)
-best_gain                 its optimised score minus the reference's (the real item; the base
-                          image G(z) for a random latent), in the aggregation's units
+best_gain                 its optimised score minus the real item's, in the aggregation's
+                          units
 reference, aggregation    what ``best_gain`` is measured against, and the aggregation
 beats_reference           whether ``best_gain`` > 0: gis recommends changing the item
 realistic, same_item,     how many of the n variants pass the realism check, the identity
@@ -48,7 +48,7 @@ def _count(flags) -> str:
     return f"{sum(flags)}/{len(flags)}"
 
 
-def task_row(task: BatchTask, folder: Path) -> dict:
+def task_row(task: BatchTask, folder: Path, seed: int = 0) -> dict:
     """The summary row of a finished task, read from its `gis shift` folder."""
     from ..record import ShiftRecord, finite
     from ..report.summary import summarise
@@ -57,7 +57,8 @@ def task_row(task: BatchTask, folder: Path) -> dict:
     s = summarise(record)
     k = s.recommended
     row = {"task": task.id, "item": task.item, "category": (record.item or {}).get("category"),
-           "target": task.target, "n_users": record.targets.count, "status": "done",
+           "target": task.target_text(seed), "n_users": record.targets.count,
+           "status": "done",
            "reference": "item" if s.has_item else "base", "aggregation": s.agg}
     checks = record.checks
     if checks is not None:
@@ -85,22 +86,25 @@ def task_row(task: BatchTask, folder: Path) -> dict:
     return {c: "" if row.get(c) is None else row.get(c, "") for c in COLUMNS}
 
 
-def failed_row(task: BatchTask, entry: dict) -> dict:
-    row = {"task": task.id, "item": task.item, "target": task.target, "status": "failed",
+def failed_row(task: BatchTask, entry: dict, seed: int = 0) -> dict:
+    row = {"task": task.id, "item": task.item, "target": task.target_text(seed),
+           "status": "failed",
            "error": entry.get("error", ""), "seconds": round(entry.get("seconds") or 0, 2)}
     return {c: row.get(c, "") for c in COLUMNS}
 
 
-def rows(out: Path, tasks: list[BatchTask], failed: dict[str, dict]) -> list[dict]:
+def rows(out: Path, tasks: list[BatchTask], failed: dict[str, dict], seed: int = 0
+         ) -> list[dict]:
     """One row per task that finished or failed, the items with the highest ``best_gain``
-    first (tasks without a recommended variant, then failed ones, last; ties in task order)."""
+    first (tasks without a recommended variant, then failed ones, last; ties in task order).
+    ``seed``: the batch's seed (the random-users targets' text)."""
     out_rows = []
     for t in tasks:
         folder = out / "tasks" / t.id
         if (folder / "result.json").is_file():
-            out_rows.append(task_row(t, folder))
+            out_rows.append(task_row(t, folder, seed))
         elif t.id in failed:
-            out_rows.append(failed_row(t, failed[t.id]))
+            out_rows.append(failed_row(t, failed[t.id], seed))
 
     def key(r):
         gain = r["best_gain"]
