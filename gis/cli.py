@@ -15,7 +15,12 @@ KINDS = ("generator", "recommender", "dataset", "loss")
 
 
 class GisGroup(click.Group):
-    """Turns domain errors into one-line messages with the right exit status."""
+    """Turns domain errors into one-line messages with the right exit status, and keeps the
+    command line's arguments (``ctx.meta["gis.argv"]``: what a record calls its command)."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["gis.argv"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         from .interrupts import describe, exit_status, stop_signals_raise

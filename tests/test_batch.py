@@ -189,7 +189,9 @@ def test_batch_folders_are_what_gis_shift_writes(batch_run, tmp_path):
     assert sorted(p.name for p in (out / "reports").iterdir()) == [
         f"0001-{ITEMS[0]}.html", f"0002-{ITEMS[1]}.html"]
     record = json.loads((out / "batch.json").read_text())
-    assert record["format"] == "gis-batch/1" and record["command"].startswith("gis ")
+    assert record["format"] == "gis-batch/1"
+    assert record["command"].startswith("gis batch --manifest ") and "--workers 1" in \
+        record["command"]
     assert [t["item_id"] for t in record["tasks"]] == list(ITEMS[:2])
 
 

@@ -452,10 +452,17 @@ def create_out(out: Path, defn: dict) -> None:
 
 
 def _command_line() -> str:
+    """The `gis ...` command line that is running (``gis.cli.GisGroup`` keeps its arguments),
+    else this process's arguments."""
     import shlex
     import sys
 
-    return " ".join(shlex.quote(a) for a in ["gis", *sys.argv[1:]])
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.meta.get("gis.argv") if ctx is not None else None
+    return " ".join(shlex.quote(str(a)) for a in ["gis", *(argv if argv is not None
+                                                          else sys.argv[1:])])
 
 
 def record_outcome(state: BatchState, task: BatchTask, outcome: Outcome) -> Outcome:
