@@ -19,6 +19,9 @@ median_rank_recommended   and of the recommended variant
 rank_change               places the recommended variant moves up the median rank (negative:
                           down)
 lpips_to_reference        how far the recommended variant is from the reference (LPIPS)
+inversion_lpips           how well the generator reproduced the item: the inversion's final
+                          LPIPS (VGG) between G(z*) and the item; a high value means the
+                          variants start from something else than the item
 seconds                   the task's engine seconds (result.json ``seconds``, summed)
 error                     a failed task's one-line error
 ========================  =====================================================================
@@ -38,7 +41,7 @@ from .manifest import BatchTask
 COLUMNS = ("task", "item", "category", "target", "n_users", "status", "recommended_variant",
            "best_gain", "reference", "aggregation", "beats_reference", "realistic", "same_item",
            "distinct", "passing", "median_rank_reference", "median_rank_recommended",
-           "rank_change", "lpips_to_reference", "seconds", "error")
+           "rank_change", "lpips_to_reference", "inversion_lpips", "seconds", "error")
 
 
 def _count(flags) -> str:
@@ -81,6 +84,9 @@ def task_row(task: BatchTask, folder: Path, seed: int = 0) -> dict:
             row["lpips_to_reference"] = round(s.dist.change[k], 6)
     else:
         row["beats_reference"] = False
+    inv = record.inversion
+    if inv is not None and finite(inv.lpips_vgg):
+        row["inversion_lpips"] = round(inv.lpips_vgg, 6)
     secs = [v for v in (record.seconds or {}).values() if finite(v)]
     row["seconds"] = round(sum(secs), 2) if secs else ""
     return {c: "" if row.get(c) is None else row.get(c, "") for c in COLUMNS}
