@@ -212,7 +212,38 @@ class DVBPRTrainConfig:
                      non_negative=("lambda_cnn", "lambda_theta"))
 
 
-class DVBPRTrainer(Trainer):
+class BPREpochs:
+    """The epoch bookkeeping the BPR trainers share (dvbpr's and vbpr's, both ``gis.training
+    .Trainer``s): the run is ``config.epochs`` epochs of ``steps_per_epoch`` steps; the mean
+    BPR loss accumulates in ``loss_sum``/``loss_n``; a session stopped within an epoch carries
+    those sums in the state and evaluates where it stands (``_evaluate_and_keep``)."""
+
+    def _mean_loss(self) -> float:
+        return float(self.loss_sum) / max(self.loss_n, 1)
+
+    def finished(self) -> bool:
+        return self.st["epoch"] >= self.config.epochs
+
+    def progress_position(self) -> tuple[float, float]:
+        return float(self.st["step"]), float(self.config.epochs * self.steps_per_epoch)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"epoch": self.st["epoch"] + 1, "val_auc": round(self.last_val, 4)}
+
+    def close(self) -> None:
+        st = self.st
+        if self._epoch is not None and st["step"] > st["epoch"] * self.steps_per_epoch:
+            # stopped within an epoch: carry its loss sums, evaluate where it stands
+            st["extra"].update(loss_sum=float(self.loss_sum), loss_n=self.loss_n)
+            self._evaluate_and_keep({"epoch": st["epoch"] + 1, "partial": True,
+                                     "step": st["step"], "bpr": self._mean_loss()})
+        if not st["best"] or not self.final_path.exists():  # nothing kept yet
+            self._evaluate_and_keep({"epoch": st["epoch"], "step": st["step"]})
+        st["done"] = self.finished()
+        self.runs[-1]["time_s"] = round(self.run.session_s, 1)
+
+
+class DVBPRTrainer(BPREpochs, Trainer):
     """DVBPR (Kang et al. 2017): BPR on (user, liked item, other item) triplets, the CNN
     image embedding and the user vectors trained together; the best epoch is kept."""
 
@@ -351,9 +382,6 @@ class DVBPRTrainer(Trainer):
         self.loss_n += len(b)
         return {"bpr": bpr.detach() / len(b)}
 
-    def _mean_loss(self) -> float:
-        return float(self.loss_sum) / max(self.loss_n, 1)
-
     def advance(self, dt: float) -> None:
         st = self.st
         epoch = st["epoch"]
@@ -370,26 +398,6 @@ class DVBPRTrainer(Trainer):
                        f"{best['val_auc']:.4f} test {best['test_auc']:.4f}  popularity test "
                        f"{pop['test']['auc']:.4f}  [{self.run.session_s / 60:.1f} min]")
 
-    def finished(self) -> bool:
-        return self.st["epoch"] >= self.config.epochs
-
-    def progress_position(self) -> tuple[float, float]:
-        return float(self.st["step"]), float(self.config.epochs * self.steps_per_epoch)
-
-    def log_fields(self) -> dict[str, Any]:
-        return {"epoch": self.st["epoch"] + 1, "val_auc": round(self.last_val, 4)}
-
-    def close(self) -> None:
-        st = self.st
-        if self._epoch is not None and st["step"] > st["epoch"] * self.steps_per_epoch:
-            # stopped within an epoch: carry its loss sums, evaluate where it stands
-            st["extra"].update(loss_sum=float(self.loss_sum), loss_n=self.loss_n)
-            self._evaluate_and_keep({"epoch": st["epoch"] + 1, "partial": True,
-                                     "step": st["step"], "bpr": self._mean_loss()})
-        if not st["best"] or not self.final_path.exists():  # nothing kept yet
-            self._evaluate_and_keep({"epoch": st["epoch"], "step": st["step"]})
-        st["done"] = self.finished()
-        self.runs[-1]["time_s"] = round(self.run.session_s, 1)
 
     # ----------------------------------------------------------------- evaluation / export
     def _evaluate_and_keep(self, tag: dict[str, Any]) -> dict[str, float]:

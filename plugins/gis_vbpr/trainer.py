@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from gis_dvbpr.metrics import AUCEvaluator, popularity_auc, user_positives
-from gis_dvbpr.trainer import dataset_fingerprint, sample_triplets
+from gis_dvbpr.trainer import BPREpochs, dataset_fingerprint, sample_triplets
 from torch.nn import functional as F
 
 from gis.errors import CheckpointError, GisUsageError
@@ -160,7 +160,7 @@ class VBPRTrainConfig:
                            side=int(self.feature_side))
 
 
-class VBPRTrainer(Trainer):
+class VBPRTrainer(BPREpochs, Trainer):
     """VBPR: BPR on (user, liked item, other item) triplets over latent and visual factors of
     frozen CNN features; the best epoch (validation AUC) is kept."""
 
@@ -295,7 +295,7 @@ class VBPRTrainer(Trainer):
         epoch = st["epoch"]
         if st["step"] - epoch * self.steps_per_epoch < self.steps_per_epoch:
             return
-        mean_loss = self.loss_sum / max(self.loss_n, 1)
+        mean_loss = self._mean_loss()
         st["epoch"] = epoch + 1
         st["extra"].update(loss_sum=0.0, loss_n=0)
         self.loss_sum, self.loss_n = 0.0, 0
@@ -307,26 +307,6 @@ class VBPRTrainer(Trainer):
                        f"{best['test_auc']:.4f} (cold {best['test_auc_cold']:.4f})  popularity "
                        f"test {self.pop['test']['auc']:.4f}  [{self.run.session_s / 60:.1f} min]")
 
-    def finished(self) -> bool:
-        return self.st["epoch"] >= self.config.epochs
-
-    def progress_position(self) -> tuple[float, float]:
-        return float(self.st["step"]), float(self.config.epochs * self.steps_per_epoch)
-
-    def log_fields(self) -> dict[str, Any]:
-        return {"epoch": self.st["epoch"] + 1, "val_auc": round(self.last_val, 4)}
-
-    def close(self) -> None:
-        st = self.st
-        if self._epoch is not None and st["step"] > st["epoch"] * self.steps_per_epoch:
-            st["extra"].update(loss_sum=self.loss_sum, loss_n=self.loss_n)
-            self._evaluate_and_keep({"epoch": st["epoch"] + 1, "partial": True,
-                                     "step": st["step"],
-                                     "bpr": self.loss_sum / max(self.loss_n, 1)})
-        if not st["best"] or not self.final_path.exists():
-            self._evaluate_and_keep({"epoch": st["epoch"], "step": st["step"]})
-        st["done"] = self.finished()
-        self.runs[-1]["time_s"] = round(self.run.session_s, 1)
 
     # ----------------------------------------------------------------- evaluation / export
     @torch.no_grad()
