@@ -302,7 +302,7 @@ class LossContext:
     latents: torch.Tensor  # (B, d): the starts z (invert), normalise(z + k) (shift)
     generator: Generator  # frozen
     settings: Any  # the run's InvertSettings or ShiftSettings
-    # invert
+    # invert; shift: the real item too when there is one (None in random-latent mode)
     target: torch.Tensor | None = None  # (1, 3, R, R) the item at R, in output_range
     # shift
     base_latent: torch.Tensor | None = None  # (1, d) z, the inverted (or random) latent

@@ -172,7 +172,8 @@ class Checks:
     recommended: int | None = None
     """The best-scoring variant (optimised aggregation) that passes; None when none does."""
     settings: dict[str, Any] = field(default_factory=dict)
-    """The thresholds: ``min_silhouette_iou``, ``min_distance`` (LPIPS), ``realism``."""
+    """The thresholds: ``min_silhouette_iou``, ``min_distance`` (LPIPS), ``realism``,
+    ``category`` (whether those checks ran)."""
     realism: dict[str, Any] = field(default_factory=dict)
     """``kind`` of the generator's realism score used, its calibrated ``floor``, the variants'
     ``scores`` and ``passed``; all None with a ``note`` when not run (the generator offers no
@@ -180,6 +181,11 @@ class Checks:
     identity: dict[str, Any] = field(default_factory=dict)
     """``metric``, ``min`` and per variant ``values`` (silhouette soft IoU to the item, or to
     the base image when there is none) and ``passed``."""
+    category: dict[str, Any] = field(default_factory=dict)
+    """``metric`` (the k-NN silhouette vote among the catalogue's products), ``of`` ("item" or
+    "base image"), its voted ``reference`` category, per variant ``values`` (voted category
+    name), ``shares`` (the share of the k neighbours in the reference category) and
+    ``passed``; all None with a ``note`` when not run (no catalogue, or switched off)."""
     distinct: dict[str, Any] = field(default_factory=dict)
     """``min_distance`` and per variant ``near_copy_of`` (the better variant it nearly
     copies, or None); ``note`` when not run."""

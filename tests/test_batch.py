@@ -210,6 +210,9 @@ def test_summary_csv_matches_the_records(batch_run):
         s = summarise(rec)
         assert r["n_users"] == str(rec.targets.count)
         assert r["passing"] == f"{sum(rec.checks.passed)}/{len(rec.checks.passed)}"
+        # the batch's workers run the category check against the dataset's catalogue
+        cat = rec.checks.category["passed"]
+        assert cat is not None and r["same_category"] == f"{sum(cat)}/{len(cat)}"
         assert float(r["inversion_lpips"]) == pytest.approx(rec.inversion.lpips_vgg, abs=1e-6)
         if s.recommended is None:
             assert r["recommended_variant"] == "" and r["beats_reference"] == "False"

@@ -262,4 +262,88 @@ def test_min_distance_sets_the_check_and_the_distinct_term(tmp_path):
     doc = json.loads((tmp_path / "r" / "result.json").read_text())
     assert doc["settings"]["loss_options"]["distinct"] == {"threshold": 0.05}
     assert doc["checks"]["settings"] == {"min_silhouette_iou": 0.7, "min_distance": 0.05,
+                                         "category": True,
                                          "realism": True}
+
+
+# ---------------------------------------------------------------------------- category check
+
+
+def _bar(vertical: bool, colour=(0.8, 0.1, 0.1), offset: int = 0) -> torch.Tensor:
+    """A product photo (1, 3, 32, 32) in [0, 1]: a tall or a wide bar on a near-white ground."""
+    x = torch.full((1, 3, 32, 32), 0.95)
+    c = torch.tensor(colour)[:, None, None]
+    if vertical:
+        x[0, :, 4 + offset:28 + offset // 2, 12:20] = c
+    else:
+        x[0, :, 12:20, 4 + offset:28 + offset // 2] = c
+    return x
+
+
+def _bar_catalogue():
+    """12 products: 6 tall bars ('trouser', 0) and 6 wide bars ('bag', 1) in various colours,
+    as a dataset's images in [-1, 1]."""
+    from gis.metrics.category import CategoryReference
+
+    colours = [(0.8, 0.1, 0.1), (0.1, 0.7, 0.2), (0.1, 0.2, 0.9)]
+    imgs = [_bar(v, c, o) for v in (True, False) for c in colours for o in (0, 2)]
+    cats = [0] * 6 + [1] * 6
+    return CategoryReference.from_images(torch.cat(imgs) * 2 - 1, cats, ["trouser", "bag"]), imgs
+
+
+def test_category_vote_reads_the_shape_whatever_the_colour():
+    ref, imgs = _bar_catalogue()
+    assert ref.k == 5 and ref.features.shape == (12, 32 * 32)
+    # a catalogue product votes for its own category; a recolouring (unseen colour) too
+    assert ref.category(torch.cat(imgs)) == [0] * 6 + [1] * 6
+    recoloured = torch.cat([_bar(True, (0.9, 0.8, 0.1)), _bar(False, (0.5, 0.1, 0.6))])
+    assert ref.category(recoloured) == [0, 1]
+    shares = ref.vote(recoloured)
+    torch.testing.assert_close(shares.sum(1), torch.ones(2))
+    assert shares[0, 0] == 1.0 and shares[1, 1] == 1.0  # all 5 neighbours agree
+    # another resolution is compared at 32 x 32
+    big = torch.nn.functional.interpolate(recoloured, size=(64, 64), mode="nearest")
+    assert ref.category(big) == [0, 1]
+    from gis.metrics.category import CategoryReference
+
+    with pytest.raises(ValueError, match="categories"):
+        CategoryReference.from_images(torch.zeros(3, 3, 32, 32), [0, 1], ["a", "b"])
+    with pytest.raises(ValueError, match="k <= 3"):
+        CategoryReference.from_images(torch.zeros(3, 3, 32, 32), [0, 1, 1], ["a", "b"], k=4)
+
+
+def test_category_check_fails_a_variant_whose_shape_changed_category():
+    ref, _ = _bar_catalogue()
+    item = _bar(True, (0.2, 0.2, 0.2))
+    v = torch.cat([_bar(True, (0.1, 0.2, 0.9)), _bar(False, (0.9, 0.1, 0.1)),
+                   _bar(True, (0.9, 0.6, 0.1))])
+    scores = [1.0, 3.0, 2.0]  # the best-scoring variant turned the trouser into a bag
+    settings = CheckSettings(min_silhouette_iou=0.0, min_distance=0.0)
+    c = check_variants(TinyGenerator(), v, item, torch.zeros(3, 16), scores, None,
+                       item01=item, settings=settings, category_reference=ref)
+    cat = c["category"]
+    assert cat["of"] == "item" and cat["reference"] == "trouser"
+    assert cat["values"] == ["trouser", "bag", "trouser"]
+    assert cat["passed"] == [True, False, True] and cat["shares"][1] == 0.0
+    assert c["reasons"][1] == ["category changed (shape votes 'bag', the item's 'trouser')"]
+    assert c["recommended"] == 2
+    # without a catalogue, or switched off, the check is not run and the best one is picked
+    for kw in ({}, {"category_reference": ref,
+                    "settings": CheckSettings(min_silhouette_iou=0.0, min_distance=0.0,
+                                              category=False)}):
+        off = check_variants(TinyGenerator(), v, item, torch.zeros(3, 16), scores, None,
+                             item01=item, **{"settings": settings, **kw})
+        assert off["category"]["passed"] is None and "not run" in off["category"]["note"]
+        assert off["recommended"] == 1
+
+
+def test_gis_shift_runs_the_category_check_against_the_catalogue(small_shift_run):
+    import json
+
+    run, _ = small_shift_run
+    doc = json.loads((run / "result.json").read_text())
+    cat = doc["checks"]["category"]
+    assert cat["metric"].startswith("k-NN vote (k = 5) of silhouettes among")
+    assert cat["of"] == "item" and len(cat["passed"]) == len(doc["checks"]["passed"])
+    for ok, why in zip(cat["passed"], doc["checks"]["reasons"], strict=True):
+        assert ok == (not any(r.startswith("category changed") for r in why))

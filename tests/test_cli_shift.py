@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
@@ -59,7 +60,14 @@ def test_shift_writes_the_documented_files(shift_run):
 def test_same_seed_same_outputs_on_cpu(shift_run, tmp_path):
     out, _ = shift_run
     again = tmp_path / "again"
-    res = invoke("shift", "--users", "u0001,u0042", "--out", again, *FEW)
+    # the shared run may have been made under another test's thread count: use the same
+    threads = json.loads((out / "result.json").read_text())["provenance"]["threads"]["intra_op"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        res = invoke("shift", "--users", "u0001,u0042", "--out", again, *FEW)
+    finally:
+        torch.set_num_threads(before)
     assert res.exit_code == 0, res.output
     a = load_file(str(out / "latents.safetensors"))
     b = load_file(str(again / "latents.safetensors"))

@@ -247,6 +247,32 @@ def test_silhouette_gradient_moves_the_shape_back():
         plugins.get_loss("silhouette", threshold=2.0)
 
 
+def test_silhouette_reads_the_real_item_when_there_is_one():
+    item = _object()  # the real item: a square
+    base = _object(top=12, left=4, size=8)  # an inversion that lost its shape
+    same_as_item = _object(colour=(0.1, 0.2, 0.9))
+    assert plugins.get_loss("silhouette").reference == "base"  # the measured default
+    term = plugins.get_loss("silhouette", reference="item")
+    on_item = term(_ctx(same_as_item, _unit_gen(), base_image=base, target=item))
+    assert on_item.item() < 0.02  # the item's shape, recoloured: nothing to pull back
+    # without an item (random-latent mode), or by default, it keeps the base's shape instead
+    no_item = term(_ctx(same_as_item, _unit_gen(), base_image=base))
+    as_base = plugins.get_loss("silhouette")(
+        _ctx(same_as_item, _unit_gen(), base_image=base, target=item))
+    assert no_item.item() == pytest.approx(as_base.item()) and no_item.item() > 0.5
+    # its gradient moves the base's shape towards the item's
+    x = base.clone().requires_grad_(True)
+    total, values = Objective("shift", [_term("silhouette", term)])(
+        _ctx(x, _unit_gen(), base_image=base, target=item))
+    total.backward()
+    with torch.no_grad():
+        stepped = term(_ctx(x - 0.05 * x.grad / x.grad.abs().max(), _unit_gen(),
+                            base_image=base, target=item))
+    assert stepped.item() < values["silhouette"].item()
+    with pytest.raises(GisUsageError, match="reference is 'item' or 'base'"):
+        plugins.get_loss("silhouette", reference="catalogue")
+
+
 # ---------------------------------------------------------------------------- run, recipe
 
 

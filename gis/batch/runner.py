@@ -92,7 +92,8 @@ def shift_overrides(options: dict) -> tuple[dict, dict, dict]:
                  losses=parse_loss_weights(options.get("losses", ())), seed=seed)
     check = dict(min_silhouette_iou=options.get("min_silhouette_iou"),
                  min_distance=options.get("min_distance"),
-                 realism=False if options.get("no_realism_check") else None)
+                 realism=False if options.get("no_realism_check") else None,
+                 category=False if options.get("no_category_check") else None)
     return invert, shift, check
 
 
@@ -119,6 +120,9 @@ class TaskWorker:
                 catalogue_phi = embed_catalogue(self.rec, self.rec.prepare(
                     self.dataset.image_tensor(), (-1.0, 1.0)))
         self.catalogue_phi = catalogue_phi
+        from ..metrics.category import CategoryReference
+
+        self.category_reference = CategoryReference.from_dataset(self.dataset)
 
     def settings(self, task: BatchTask):
         """The task's validated `gis shift` settings (GisUsageError when impossible)."""
@@ -153,7 +157,8 @@ class TaskWorker:
                 category={**self.options, **task.settings}.get("category"))
             if task.image_as_given is not None:  # what `gis shift --item` records
                 stask.source["path"] = task.image_as_given
-            run = run_shift_task(self.gen, self.rec, stask, catalogue_phi=self.catalogue_phi)
+            run = run_shift_task(self.gen, self.rec, stask, catalogue_phi=self.catalogue_phi,
+                                 category_reference=self.category_reference)
             with tempfile.TemporaryDirectory(prefix="gis-batch-") as tmp:
                 save_shift_outputs(Path(tmp), run, gen=self.gen, rec=self.rec,
                                    generator=self.spec.generator,

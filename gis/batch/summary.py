@@ -13,7 +13,8 @@ best_gain                 its optimised score minus the real item's, in the aggr
 reference, aggregation    what ``best_gain`` is measured against, and the aggregation
 beats_reference           whether ``best_gain`` > 0: gis recommends changing the item
 realistic, same_item,     how many of the n variants pass the realism check, the identity
-distinct, passing         (silhouette) check, the distinctness check, and all three ("k/n")
+same_category, distinct,  (silhouette) check, the category check, the distinctness check, and
+passing                   all of them ("k/n"; empty: that check was not run)
 median_rank_reference,    the target users' median catalogue rank (1 = top) of the reference
 median_rank_recommended   and of the recommended variant
 rank_change               places the recommended variant moves up the median rank (negative:
@@ -40,7 +41,7 @@ from .manifest import BatchTask
 
 COLUMNS = ("task", "item", "category", "target", "n_users", "status", "recommended_variant",
            "best_gain", "reference", "aggregation", "beats_reference", "realistic", "same_item",
-           "distinct", "passing", "median_rank_reference", "median_rank_recommended",
+           "same_category", "distinct", "passing", "median_rank_reference", "median_rank_recommended",
            "rank_change", "lpips_to_reference", "inversion_lpips", "seconds", "error")
 
 
@@ -69,6 +70,7 @@ def task_row(task: BatchTask, folder: Path, seed: int = 0) -> dict:
         near = (checks.distinct or {}).get("near_copy_of")
         row.update(realistic=_count((checks.realism or {}).get("passed")),
                    same_item=_count((checks.identity or {}).get("passed")),
+                   same_category=_count((checks.category or {}).get("passed")),
                    distinct=_count(None if near is None else [c is None for c in near]),
                    passing=f"{sum(map(bool, checks.passed))}/{n}")
     if k is not None:

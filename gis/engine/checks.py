@@ -11,12 +11,16 @@ passes all checks, and the others are marked with the reason (docs/ENGINE.md, "C
   real item's (the base image's without one; ``gis.metrics.silhouette.soft_iou``) must be at
   least ``min_silhouette_iou``; and the variant must differ from the item by at least
   ``min_distance`` LPIPS (else it is no visible change).
+* **category** (still the same kind of product): the variant's category by a k-NN vote of
+  silhouettes among the catalogue's products (``gis.metrics.category.CategoryReference``:
+  the catalogue's own category records, not the evaluation's classifier) must be the item's
+  (the base image's without one). Not run when no catalogue is given.
 * **distinct**: among the variants that pass the checks above, one closer than
   ``min_distance`` (LPIPS, the distances' trunk) to a better-scoring one is a near-copy of it:
   only the better one can be recommended.
 
-The checks read pixels, the generator's own score and the distances only: the dataset's
-hidden truth and the evaluation's domain classifier are never used here.
+The checks read pixels, the generator's own score, the distances and the catalogue's records
+only: the dataset's hidden truth and the evaluation's domain classifier are never used here.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 
 from ..errors import GisUsageError
 from ..interfaces import Generator
+from ..metrics.category import CategoryReference
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,14 @@ class CheckSettings:
     products of different categories. ``min_distance`` (LPIPS AlexNet): 0.02, above a
     one-pixel shift of a real item (95th percentile 0.021) and near the median distance from a
     catalogue product to its most similar other product of its category (0.018); a
-    recolouring is about 0.19. ``realism``: False skips the realism check.
+    recolouring is about 0.19. ``realism``: False skips the realism check; ``category``:
+    False skips the category check.
     """
 
     min_silhouette_iou: float = 0.6
     min_distance: float = 0.02
     realism: bool = True
+    category: bool = True
 
     def validate(self) -> None:
         if not 0 <= self.min_silhouette_iou <= 1:
@@ -75,11 +82,35 @@ def _realism(generator: Generator, images01: torch.Tensor, latents: torch.Tensor
             "passed": [v >= floor for v in scores], "note": None}
 
 
+def _category(reference: CategoryReference | None, images01: torch.Tensor,
+              against01: torch.Tensor, of: str, settings: CheckSettings) -> dict:
+    """The category check's record: the voted category name of the item (or base) and of
+    each variant, and whether they agree (all None with a ``note`` when not run)."""
+    off = {"metric": None, "of": None, "reference": None, "values": None, "shares": None,
+           "passed": None}
+    if not settings.category:
+        return {**off, "note": "not run: switched off"}
+    if reference is None:
+        return {**off, "note": "not run: no catalogue with categories was given"}
+    x = torch.cat([against01.float().cpu(), images01.float().cpu()])
+    cats = reference.category(x)
+    shares = reference.vote(x)
+    names = reference.names
+    return {"metric": f"k-NN vote (k = {reference.k}) of silhouettes among "
+                      f"{len(reference.features)} catalogue products",
+            "of": of,
+            "reference": names[cats[0]],
+            "values": [names[c] for c in cats[1:]],
+            "shares": [float(shares[i + 1, cats[0]]) for i in range(len(images01))],
+            "passed": [c == cats[0] for c in cats[1:]], "note": None}
+
+
 def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.Tensor,
                    latents: torch.Tensor, scores: list[float], pairwise: list[list[float]] | None,
                    *, labels: torch.Tensor | None = None, item01: torch.Tensor | None = None,
                    to_reference: list[float] | None = None,
-                   settings: CheckSettings | None = None) -> dict:
+                   settings: CheckSettings | None = None,
+                   category_reference: CategoryReference | None = None) -> dict:
     """The checks of n variants and the recommendation (see the module docstring).
 
     images01 (n, 3, R, R) and base01 (1, 3, R, R) in [0, 1]; latents (n, d) the variants'
@@ -87,8 +118,10 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
     preferred); pairwise (n, n) their LPIPS distances (None: the distinctness check is not
     run); item01 (1, 3, R, R) the real item, the identity check's reference when given (else
     the base); to_reference (n,) each variant's LPIPS to the item (else the base): a variant
-    closer than ``min_distance`` is no visible change. Returns a dict (``ShiftRecord.checks``):
-    ``settings``, ``realism``, ``identity``, ``distinct``, per variant ``passed`` (bool) and
+    closer than ``min_distance`` is no visible change; category_reference the catalogue's
+    silhouettes and categories (None: the category check is not run). Returns a dict
+    (``ShiftRecord.checks``): ``settings``, ``realism``, ``identity``, ``category``,
+    ``distinct``, per variant ``passed`` (bool) and
     ``reasons`` (why it fails, empty when it passes), and ``recommended`` (the index of the
     best-scoring variant that passes, or None when none does).
     """
@@ -106,6 +139,8 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
     reference = item01 if item01 is not None else base01
     with torch.no_grad():
         iou = [float(v) for v in soft_iou(images01.float().cpu(), reference.float().cpu())]
+    category = _category(category_reference, images01, reference,
+                         "item" if item01 is not None else "base image", settings)
     reasons: list[list[str]] = []
     for i in range(n):
         why = []
@@ -115,6 +150,9 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
         if iou[i] < settings.min_silhouette_iou:
             why.append(f"shape changed (silhouette IoU {iou[i]:.2f} < "
                        f"{settings.min_silhouette_iou:.2f})")
+        if category["passed"] is not None and not category["passed"][i]:
+            why.append(f"category changed (shape votes {category['values'][i]!r}, the "
+                       f"{category['of']}'s {category['reference']!r})")
         if to_reference is not None and to_reference[i] < settings.min_distance:
             why.append(f"no visible change (LPIPS {to_reference[i]:.4f} to the "
                        f"{'item' if item01 is not None else 'base'} < "
@@ -141,6 +179,7 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
                                    + ("item" if item01 is not None else "base image"),
                          "min": settings.min_silhouette_iou, "values": iou,
                          "passed": [v >= settings.min_silhouette_iou for v in iou]},
+            "category": category,
             "distinct": {"min_distance": settings.min_distance, "near_copy_of": near_copy_of,
                          "note": None if pairwise is not None else "not run: no distances"},
             "passed": passed, "reasons": reasons, "recommended": recommended}

@@ -121,6 +121,9 @@ def shift_settings_options(f):
                           f"it [{_C.min_distance}]."),
         click.option("--no-realism-check", is_flag=True,
                      help="Do not check the variants with the generator's realism score."),
+        click.option("--no-category-check", is_flag=True,
+                     help="Do not check that a variant's shape still votes for the item's "
+                          "category among the catalogue's products."),
         _precision_option(_S),
     )
     for option in reversed(options):
@@ -187,7 +190,8 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 def shift(generator_name, recommender_name, generator_checkpoint, recommender_checkpoint, item,
           item_id, random_latent, data, users, users_file, n_users, recipe, category, n, eps,
           steps, invert_steps, lr, lr_schedule, aggregation, temperature, top_k, losses, invert_losses,
-          min_silhouette_iou, min_distance, no_realism_check, precision, latent_space, device,
+          min_silhouette_iou, min_distance, no_realism_check, no_category_check, precision,
+          latent_space, device,
           trust, out, overwrite, quiet, seed):
     """Propose n variants of an item that the target users would prefer.
 
@@ -214,7 +218,8 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
                              aggregation=aggregation, temperature=temperature, top_k=top_k,
                              losses=parse_loss_weights(losses), seed=seed),
         check_overrides=dict(min_silhouette_iou=min_silhouette_iou, min_distance=min_distance,
-                             realism=False if no_realism_check else None),
+                             realism=False if no_realism_check else None,
+                             category=False if no_category_check else None),
         latent_space=latent_space)
 
 

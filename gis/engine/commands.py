@@ -152,8 +152,11 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
               "aggregation)")
     # the catalogue passed without a name here, so that run_gis can free the images once
     # embedded
+    from ..metrics.category import CategoryReference
+
     run = run_shift_task(gen, rec, task, catalogue=rec.prepare(dataset.image_tensor(),
                                                                (-1.0, 1.0)),
+                         category_reference=CategoryReference.from_dataset(dataset),
                          progress=progress)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
@@ -242,7 +245,7 @@ def resolve_shift_task(gen, rec, dataset, settings: ShiftTaskSettings, *, genera
 
 
 def run_shift_task(gen, rec, task: ShiftTask, *, catalogue=None, catalogue_phi=None,
-                   progress=False):
+                   category_reference=None, progress=False):
     """``run_gis`` on a resolved task, the global seed fixed first (``_seed_globally``), so
     that a worker that ran other tasks before computes what a fresh `gis shift` computes."""
     from .pipeline import run_gis
@@ -251,7 +254,8 @@ def run_shift_task(gen, rec, task: ShiftTask, *, catalogue=None, catalogue_phi=N
     return run_gis(generator=gen, recommender=rec, users=task.users, item=task.item,
                    invert_settings=task.settings.invert, shift_settings=task.settings.shift,
                    catalogue=catalogue, catalogue_phi=catalogue_phi, labels=task.labels,
-                   progress=progress, check_settings=task.settings.check)
+                   progress=progress, check_settings=task.settings.check,
+                   category_reference=category_reference)
 
 
 def _shift_labels(gen, name, category, source) -> tuple[torch.Tensor | None, dict | None]:
@@ -355,8 +359,8 @@ def shift_summary(run, *, n_users: int) -> str:
     unchecked = (checks.get("realism") or {}).get("passed") is None
     keep = ": keep the item" if ref is not None else ""
     if rec is None:
-        lines.append("  WARNING: no variant passes the realism, identity and distinctness "
-                     f"checks{keep} (the reasons are below)")
+        lines.append("  WARNING: no variant passes the realism, identity, category and "
+                     f"distinctness checks{keep} (the reasons are below)")
     elif scores[rec] <= (ref if ref is not None else base):
         lines.append(f"  best variant that passes the checks {describe(rec)}")
         lines.append("  WARNING: no variant that passes the checks beats the " + (

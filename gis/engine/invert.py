@@ -43,6 +43,30 @@ def normalise_rows(z: torch.Tensor) -> torch.Tensor:
     return (z - z.mean(dim=1, keepdim=True)) / z.std(dim=1, keepdim=True)
 
 
+@torch.no_grad()
+def _closest_starts(generator: Generator, objective: Objective, settings: InvertSettings,
+                    target: torch.Tensor, labels: torch.Tensor | None, g: torch.Generator,
+                    r: int, chunk: int = 32) -> torch.Tensor:
+    """The ``r`` of ``settings.init_samples`` seeded random latents whose images the inversion
+    objective scores closest to the item (best first): starts in the item's basin rather than
+    anywhere, the sampling initialisation of GAN inversion (Xia et al., "GAN Inversion: A
+    Survey", TPAMI 2022, section 3.2). (r, d) on the generator's device."""
+    device = generator.device
+    cand = normalise_rows(torch.randn(settings.init_samples, generator.latent_dim, generator=g))
+    totals = []
+    with frozen(generator, *objective.modules):
+        for s in range(0, len(cand), chunk):
+            zc = cand[s:s + chunk].to(device)
+            lab = None if labels is None else labels.to(device).expand(len(zc))
+            x = generator.synthesize(zc, labels=lab).float()
+            total, _ = objective(LossContext(stage="invert", step=0, images=x, latents=zc,
+                                             generator=generator, settings=settings,
+                                             target=target, labels=lab))
+            totals.append(total.float().cpu().expand(len(zc)))
+    best = torch.cat(totals).argsort()[:r]
+    return cand[best].to(device)
+
+
 def invert(item: torch.Tensor, generator: Generator, *, settings: InvertSettings | None = None,
            terms: Mapping[str, LossTerm] | None = None, progress: bool = False,
            labels: torch.Tensor | None = None, **overrides) -> InversionResult:
@@ -75,6 +99,8 @@ def invert(item: torch.Tensor, generator: Generator, *, settings: InvertSettings
     r = settings.restarts
     g = torch.Generator().manual_seed(settings.seed)
     z = normalise_rows(torch.randn(r, generator.latent_dim, generator=g)).to(device)
+    if settings.init_samples:
+        z = _closest_starts(generator, objective, settings, target_g, labels, g, r)
     z.requires_grad_(True)
     opt = torch.optim.Adam([z], lr=settings.lr)
     schedulers = lr_scheduler([opt], settings.lr_schedule, settings.steps)

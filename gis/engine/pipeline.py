@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..interfaces import Generator, LossTerm, Recommender
+from ..metrics.category import CategoryReference
 from ..provenance import environment
 from .checks import CheckSettings, check_variants
+from .common import to_range
 from .invert import InversionResult, invert, normalise_rows
 from .objective import Objective
 from .settings import InvertSettings, ShiftSettings
@@ -97,7 +99,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
             progress: bool = False, terms: Mapping[str, LossTerm] | None = None,
             distance_net: str | None = "alex",
             check_settings: CheckSettings | None = None,
-            latent_space: str | None = None) -> GisRun:
+            latent_space: str | None = None,
+            category_reference: CategoryReference | None = None) -> GisRun:
     """Invert ``item`` (or draw a random latent when None), shift it for ``users``, score all.
 
     item:      (1, 3, H, W) in [-1, 1], or None for the random-latent (class-centric) mode.
@@ -111,6 +114,9 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
                other variant); None skips it (and the distinctness check).
     check_settings: thresholds of the variants' checks (``gis.engine.checks``; default
                ``CheckSettings()``), whose verdicts and recommendation are ``GisRun.checks``.
+    category_reference: the catalogue's silhouettes and categories for the variants' category
+               check (``gis.metrics.category.CategoryReference.from_dataset``); None leaves
+               that check not run.
     latent_space: the generator's latent space to work in (``Generator.in_latent_space``;
                None: the generator as given). Inversion and shifting then optimise that
                space's latents (e.g. stylegan2's whitened W+ rows), renormalised as any latent.
@@ -148,7 +154,9 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
         z = normalise_rows(torch.randn(1, generator.latent_dim, generator=g)).to(generator.device)
 
     t0 = time.perf_counter()
-    result = shift(z, users, generator, recommender, settings=shift_settings,
+    target = None if inversion is None else to_range(
+        inversion.target.to(generator.device), (0.0, 1.0), generator.output_range)
+    result = shift(z, users, generator, recommender, settings=shift_settings, target=target,
                    catalogue_phi=catalogue_phi, labels=labels, terms=shift_terms,
                    progress=progress)
     seconds["shift"] = time.perf_counter() - t0
@@ -195,7 +203,7 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
                             result.scores[result.optimised]["variants"],
                             distances.get("pairwise"), labels=labels, item01=item01,
                             to_reference=distances.get("to_item", distances.get("to_base")),
-                            settings=check_settings)
+                            settings=check_settings, category_reference=category_reference)
     seconds["checks"] = time.perf_counter() - t0
     return GisRun(item=item01, inversion=inversion, result=result, item_scores=item_scores,
                   ranks=ranks, catalogue_size=0 if catalogue_phi is None else len(catalogue_phi),

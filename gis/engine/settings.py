@@ -49,6 +49,9 @@ class InvertSettings:
     steps: int = 200
     lr: float = 0.01
     restarts: int = 2  # independent starts optimised in one batch; the best is kept
+    # 0: the starts are random latents; N > 0: the `restarts` of N random latents that the
+    # objective scores closest to the item (gis.engine.invert._closest_starts)
+    init_samples: int = 0
     seed: int = 0
     lr_schedule: str = "constant"
     precision: str = "float32"
@@ -59,6 +62,12 @@ class InvertSettings:
     def validate(self) -> None:
         _positive_int("inversion steps", self.steps)
         _positive_int("inversion restarts", self.restarts)
+        if not (isinstance(self.init_samples, int) and self.init_samples >= 0):
+            raise GisUsageError(f"inversion init samples must be an integer >= 0, got "
+                                f"{self.init_samples!r}")
+        if 0 < self.init_samples < self.restarts:
+            raise GisUsageError(f"inversion init samples ({self.init_samples}) must be at "
+                                f"least the restarts ({self.restarts}), or 0 for random starts")
         _positive("inversion lr", self.lr)
         _check_loop(self.lr_schedule, self.precision)
         check_weights(self.losses, "inversion")
@@ -120,8 +129,10 @@ class ShiftSettings:
 #: the seller recipe's loops (issue 17: the same objective in fewer, cheaper steps; chosen by
 #: measurement, docs/ENGINE.md "Speed"): shifting ...
 SELLER_LOOP = dict(steps=150, lr=0.02, lr_schedule="cosine", precision="auto")
-#: ... and the inversion before it (fewer steps cost inversion quality: the paper's 200 stay)
-SELLER_INVERT = dict(steps=200, lr=0.01, lr_schedule="constant", precision="auto")
+#: ... and the inversion before it (fewer steps cost inversion quality: the paper's 200 stay),
+#: started from the 2 of 256 random latents closest to the item (docs/ENGINE.md, "Inversion")
+SELLER_INVERT = dict(steps=200, lr=0.01, lr_schedule="constant", precision="auto",
+                     init_samples=256)
 
 #: Named recipes, each a set of term weights plus the loop's settings: "paper" follows the
 #: article's text, "official-code" the authors' scripts (docs/METHOD.md, "The authors' code"),

@@ -69,7 +69,8 @@ def aggregate_all(phi: torch.Tensor, theta: torch.Tensor, *, temperature: float,
 
 def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
           recommender: Recommender, *, settings: ShiftSettings | None = None,
-          base_image: torch.Tensor | None = None, catalogue_phi: torch.Tensor | None = None,
+          base_image: torch.Tensor | None = None, target: torch.Tensor | None = None,
+          catalogue_phi: torch.Tensor | None = None,
           labels: torch.Tensor | None = None, terms: Mapping[str, LossTerm] | None = None,
           progress: bool = False, user_scores_cap: int = 10_000, **overrides) -> ShiftResult:
     """Optimise n shifts of ``latent`` (1, d) for target user rows ``users`` (U,) long.
@@ -79,6 +80,8 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
     - w_pref agg_u(theta_u . phi(X))); Adam on k and on the predictor (docs/METHOD.md).
     ``catalogue_phi`` (N, K): embeddings of the catalogue, needed for the coverage aggregation.
     ``base_image`` (1, 3, R, R) in the generator's output range: G(z) when None.
+    ``target`` (1, 3, R, R) in the generator's output range: the real item the latent was
+    inverted from (the loss terms' ``ctx.target``, e.g. the silhouette's reference), or None.
     ``labels`` (1,) long: the class of a conditional generator, else None.
     ``terms``: prebuilt loss terms by name, used instead of building them from the registry.
     Settings are keyword-only (``ShiftSettings`` fields or ``recipe=``; ``losses`` merges
@@ -170,7 +173,8 @@ def shift(latent: torch.Tensor, users: torch.Tensor, generator: Generator,
                 # losses
                 total, values = objective(LossContext(
                     stage="shift", step=step, images=x, latents=kz, generator=generator,
-                    settings=w, base_latent=z, base_image=x0, shifts=k.clamp(-eps, eps),
+                    settings=w, base_latent=z, base_image=x0, target=target,
+                    shifts=k.clamp(-eps, eps),
                     recommender=recommender, user_vectors=theta, embeddings=phi,
                     scores=scores, predicted_logits=logits.float(),
                     predicted_shifts=k_pred.float(), order=order, labels=lab))

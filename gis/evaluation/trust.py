@@ -108,9 +108,12 @@ def settings_for(spec: str, seed: int, steps: int | None = None,
 
 
 def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
-            steps: int | None = None, invert_steps: int | None = None) -> dict:
+            steps: int | None = None, invert_steps: int | None = None,
+            save_images: str | Path | None = None) -> dict:
     """One pair under one recipe (``RECIPE`` or ``RECIPE@ENGINE``, see ``settings_for``): the
-    run, its checks and the truth's verdict (a row)."""
+    run, its checks and the truth's verdict (a row). ``save_images``: a folder where the run's
+    item, base and variants (uint8) with their scores are written as ``ITEM_RECIPE.npz``, so
+    that checks can be re-evaluated on the same variants without re-running them."""
     from ..engine import run_gis
 
     ds, gen, rec = world["dataset"], world["generator"], world["recommender"]
@@ -121,13 +124,24 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
     run = run_gis(generator=gen, recommender=rec, users=torch.tensor(users),
                   item=ds.image_tensor([item]), invert_settings=s_inv,
                   shift_settings=s_shift, catalogue_phi=world["catalogue_phi"],
-                  labels=labels, terms=world["terms"])
+                  labels=labels, terms=world["terms"],
+                  category_reference=world.get("category_reference"))
     seconds = time.perf_counter() - t0
     res = run.result
     scores = res.scores["mean"]["variants"]
     item_score = run.item_scores["mean"]
     v = judge_images(world["truth"], world["clf"], np.asarray(users), cat, run.item,
                      res.base_image, res.images)
+    if save_images is not None:
+        def u8(x):
+            return (x.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+        Path(save_images).mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(Path(save_images) / f"{ds.item_ids[item]}_{recipe}.npz",
+                            item=u8(run.item), base=u8(res.base_image),
+                            variants=u8(res.images), scores=np.asarray(scores),
+                            item_score=item_score, category=cat, users=np.asarray(users),
+                            latents=res.latents.float().cpu().numpy())
     n = len(scores)
     top = int(np.argmax(scores))
     checked = run.checks["recommended"]
@@ -219,6 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--out", required=True)
     p.add_argument("--merge", nargs="*", help="merge these shard files into --out")
+    p.add_argument("--save-images", default=None, metavar="DIR",
+                   help="also write each run's item, base and variants to DIR/ITEM_RECIPE.npz")
     p.add_argument("--engine", action="append", default=[], metavar="NAME=JSON",
                    help='another engine for RECIPE@NAME: {"shift": {...}, "invert": {...}} '
                         "settings overrides")
@@ -254,7 +270,10 @@ def main(argv=None) -> int:
         for recipe in recipes:  # built once for every run
             s_shift, s_inv = settings_for(recipe, a.seed, engines=engines)
             terms.update(build_terms(gen, rec, invert_settings=s_inv, shift_settings=s_shift))
+        from gis.metrics.category import CategoryReference
+
         world = {"dataset": ds, "generator": gen, "recommender": rec, "truth": truth,
+                 "category_reference": CategoryReference.from_dataset(ds),
                  "engines": engines,
                  "clf": truth.category_classifier(device=a.device), "terms": terms,
                  "catalogue_phi": embed_catalogue(rec, rec.prepare(ds.image_tensor(),
@@ -267,7 +286,7 @@ def main(argv=None) -> int:
                 if (ds.item_ids[item], recipe) in done:
                     continue
                 row = run_one(world, item, users, recipe, seed=a.seed + k, steps=a.steps,
-                              invert_steps=a.invert_steps)
+                              invert_steps=a.invert_steps, save_images=a.save_images)
                 rows.append(row)
                 write(rows)
                 print(f"{row['item']} {recipe}: rec #{row['recommended']} acceptable "

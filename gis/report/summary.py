@@ -254,7 +254,7 @@ def headline(s: Summary) -> str:
     """The callout's bold line: the recommended variant, or, when no variant passes the checks
     or none beats the reference, that (for an item: keep it)."""
     if s.recommended is None:
-        return ("No variant passes the realism, identity and distinctness checks"
+        return ("No variant passes the realism, identity, category and distinctness checks"
                 + (": keep the item." if s.has_item else "."))
     if beats_reference(s):
         if s.reasons is not None and s.checks_note:
