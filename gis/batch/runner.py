@@ -120,9 +120,15 @@ class TaskWorker:
                 catalogue_phi = embed_catalogue(self.rec, self.rec.prepare(
                     self.dataset.image_tensor(), (-1.0, 1.0)))
         self.catalogue_phi = catalogue_phi
-        from ..metrics.category import CategoryReference
+        self._category_reference = None  # built by the first task that runs the check
 
-        self.category_reference = CategoryReference.from_dataset(self.dataset)
+    def category_reference(self):
+        """The catalogue's silhouettes for the category check (built once, when needed)."""
+        if self._category_reference is None:
+            from ..metrics.category import CategoryReference
+
+            self._category_reference = CategoryReference.from_dataset(self.dataset)
+        return self._category_reference
 
     def settings(self, task: BatchTask):
         """The task's validated `gis shift` settings (GisUsageError when impossible)."""
@@ -158,7 +164,9 @@ class TaskWorker:
             if task.image_as_given is not None:  # what `gis shift --item` records
                 stask.source["path"] = task.image_as_given
             run = run_shift_task(self.gen, self.rec, stask, catalogue_phi=self.catalogue_phi,
-                                 category_reference=self.category_reference)
+                                 category_reference=(self.category_reference()
+                                                     if stask.settings.check.category
+                                                     else None))
             with tempfile.TemporaryDirectory(prefix="gis-batch-") as tmp:
                 save_shift_outputs(Path(tmp), run, gen=self.gen, rec=self.rec,
                                    generator=self.spec.generator,

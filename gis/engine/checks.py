@@ -93,8 +93,7 @@ def _category(reference: CategoryReference | None, images01: torch.Tensor,
     if reference is None:
         return {**off, "note": "not run: no catalogue with categories was given"}
     x = torch.cat([against01.float().cpu(), images01.float().cpu()])
-    cats = reference.category(x)
-    shares = reference.vote(x)
+    cats, shares = reference.votes(x)
     names = reference.names
     return {"metric": f"k-NN vote (k = {reference.k}) of silhouettes among "
                       f"{len(reference.features)} catalogue products",

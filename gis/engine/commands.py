@@ -156,7 +156,8 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
 
     run = run_shift_task(gen, rec, task, catalogue=rec.prepare(dataset.image_tensor(),
                                                                (-1.0, 1.0)),
-                         category_reference=CategoryReference.from_dataset(dataset),
+                         category_reference=(CategoryReference.from_dataset(dataset)
+                                             if task.settings.check.category else None),
                          progress=progress)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,

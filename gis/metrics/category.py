@@ -60,44 +60,52 @@ class CategoryReference:
         cats = torch.as_tensor(categories, dtype=torch.long).flatten()
         if len(cats) != len(images):
             raise ValueError(f"{len(images)} catalogue images but {len(cats)} categories")
-        if not 1 <= k <= len(images):
-            raise ValueError(f"the category vote needs 1 <= k <= {len(images)} products, got {k}")
         lo, hi = value_range
-        feats = [shape_features(((images[s:s + batch_size].float() - lo) / (hi - lo)).clamp(0, 1))
-                 for s in range(0, len(images), batch_size)]
-        return cls(torch.cat(feats).half(), cats, tuple(names), int(k))
+        batches = (((images[s:s + batch_size].float() - lo) / (hi - lo)).clamp(0, 1)
+                   for s in range(0, len(images), batch_size))
+        return cls._build(batches, cats, names, k)
 
     @classmethod
     def from_dataset(cls, dataset, k: int = 5, batch_size: int = 1024) -> CategoryReference:
         """From a ``gis.data.Dataset``'s catalogue (its images and stored categories), read
         ``batch_size`` images at a time (the catalogue's pixels are never all in memory)."""
         n = len(dataset.categories)
-        if not 1 <= k <= n:
-            raise ValueError(f"the category vote needs 1 <= k <= {n} products, got {k}")
-        feats = [shape_features(((dataset.image_tensor(list(range(s, min(s + batch_size, n))))
-                                  + 1) / 2).clamp(0, 1)).half()
-                 for s in range(0, n, batch_size)]
-        return cls(torch.cat(feats), torch.as_tensor(dataset.categories, dtype=torch.long),
-                   tuple(dataset.category_names), int(k))
+        batches = (((dataset.image_tensor(list(range(s, min(s + batch_size, n)))) + 1) / 2)
+                   .clamp(0, 1) for s in range(0, n, batch_size))
+        return cls._build(batches, torch.as_tensor(dataset.categories, dtype=torch.long),
+                          dataset.category_names, k)
+
+    @classmethod
+    def _build(cls, batches, cats: torch.Tensor, names: Sequence[str],
+               k: int) -> CategoryReference:
+        """From batches of catalogue images in [0, 1] (read lazily, after k is checked)."""
+        if not 1 <= k <= len(cats):
+            raise ValueError(f"the category vote needs 1 <= k <= {len(cats)} products, got {k}")
+        feats = torch.cat([shape_features(x).half() for x in batches])
+        return cls(feats, cats, tuple(names), int(k))
 
     @torch.no_grad()
+    def _neighbours(self, images01: torch.Tensor) -> torch.Tensor:
+        """Categories (B, k) of the k catalogue products nearest each image, nearest first."""
+        d = torch.cdist(shape_features(images01.cpu()), self.features.float())
+        return self.categories[d.topk(self.k, largest=False).indices]
+
+    def votes(self, images01: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """``(category(images01), vote(images01))`` from one neighbour search."""
+        cats = self._neighbours(images01)
+        counts = F.one_hot(cats, len(self.names)).sum(1)
+        voted = []
+        for row, c in zip(counts, cats, strict=True):
+            top = row.max()
+            voted.append(int(next(x for x in c.tolist() if row[x] == top)))
+        return voted, counts.float() / self.k
+
     def vote(self, images01: torch.Tensor) -> torch.Tensor:
         """Category shares (B, C) of images (B, 3, H, W) in [0, 1]: the share of each category
         among the ``k`` catalogue products with the nearest silhouettes; rows sum to 1."""
-        d = torch.cdist(shape_features(images01.cpu()), self.features.float())
-        nearest = d.topk(self.k, largest=False).indices
-        counts = F.one_hot(self.categories[nearest], len(self.names)).sum(1)
-        return counts.float() / self.k
+        return self.votes(images01)[1]
 
     def category(self, images01: torch.Tensor) -> list[int]:
         """The voted category index of each image (B,): the most frequent among the ``k``
         neighbours, ties to the nearest neighbour's category."""
-        d = torch.cdist(shape_features(images01.cpu()), self.features.float())
-        nearest = d.topk(self.k, largest=False).indices  # (B, k), nearest first
-        cats = self.categories[nearest]
-        counts = F.one_hot(cats, len(self.names)).sum(1)
-        out = []
-        for row, c in zip(counts, cats, strict=True):
-            top = row.max()
-            out.append(int(next(x for x in c.tolist() if row[x] == top)))
-        return out
+        return self.votes(images01)[0]
