@@ -183,12 +183,38 @@ class Checks:
     the base image when there is none) and ``passed``."""
     category: dict[str, Any] = field(default_factory=dict)
     """``metric`` (the k-NN silhouette vote among the catalogue's products), ``of`` ("item" or
-    "base image"), its voted ``reference`` category, per variant ``values`` (voted category
+    "base image", whose voted category is the ``reference``; "class asked for" with a
+    class-conditional generator, whose class is), per variant ``values`` (voted category
     name), ``shares`` (the share of the k neighbours in the reference category) and
-    ``passed``; all None with a ``note`` when not run (no catalogue, or switched off)."""
+    ``passed``; all None with a ``note`` when not run (no catalogue, switched off, or a class
+    the catalogue does not have)."""
     distinct: dict[str, Any] = field(default_factory=dict)
     """``min_distance`` and per variant ``near_copy_of`` (the better variant it nearly
     copies, or None); ``note`` when not run."""
+
+    _NAMES = (("realism", "realism"), ("identity", "identity"), ("category", "category"),
+              ("distinct", "distinctness"))
+
+    def ran(self) -> list[str]:
+        """The names of the checks that ran, in order ("realism", "identity", "category",
+        "distinctness"); a check with a ``note`` was not run, and one missing from the
+        record (written before gis had it) is left out."""
+        return [name for key, name in self._NAMES
+                if (key == "identity" or getattr(self, key)) and not
+                (getattr(self, key) or {}).get("note")]
+
+    def not_run(self) -> list[tuple[str, str]]:
+        """(name, why) of each check that did not run, e.g. ("category", "switched off")."""
+        return [(name, getattr(self, key)["note"].removeprefix("not run: "))
+                for key, name in self._NAMES if (getattr(self, key) or {}).get("note")]
+
+    def ran_text(self) -> str:
+        """The checks that ran, in words: "realism, identity and distinctness checks",
+        "identity check"."""
+        names = self.ran()
+        if len(names) == 1:
+            return f"{names[0]} check"
+        return ", ".join(names[:-1]) + " and " + names[-1] + " checks"
 
 
 @dataclass(kw_only=True)

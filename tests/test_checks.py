@@ -178,6 +178,40 @@ def test_summary_names_the_recommended_variant_and_why_others_are_not():
     assert "no variant passes" in shift_summary(run, n_users=3)
 
 
+def test_summary_and_report_name_only_the_checks_that_ran():
+    from gis.record import Checks
+    from gis.report.summary import Summary, headline
+
+    base, v = _variants()
+    scores = [4.0, 2.0, 3.0, 5.0]
+    # no calibrated realism, category switched off, no distances: only identity runs
+    checks = check_variants(TinyGenerator(), v, base, torch.zeros(4, 16), scores, None,
+                            settings=CheckSettings(category=False))
+    rec = Checks(**checks)
+    assert rec.ran() == ["identity"] and rec.ran_text() == "identity check"
+    assert rec.not_run() == [("realism", "the generator offers no calibrated realism score"),
+                             ("category", "switched off"), ("distinctness", "no distances")]
+    checks["recommended"], checks["passed"] = None, [False] * 4  # as if none passed
+    result = SimpleNamespace(optimised="mean", images=v,
+                             scores={"mean": {"base": [1.0], "variants": scores}},
+                             gains=lambda: [s - 1.0 for s in scores])
+    run = SimpleNamespace(result=result, item_scores={}, distances={}, checks=checks)
+    text = shift_summary(run, n_users=3)
+    assert "WARNING: no variant passes the identity check (the reasons are below)" in text
+    assert "realism" not in text.split("\n")[2]
+    assert "  category check not run: switched off" in text.split("\n")
+    assert "  realism check not run: the generator offers no calibrated" in text
+    # every check ran: all four are named, none is listed as not run
+    full = dict(checks, realism={"passed": [True] * 4, "note": None},
+                category={"passed": [True] * 4, "note": None},
+                distinct={"near_copy_of": [None] * 4, "note": None})
+    assert Checks(**full).ran_text() == ("realism, identity, category and distinctness "
+                                         "checks") and Checks(**full).not_run() == []
+    s = SimpleNamespace(recommended=None, checks_ran=rec.ran_text(), has_item=True)
+    assert headline(s) == "No variant passes the identity check: keep the item."
+    assert Summary.checks_ran == Checks(**full).ran_text()
+
+
 # ---------------------------------------------------------------------------- judge a run
 
 
@@ -335,6 +369,30 @@ def test_category_check_fails_a_variant_whose_shape_changed_category():
                              item01=item, **{"settings": settings, **kw})
         assert off["category"]["passed"] is None and "not run" in off["category"]["note"]
         assert off["recommended"] == 1
+
+
+def test_category_check_of_a_conditional_generator_compares_with_the_class_asked_for():
+    ref, _ = _bar_catalogue()
+    item = _bar(True, (0.2, 0.2, 0.2))  # a trouser item, designed as a bag (--category bag)
+    v = torch.cat([_bar(False, (0.1, 0.2, 0.9)), _bar(True, (0.9, 0.1, 0.1))])
+    settings = CheckSettings(min_silhouette_iou=0.0, min_distance=0.0)
+    c = check_variants(TinyGenerator(), v, item, torch.zeros(2, 16), [1.0, 2.0], None,
+                       item01=item, settings=settings, category_reference=ref,
+                       expected_category="bag")
+    cat = c["category"]
+    assert cat["of"] == "class asked for" and cat["reference"] == "bag"
+    assert cat["values"] == ["bag", "trouser"] and cat["passed"] == [True, False]
+    assert cat["shares"][0] == 1.0 and cat["shares"][1] == 0.0
+    assert c["reasons"][1] == ["category changed (shape votes 'trouser', the class asked for "
+                               "is 'bag')"]
+    assert c["recommended"] == 0
+    # a class the catalogue does not know: the check is not run, and says why
+    other = check_variants(TinyGenerator(), v, item, torch.zeros(2, 16), [1.0, 2.0], None,
+                           item01=item, settings=settings, category_reference=ref,
+                           expected_category="hat")
+    assert other["category"]["passed"] is None
+    assert other["category"]["note"] == ("not run: the class asked for, 'hat', is not one of "
+                                         "the catalogue's categories (trouser, bag)")
 
 
 def test_gis_shift_runs_the_category_check_against_the_catalogue(small_shift_run):

@@ -181,11 +181,18 @@ def test_conditional_generator_shifts_under_the_items_category(tmp_path):
     doc = json.loads((tmp_path / "a" / "result.json").read_text())
     assert doc["item"]["category"] == "T-shirt/top"
     assert doc["category"] == {"index": 0, "name": "T-shirt/top"}
+    # the category check asks the variants for the class the generator shifted under
+    assert doc["checks"]["category"]["of"] == "class asked for"
+    assert doc["checks"]["category"]["reference"] == "T-shirt/top"
     res = invoke("shift", "--generator", "dvbpr-gan", "--random-latent", "--category", "7",
                  "--users", "u0001", "--out", tmp_path / "b", *FEW)
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "b" / "result.json").read_text())
     assert doc["category"] == {"index": 7, "name": "Sneaker"}
+    assert doc["checks"]["category"]["reference"] == "Sneaker"
+    assert all(ok == (v == "Sneaker") for ok, v in zip(doc["checks"]["category"]["passed"],
+                                                     doc["checks"]["category"]["values"],
+                                                     strict=True))
 
 
 def test_device_the_machine_lacks_is_a_one_line_error(tmp_path, monkeypatch):

@@ -410,6 +410,10 @@ def test_inversion_starts_from_the_candidates_closest_to_the_item(models):
 @pytest.mark.parametrize("bad,message", [
     (dict(init_samples=-1), "init samples must be an integer >= 0"),
     (dict(init_samples=1, restarts=2), r"init samples \(1\) must be at least the restarts"),
+    (dict(init_samples=True), "init samples must be an integer >= 0, got True"),
+    (dict(init_samples=64.0), "init samples must be an integer >= 0, got 64.0"),
+    (dict(restarts=True), r"inversion restarts must be a positive integer \(got True\)"),
+    (dict(steps=2.5), r"inversion steps must be a positive integer \(got 2.5\)"),
 ])
 def test_impossible_inversion_starts_are_refused(bad, message):
     from gis.engine.settings import invert_settings

@@ -140,6 +140,8 @@ def test_report_is_a_self_contained_page(shift_run, report_page):
     caveat = re.search(r'<p class="note" id="caveat">(.*?)</p>', text, re.S).group(1)
     assert "predictions, not measured preferences" in caveat and "four checks" in caveat
     assert "the same kind of product" in caveat
+    assert ("The realism check was not run (the generator offers no calibrated realism score)."
+            in caveat) and "category check was not run" not in caveat
     assert f"of the 2 target users from {format_score(doc['scores']['item'][agg])}" in callout
     assert f"of {doc['catalogue_size']} catalogue items" in callout
     assert text.count('class="bar"') == 3

@@ -14,7 +14,8 @@ passes all checks, and the others are marked with the reason (docs/ENGINE.md, "C
 * **category** (still the same kind of product): the variant's category by a k-NN vote of
   silhouettes among the catalogue's products (``gis.metrics.category.CategoryReference``:
   the catalogue's own category records, not the evaluation's classifier) must be the item's
-  (the base image's without one). Not run when no catalogue is given.
+  (the base image's without one), or the class a conditional generator was asked for. Not
+  run when no catalogue is given.
 * **distinct**: among the variants that pass the checks above, one closer than
   ``min_distance`` (LPIPS, the distances' trunk) to a better-scoring one is a near-copy of it:
   only the better one can be recommended.
@@ -83,25 +84,36 @@ def _realism(generator: Generator, images01: torch.Tensor, latents: torch.Tensor
 
 
 def _category(reference: CategoryReference | None, images01: torch.Tensor,
-              against01: torch.Tensor, of: str, settings: CheckSettings) -> dict:
-    """The category check's record: the voted category name of the item (or base) and of
-    each variant, and whether they agree (all None with a ``note`` when not run)."""
+              against01: torch.Tensor, of: str, settings: CheckSettings,
+              expected: str | None = None) -> dict:
+    """The category check's record: the category the variants must keep (``expected``, the
+    class a conditional generator was asked for, else the voted category of the item or
+    base), each variant's voted category, and whether they agree (all None with a ``note``
+    when not run)."""
     off = {"metric": None, "of": None, "reference": None, "values": None, "shares": None,
            "passed": None}
     if not settings.category:
         return {**off, "note": "not run: switched off"}
     if reference is None:
         return {**off, "note": "not run: no catalogue with categories was given"}
-    x = torch.cat([against01.float().cpu(), images01.float().cpu()])
-    cats, shares = reference.votes(x)
     names = reference.names
+    if expected is not None and expected not in names:
+        return {**off, "note": f"not run: the class asked for, {expected!r}, is not one of "
+                               f"the catalogue's categories ({', '.join(names)})"}
+    x = images01.float().cpu() if expected is not None else torch.cat(
+        [against01.float().cpu(), images01.float().cpu()])
+    cats, shares = reference.votes(x)
+    if expected is not None:
+        ref, of = names.index(expected), "class asked for"
+    else:
+        ref, cats, shares = cats[0], cats[1:], shares[1:]
     return {"metric": f"k-NN vote (k = {reference.k}) of silhouettes among "
                       f"{len(reference.features)} catalogue products",
             "of": of,
-            "reference": names[cats[0]],
-            "values": [names[c] for c in cats[1:]],
-            "shares": [float(shares[i + 1, cats[0]]) for i in range(len(images01))],
-            "passed": [c == cats[0] for c in cats[1:]], "note": None}
+            "reference": names[ref],
+            "values": [names[c] for c in cats],
+            "shares": [float(shares[i, ref]) for i in range(len(images01))],
+            "passed": [c == ref for c in cats], "note": None}
 
 
 def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.Tensor,
@@ -109,7 +121,8 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
                    *, labels: torch.Tensor | None = None, item01: torch.Tensor | None = None,
                    to_reference: list[float] | None = None,
                    settings: CheckSettings | None = None,
-                   category_reference: CategoryReference | None = None) -> dict:
+                   category_reference: CategoryReference | None = None,
+                   expected_category: str | None = None) -> dict:
     """The checks of n variants and the recommendation (see the module docstring).
 
     images01 (n, 3, R, R) and base01 (1, 3, R, R) in [0, 1]; latents (n, d) the variants'
@@ -118,7 +131,9 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
     run); item01 (1, 3, R, R) the real item, the identity check's reference when given (else
     the base); to_reference (n,) each variant's LPIPS to the item (else the base): a variant
     closer than ``min_distance`` is no visible change; category_reference the catalogue's
-    silhouettes and categories (None: the category check is not run). Returns a dict
+    silhouettes and categories (None: the category check is not run); expected_category the
+    class a conditional generator was asked for (e.g. ``--category``): the variants must vote
+    for it (None: for the item's, else the base's, voted category). Returns a dict
     (``ShiftRecord.checks``): ``settings``, ``realism``, ``identity``, ``category``,
     ``distinct``, per variant ``passed`` (bool) and
     ``reasons`` (why it fails, empty when it passes), and ``recommended`` (the index of the
@@ -139,7 +154,8 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
     with torch.no_grad():
         iou = [float(v) for v in soft_iou(images01.float().cpu(), reference.float().cpu())]
     category = _category(category_reference, images01, reference,
-                         "item" if item01 is not None else "base image", settings)
+                         "item" if item01 is not None else "base image", settings,
+                         expected_category)
     reasons: list[list[str]] = []
     for i in range(n):
         why = []
@@ -151,7 +167,8 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
                        f"{settings.min_silhouette_iou:.2f})")
         if category["passed"] is not None and not category["passed"][i]:
             why.append(f"category changed (shape votes {category['values'][i]!r}, the "
-                       f"{category['of']}'s {category['reference']!r})")
+                       f"{category['of']}" + (" is" if category["of"] == "class asked for"
+                                              else "'s") + f" {category['reference']!r})")
         if to_reference is not None and to_reference[i] < settings.min_distance:
             why.append(f"no visible change (LPIPS {to_reference[i]:.4f} to the "
                        f"{'item' if item01 is not None else 'base'} < "

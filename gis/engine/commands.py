@@ -256,7 +256,8 @@ def run_shift_task(gen, rec, task: ShiftTask, *, catalogue=None, catalogue_phi=N
                    invert_settings=task.settings.invert, shift_settings=task.settings.shift,
                    catalogue=catalogue, catalogue_phi=catalogue_phi, labels=task.labels,
                    progress=progress, check_settings=task.settings.check,
-                   category_reference=category_reference)
+                   category_reference=category_reference,
+                   expected_category=(task.category or {}).get("name"))
 
 
 def _shift_labels(gen, name, category, source) -> tuple[torch.Tensor | None, dict | None]:
@@ -347,6 +348,7 @@ def shift_summary(run, *, n_users: int) -> str:
     ref_name = "item" if dist.get("to_item") is not None else "base"
     change = dist.get(f"to_{ref_name}")
     checks = run.checks or {}
+    record_checks = Checks(**checks) if checks else None
     passed = checks.get("passed") or [True] * n
     rec = checks.get("recommended") if checks else max(range(n), key=lambda i: scores[i])
 
@@ -360,8 +362,8 @@ def shift_summary(run, *, n_users: int) -> str:
     unchecked = (checks.get("realism") or {}).get("passed") is None
     keep = ": keep the item" if ref is not None else ""
     if rec is None:
-        lines.append("  WARNING: no variant passes the realism, identity, category and "
-                     f"distinctness checks{keep} (the reasons are below)")
+        lines.append(f"  WARNING: no variant passes the {record_checks.ran_text()}{keep} "
+                     "(the reasons are below)")
     elif scores[rec] <= (ref if ref is not None else base):
         lines.append(f"  best variant that passes the checks {describe(rec)}")
         lines.append("  WARNING: no variant that passes the checks beats the " + (
@@ -378,9 +380,8 @@ def shift_summary(run, *, n_users: int) -> str:
                if not passed[i] and i != top]
     if failing:
         lines += ["  not recommended:", *failing]
-    note = (checks.get("realism") or {}).get("note")
-    if note:
-        lines.append(f"  realism check {note}")
+    if record_checks is not None:
+        lines += [f"  {name} check not run: {why}" for name, why in record_checks.not_run()]
     if change:
         c = smallest_gaining_change(scores, base, change, passed)
         if c is not None and c != rec:

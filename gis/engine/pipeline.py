@@ -100,7 +100,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
             distance_net: str | None = "alex",
             check_settings: CheckSettings | None = None,
             latent_space: str | None = None,
-            category_reference: CategoryReference | None = None) -> GisRun:
+            category_reference: CategoryReference | None = None,
+            expected_category: str | None = None) -> GisRun:
     """Invert ``item`` (or draw a random latent when None), shift it for ``users``, score all.
 
     item:      (1, 3, H, W) in [-1, 1], or None for the random-latent (class-centric) mode.
@@ -117,6 +118,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     category_reference: the catalogue's silhouettes and categories for the variants' category
                check (``gis.metrics.category.CategoryReference.from_dataset``); None leaves
                that check not run.
+    expected_category: the category the variants must keep, by name (the class a
+               class-conditional generator shifts under); None: the item's voted category.
     latent_space: the generator's latent space to work in (``Generator.in_latent_space``;
                None: the generator as given). Inversion and shifting then optimise that
                space's latents (e.g. stylegan2's whitened W+ rows), renormalised as any latent.
@@ -203,7 +206,8 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
                             result.scores[result.optimised]["variants"],
                             distances.get("pairwise"), labels=labels, item01=item01,
                             to_reference=distances.get("to_item", distances.get("to_base")),
-                            settings=check_settings, category_reference=category_reference)
+                            settings=check_settings, category_reference=category_reference,
+                            expected_category=expected_category)
     seconds["checks"] = time.perf_counter() - t0
     return GisRun(item=item01, inversion=inversion, result=result, item_scores=item_scores,
                   ranks=ranks, catalogue_size=0 if catalogue_phi is None else len(catalogue_phi),

@@ -62,7 +62,7 @@ class InvertSettings:
     def validate(self) -> None:
         _positive_int("inversion steps", self.steps)
         _positive_int("inversion restarts", self.restarts)
-        if not (isinstance(self.init_samples, int) and self.init_samples >= 0):
+        if not (_is_int(self.init_samples) and self.init_samples >= 0):
             raise GisUsageError(f"inversion init samples must be an integer >= 0, got "
                                 f"{self.init_samples!r}")
         if 0 < self.init_samples < self.restarts:
@@ -210,6 +210,11 @@ def _positive(name: str, value: float) -> None:
         raise GisUsageError(f"{name} must be > 0 (got {value})")
 
 
+def _is_int(value) -> bool:
+    """Whether ``value`` is an integer (a bool is not, though Python counts it as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive_int(name: str, value: int) -> None:
-    if int(value) != value or value <= 0:
+    if not _is_int(value) or value <= 0:
         raise GisUsageError(f"{name} must be a positive integer (got {value})")

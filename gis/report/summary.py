@@ -153,7 +153,9 @@ class Summary:
     truncated_to: int | None
     # per variant, why it fails the checks (empty: passes); None for records without checks
     reasons: list[list[str]] | None = None
-    checks_note: str | None = None  # e.g. why the realism check was not run
+    realism_unchecked: bool = False  # the realism check did not run
+    not_run: list[tuple[str, str]] | None = None  # (check, why) of each check that did not run
+    checks_ran: str = "realism, identity, category and distinctness checks"  # in words
     check_settings: dict | None = None  # the checks' thresholds (result.json checks.settings)
 
     @property
@@ -205,8 +207,11 @@ def summarise(record: ShiftRecord) -> Summary:
                    n_targets=record.targets.count,
                    truncated_to=per_user.truncated_to if per_user else None,
                    reasons=checks.reasons if checks is not None else None,
-                   checks_note=(checks.realism or {}).get("note") if checks is not None
-                   else None,
+                   realism_unchecked=checks is not None and bool(
+                       (checks.realism or {}).get("note")),
+                   not_run=checks.not_run() if checks is not None else None,
+                   checks_ran=checks.ran_text() if checks is not None
+                   else Summary.checks_ran,
                    check_settings=checks.settings if checks is not None else None)
 
 
@@ -254,10 +259,10 @@ def headline(s: Summary) -> str:
     """The callout's bold line: the recommended variant, or, when no variant passes the checks
     or none beats the reference, that (for an item: keep it)."""
     if s.recommended is None:
-        return ("No variant passes the realism, identity, category and distinctness checks"
+        return (f"No variant passes the {s.checks_ran}"
                 + (": keep the item." if s.has_item else "."))
     if beats_reference(s):
-        if s.reasons is not None and s.checks_note:
+        if s.reasons is not None and s.realism_unchecked:
             return f"Recommended: Variant {s.best} (not checked for realism: look at it)."
         return f"Recommended: Variant {s.best}."
     passing = "" if s.reasons is None else " that passes the checks"
