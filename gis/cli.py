@@ -44,6 +44,9 @@ def cli():
     GAN Inversion & Shifting (Kumar, Sharma & Narayan, PeerJ CS 2025) over pluggable
     generators, recommenders and losses.
     """
+    from .memory import skip_triton_without_cuda
+
+    skip_triton_without_cuda()  # ~75 MB resident that a machine without CUDA cannot use
 
 
 def _list_registry(kind: str) -> None:
@@ -178,11 +181,18 @@ _add_subcommands()
 
 
 def main(argv=None):
+    """The `gis` console script: runs the command, then ends the process without the
+    interpreter's teardown (``gis.memory.exit_now``)."""
+    from .memory import exit_now
+
     try:
         cli.main(args=argv, prog_name="gis", standalone_mode=True)
     except GisError as exc:  # errors raised while building the CLI itself
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        exit_now(exc.exit_code)
+    except SystemExit as exc:
+        exit_now(exc.code)
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -235,8 +235,18 @@ def test_judge_reads_a_run_and_judges_its_recommendation(tmp_path):
         v = verdict["variants"][verdict["recommended"]]
         assert verdict["recommended_verdict"]["acceptable"] == (
             v["realistic"] and v["keeps_category"] and v["true_gain_vs_item"] > 0)
-    with pytest.raises(SystemExit, match="not a gis shift run"):
+    # the exit status is the verdict: 0 acceptable, 1 not (or nothing recommended), 2 error
+    ok = verdict["recommended_verdict"] is not None and verdict["recommended_verdict"][
+        "acceptable"]
+    assert main([str(out), "--json"]) == (0 if ok else 1)
+    with pytest.raises(SystemExit) as exc:
         main([str(tmp_path)])
+    assert exc.value.code == 2
+    res = __import__("subprocess").run(
+        [__import__("sys").executable, "-m", "gis.evaluation.judge", str(out)],
+        capture_output=True, text=True, timeout=120)
+    assert res.returncode == (0 if ok else 1)
+    assert ("ACCEPTABLE" in res.stdout) == ok
 
 
 def test_trust_measurement_runs_both_recipes_with_the_same_pairs(tmp_path):

@@ -101,12 +101,12 @@ class TaskWorker:
     """The models of a batch, loaded once, and ``run(task)`` for each of its tasks.
 
     catalogue_phi: (N, K) float32 embeddings of the dataset's catalogue, computed once by the
-    driver (``gis.engine.pipeline.embed_catalogue``), or None to compute them here."""
+    driver (``gis.engine.pipeline.embed_dataset``), or None to compute them here."""
 
     def __init__(self, spec: ModelSpec, options: dict, catalogue_phi=None,
                  segments: dict[str, list[str]] | None = None):
         from ..engine.commands import _load_models, _seed_globally, shift_dataset
-        from ..engine.pipeline import embed_catalogue
+        from ..engine.pipeline import embed_dataset
 
         self.spec, self.options, self.segments = spec, options, segments or {}
         with spec.scope():
@@ -117,8 +117,7 @@ class TaskWorker:
                 trust=spec.trust, latent_space=spec.latent_space)
             self.dataset = shift_dataset(self.rec, spec.data, spec.trust)
             if catalogue_phi is None:
-                catalogue_phi = embed_catalogue(self.rec, self.rec.prepare(
-                    self.dataset.image_tensor(), (-1.0, 1.0)))
+                catalogue_phi = embed_dataset(self.rec, self.dataset)
         self.catalogue_phi = catalogue_phi
         self._category_reference = None  # built by the first task that runs the check
 
@@ -151,7 +150,9 @@ class TaskWorker:
         return Outcome(task.id, files=files, seconds=time.perf_counter() - t0)
 
     def _run(self, task: BatchTask) -> dict[str, bytes]:
-        from ..engine.commands import resolve_shift_task, run_shift_task, save_shift_outputs
+        from ..engine.commands import (_dataset_info, resolve_shift_task, run_shift_task,
+                                       save_shift_outputs)
+
         users = list(task.users) if task.users is not None else None
         if task.segment is not None:
             users = resolve_segment(task.segment, self.segments)
@@ -171,7 +172,8 @@ class TaskWorker:
                 save_shift_outputs(Path(tmp), run, gen=self.gen, rec=self.rec,
                                    generator=self.spec.generator,
                                    recommender=self.spec.recommender, source=stask.source,
-                                   dataset=self.dataset, category=stask.category,
+                                   dataset_info=_dataset_info(self.dataset),
+                                   category=stask.category,
                                    default_target=stask.default_target)
                 return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())}
 

@@ -150,19 +150,23 @@ def shift_command(*, generator, recommender, generator_checkpoint, recommender_c
         _echo(f"no --users, --users-file or --n-users: shifting for {task.default_target} "
               f"({len(task.users)} users of {recommender}, {settings.shift.aggregation} "
               "aggregation)")
-    # the catalogue passed without a name here, so that run_gis can free the images once
-    # embedded
+    from ..memory import release_free_heap
     from ..metrics.category import CategoryReference
+    from .pipeline import embed_dataset
 
-    run = run_shift_task(gen, rec, task, catalogue=rec.prepare(dataset.image_tensor(),
-                                                               (-1.0, 1.0)),
-                         category_reference=(CategoryReference.from_dataset(dataset)
-                                             if task.settings.check.category else None),
-                         progress=progress)
+    # what the run needs of the catalogue, then the catalogue itself is freed (peak memory)
+    catalogue_phi = embed_dataset(rec, dataset)
+    category_reference = (CategoryReference.from_dataset(dataset)
+                          if task.settings.check.category else None)
+    dataset_info = _dataset_info(dataset)
+    del dataset
+    release_free_heap()
+    run = run_shift_task(gen, rec, task, catalogue_phi=catalogue_phi,
+                         category_reference=category_reference, progress=progress)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         summary = save_shift_outputs(tmp, run, gen=gen, rec=rec, generator=generator,
                                      recommender=recommender, source=task.source,
-                                     dataset=dataset, category=task.category,
+                                     dataset_info=dataset_info, category=task.category,
                                      default_target=task.default_target)
     _echo(summary)
     _echo(f"-> {out} (docs/OUTPUTS.md); `gis report {shlex.quote(str(out))}` writes an HTML "
@@ -209,6 +213,9 @@ def shift_dataset(rec, data, trust):
     if len(dataset.user_ids) == rec.num_users and list(dataset.user_ids) != list(rec.user_ids):
         raise GisUsageError("the dataset's users do not match the recommender's: pass the --data "
                             "the recommender was trained on")
+    from ..memory import release_free_heap
+
+    release_free_heap()  # rendering the embedded world leaves ~80 MB of free heap (issue 17)
     return dataset
 
 
@@ -279,10 +286,11 @@ def _shift_labels(gen, name, category, source) -> tuple[torch.Tensor | None, dic
 
 
 def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, source,
-                       dataset, category: dict | None = None,
+                       dataset_info: dict | None, category: dict | None = None,
                        default_target: str | None = None) -> str:
     """Write the documented files of a shift run (docs/OUTPUTS.md) into ``tmp``.
-    ``default_target``: what the targets were when the user chose none (``targets.default``)."""
+    ``dataset_info``: the catalogue's record (``_dataset_info``); ``default_target``: what the
+    targets were when the user chose none (``targets.default``)."""
     from ..images import make_grid_png, save_image
 
     res = run.result
@@ -312,7 +320,7 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
         **_with_latent_space(record_fields(gen.device, measured=run.provenance,
                                            generator=(gen, generator),
                                            recommender=(rec, recommender)), gen),
-        item=source, dataset=_dataset_info(dataset),
+        item=source, dataset=dataset_info,
         category=category, bridge=run.bridge,
         settings=vars(res.settings), invert_settings=vars(inv.settings) if inv else None,
         inversion=Inversion(lpips_vgg=inv.lpips, mse=inv.mse, history=inv.history) if inv

@@ -15,6 +15,7 @@ import torch
 from ..interfaces import Generator, LossTerm, Recommender
 from ..metrics.category import CategoryReference
 from ..provenance import environment
+from ..memory import release_free_heap
 from .checks import CheckSettings, check_variants
 from .common import to_range
 from .invert import InversionResult, invert, normalise_rows
@@ -57,6 +58,22 @@ def embed_catalogue(recommender: Recommender, images: torch.Tensor, *,
         out.append(recommender.embed(images[start:start + batch_size].to(dev)).float())
     recommender.train(was)
     return torch.cat(out)
+
+
+def embed_dataset(recommender: Recommender, dataset, *, value_range=(-1.0, 1.0),
+                  batch_size: int = 512) -> torch.Tensor:
+    """phi (N, K) float32 of every catalogue image of ``dataset`` (``Dataset.images``, uint8),
+    read ``batch_size`` images at a time: equal to ``embed_catalogue(recommender,
+    recommender.prepare(dataset.image_tensor(value_range=value_range), value_range))`` without
+    holding the whole catalogue as float (6,000 x 3 x 32 x 32: 74 MB)."""
+    n = len(dataset.images)
+    return torch.cat([
+        embed_catalogue(recommender, recommender.prepare(
+            dataset.image_tensor(slice(i, i + batch_size), value_range=value_range),
+            value_range), batch_size=batch_size)
+        for i in range(0, n, batch_size)]) if n else embed_catalogue(
+        recommender, recommender.prepare(dataset.image_tensor(value_range=value_range),
+                                         value_range))
 
 
 @torch.no_grad()
@@ -142,6 +159,7 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
     if catalogue_phi is None and catalogue is not None:
         catalogue_phi = embed_catalogue(recommender, catalogue)
     catalogue = None  # the embeddings are what is needed: free the images (memory, issue 17)
+    release_free_heap()  # what the catalogue embedding freed, before the inversion's peak
     seconds["catalogue"] = time.perf_counter() - t0
 
     inversion = None
@@ -152,6 +170,7 @@ def run_gis(*, generator: Generator, recommender: Recommender, users: torch.Tens
         seconds["invert"] = time.perf_counter() - t0
         z = inversion.latent
         invert_terms = None  # free the inversion's models (its LPIPS trunk) before shifting
+        release_free_heap()  # and give their memory back before the shifting's peak
     else:
         g = torch.Generator().manual_seed(shift_settings.seed + 7919)
         z = normalise_rows(torch.randn(1, generator.latent_dim, generator=g)).to(generator.device)

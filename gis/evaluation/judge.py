@@ -2,6 +2,9 @@
 
     python -m gis.evaluation.judge RUN_DIR [--json]
 
+Exit status: 0 when the recommended variant is acceptable, 1 when it is not or no variant
+was recommended, 2 when the folder cannot be judged (so a script can test the verdict).
+
 For a run on a dataset that defines a ground truth (fashion-colors: simulated users whose
 tastes are known, ``gis.interfaces.GroundTruth``), it reads ``result.json`` and the saved PNGs
 and says, per variant: the category the dataset's domain classifier reads, whether the realism
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +100,9 @@ def judge_run(run_dir: str | Path, *, device: str = "cpu") -> dict:
             "recommended": rec, "recommended_verdict": verdict}
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """The command; returns (and, run as a script, exits with) the status of the module
+    docstring: 0 acceptable, 1 not acceptable or nothing recommended."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
@@ -104,24 +110,27 @@ def main(argv=None) -> None:
     try:
         out = judge_run(a.run_dir)
     except GisUsageError as exc:
-        raise SystemExit(f"Error: {exc}") from None
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    verdict = out["recommended_verdict"]
+    status = 0 if verdict is not None and verdict["acceptable"] else 1
     if a.json:
         print(json.dumps(out, indent=2))
-        return
+        return status
     print(f"item category: {out['item_category']}")
     for v in out["variants"]:
         vs_item = v["true_gain_vs_item"]
         print(f"  #{v['index']}: {v['category']:<12} realistic={v['realistic']!s:<5} true gain "
               f"vs base {v['true_gain_vs_base']:+.3f}"
               + (f", vs item {vs_item:+.3f}" if vs_item is not None else ""))
-    verdict = out["recommended_verdict"]
     if verdict is None:
         print("no variant recommended")
     else:
         print(f"recommended #{out['recommended']}: realistic {verdict['realistic']}, keeps the "
               f"category {verdict['keeps_category']}, true gain {verdict['true_gain']:+.3f} -> "
               f"{'ACCEPTABLE' if verdict['acceptable'] else 'NOT acceptable'}")
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

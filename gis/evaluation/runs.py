@@ -38,7 +38,7 @@ class World:
              data: str, device: str = "cpu", trust: bool = False,
              latent_space: str | None = None) -> World:
         from ..data import load_dataset
-        from ..engine.pipeline import embed_catalogue
+        from ..engine.pipeline import embed_dataset
         from ..plugins import get_generator, get_recommender
 
         dataset = load_dataset(data, trust=trust)
@@ -56,8 +56,7 @@ class World:
                 f"{dataset.meta.get('name', data)!r}: its {len(rec.user_ids)} users are not the "
                 f"dataset's {dataset.num_users} (same ids, same order)")
         clf = dataset.ground_truth.category_classifier(device=device)
-        cat = rec.prepare(dataset.image_tensor(value_range=(0.0, 1.0)), (0.0, 1.0))
-        phi = embed_catalogue(rec, cat)
+        phi = embed_dataset(rec, dataset, value_range=(0.0, 1.0))
         items_of = dataset.user_items()
         history = [set(items_of[u].tolist()) | {int(dataset.val[u]), int(dataset.test[u])}
                    for u in range(dataset.num_users)]

@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     else:
         import gis
         from gis.data import load_dataset
-        from gis.engine.pipeline import build_terms, embed_catalogue
+        from gis.engine.pipeline import build_terms, embed_dataset
 
         ds = load_dataset(a.data)
         gen = gis.get_generator(a.generator, device=a.device)
@@ -276,8 +276,7 @@ def main(argv=None) -> int:
                  "category_reference": CategoryReference.from_dataset(ds),
                  "engines": engines,
                  "clf": truth.category_classifier(device=a.device), "terms": terms,
-                 "catalogue_phi": embed_catalogue(rec, rec.prepare(ds.image_tensor(),
-                                                                   (-1.0, 1.0)))}
+                 "catalogue_phi": embed_dataset(rec, ds)}
         rows = json.loads(Path(a.out).read_text())["rows"] if Path(a.out).exists() else []
         done = {(r["item"], r["recipe"]) for r in rows}
         pairs = list(enumerate(draw_pairs(ds, a.pairs, a.users, a.seed)))[a.shard::a.num_shards]

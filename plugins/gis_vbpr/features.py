@@ -100,7 +100,7 @@ def _lpips_trunk(net: str) -> nn.Module:
     (raises MissingAssetError naming the provisioning command when it is absent)."""
     from gis import assets
 
-    state = assets.lpips_trunk_state_dict(net)  # before any work; cached in memory
+    state = assets.lpips_trunk_state_dict(net)  # before any work
     import lpips.pretrained_networks as pn
 
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated pretrained=False
