@@ -310,6 +310,40 @@ def _gis(*args) -> list[str]:
     return [sys.executable, "-c", "from gis.cli import main; main()", *map(str, args)]
 
 
+def test_an_edited_users_or_segments_file_is_another_batch(tmp_path):
+    from gis.batch.manifest import BatchTask
+    from gis.batch.runner import ModelSpec, create_out, definition, read_out
+
+    users, segs = tmp_path / "users.txt", tmp_path / "segments.csv"
+    users.write_text("u0001\nu0002\n")
+    segs.write_text("segment,user\nvip,u0001\n")
+    task = BatchTask(id="0001-a", line=0, item_id="train-00024", users_file=str(users))
+    options = {"steps": 2, "segments_file": str(segs)}
+    out = tmp_path / "out"
+    defn = definition(ModelSpec(), options, [task])
+    assert defn["tasks"][0]["users_file_sha256"] == __import__("hashlib").sha256(
+        users.read_bytes()).hexdigest()
+    create_out(out, defn)
+    (out / "tasks" / task.id).mkdir(parents=True)
+    (out / "tasks" / task.id / "result.json").write_text("{}")
+    assert read_out(out, definition(ModelSpec(), options, [task])).done == {task.id}
+    # the same path, other users: the finished task is not this task any more
+    users.write_text("u0003\n")
+    with pytest.raises(GisUsageError, match="task 0001-a is finished but the manifest now "
+                                            "defines it otherwise \\(users_file_sha256"):
+        read_out(out, definition(ModelSpec(), options, [task]))
+    users.write_text("u0001\nu0002\n")
+    segs.write_text("segment,user\nvip,u0002\n")
+    with pytest.raises(GisUsageError, match="other options \\(segments_file_sha256"):
+        read_out(out, definition(ModelSpec(), options, [task]))
+    # a batch.json written before gis hashed the files still resumes
+    old = json.loads((out / "batch.json").read_text())
+    old["options"].pop("segments_file_sha256")
+    old["tasks"][0].pop("users_file_sha256")
+    (out / "batch.json").write_text(json.dumps(old))
+    assert read_out(out, definition(ModelSpec(), options, [task])).done == {task.id}
+
+
 def test_resume_after_kill_9(tmp_path):
     """kill -9 in the middle of a batch; the same command again finishes only the rest."""
     out = tmp_path / "out"

@@ -372,9 +372,36 @@ class BatchState:
 
 
 def definition(spec: ModelSpec, options: dict, tasks: list[BatchTask]) -> dict:
-    """The batch's identity (``OUT/batch.json``): what must be equal for a run to resume."""
-    return {"format": FORMAT, "models": asdict(spec), "options": options,
-            "tasks": [t.as_json() for t in tasks]}
+    """The batch's identity (``OUT/batch.json``): what must be equal for a run to resume.
+    The contents of the segments file and of each task's users file count as well as their
+    paths (``segments_file_sha256``, ``users_file_sha256``): a file edited between two runs
+    defines another batch (another task), not the same one."""
+    options = dict(options)
+    if options.get("segments_file"):
+        options["segments_file_sha256"] = _sha256_of(options["segments_file"])
+    jobs = []
+    for t in tasks:
+        d = t.as_json()
+        if d.get("users_file"):
+            d["users_file_sha256"] = _sha256_of(d["users_file"])
+        jobs.append(d)
+    return {"format": FORMAT, "models": asdict(spec), "options": options, "tasks": jobs}
+
+
+def _sha256_of(path: str) -> str | None:
+    """The file's sha256, or None when it cannot be read (the task then fails on its own)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _unhashed(old: dict, new: dict) -> dict:
+    """``new`` without the file hashes that ``old`` (a batch.json written before gis recorded
+    them) lacks, so that such a batch still resumes."""
+    return {k: v for k, v in new.items() if not k.endswith("_sha256") or k in old}
 
 
 def read_out(out: Path, defn: dict) -> BatchState:
@@ -399,7 +426,8 @@ def read_out(out: Path, defn: dict) -> BatchState:
         old_tasks = {t["id"]: t for t in old.get("tasks", [])}
         for t in defn["tasks"]:
             was = old_tasks.get(t["id"])
-            if t["id"] in done and was is not None and was != json.loads(json.dumps(t)):
+            if t["id"] in done and was is not None and was != _unhashed(
+                    was, json.loads(json.dumps(t))):
                 raise GisUsageError(
                     f"--out {out}: task {t['id']} is finished but the manifest now defines it "
                     f"otherwise ({_first_difference(was, t)}): give the changed task a new id, "
@@ -442,6 +470,8 @@ def _check_same_batch(out: Path, old: dict, new: dict) -> None:
     """The models and the batch-wide settings must be those ``out`` was started with; tasks
     may be added, and those not finished may change (``read_out`` checks the finished ones)."""
     for key in ("format", "models", "options"):
+        if key == "options" and isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            new = {**new, key: _unhashed(old[key], new[key])}
         if old.get(key) != new.get(key):
             raise GisUsageError(
                 f"--out {out} holds a batch run with other {key} "
