@@ -88,7 +88,8 @@ def exit_now(status=0) -> None:
     run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: the process was started with that stream closed
+                stream.flush()
         except (OSError, ValueError):  # closed or broken pipe: nothing more can be said
             pass
     os._exit(code & 0xFF)

@@ -266,7 +266,7 @@ class ShiftRecord:
     distances: Distances | None = None
     """LPIPS distances of the variants; None when not measured."""
     checks: Checks | None = None
-    """The variants' realism, identity and distinctness checks and the recommended variant;
+    """The variants' realism, identity, category and distinctness checks and the recommended variant;
     None in records written before the checks existed."""
     catalogue_size: int | None = None
     """Number of catalogue items the ranks are computed against."""

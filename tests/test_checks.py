@@ -209,6 +209,15 @@ def test_summary_and_report_name_only_the_checks_that_ran():
                                          "checks") and Checks(**full).not_run() == []
     s = SimpleNamespace(recommended=None, checks_ran=rec.ran_text(), has_item=True)
     assert headline(s) == "No variant passes the identity check: keep the item."
+    from gis.report.summary import checks_sentence
+
+    one = checks_sentence(SimpleNamespace(ran=rec.ran(), check_settings=checks["settings"],
+                                          category_asked=None))
+    assert one.startswith("So gis recommends only a variant that passes one check")
+    assert "still the item" in one and "realistic" not in one and "distinct (" not in one
+    asked = checks_sentence(SimpleNamespace(ran=Checks(**full).ran(), check_settings={},
+                                            category_asked="Sneaker"))
+    assert "four checks" in asked and "mostly of the class asked for, Sneaker" in asked
     assert Summary.checks_ran == Checks(**full).ran_text()
 
 
@@ -410,6 +419,8 @@ def test_gis_shift_runs_the_category_check_against_the_catalogue(small_shift_run
 
     run, _ = small_shift_run
     doc = json.loads((run / "result.json").read_text())
+    # the catalogue's embedding is timed where gis shift now does it (before the run)
+    assert doc["seconds"]["catalogue"] > 0.05
     cat = doc["checks"]["category"]
     assert cat["metric"].startswith("k-NN vote (k = 5) of silhouettes among")
     assert cat["of"] == "item" and len(cat["passed"]) == len(doc["checks"]["passed"])

@@ -92,7 +92,7 @@ def test_existing_output_folder_is_refused(shift_run):
 @pytest.mark.parametrize("args, message", [
     (["--users", "nobody"], "unknown user id 'nobody'"),
     (["--users", ","], "empty"),
-    (["--users", "u0001", "--n", "1"], "n must be >= 2"),
+    (["--users", "u0001", "--n", "1"], "n must be an integer >= 2"),
     (["--users", "u0001", "--eps", "0"], "eps must be > 0"),
     (["--users", "u0001", "--steps", "0"], "shifting steps must be a positive integer"),
     (["--users", "u0001", "--invert-steps", "0"], "inversion steps must be a positive integer"),

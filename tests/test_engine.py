@@ -414,12 +414,33 @@ def test_inversion_starts_from_the_candidates_closest_to_the_item(models):
     (dict(init_samples=64.0), "init samples must be an integer >= 0, got 64.0"),
     (dict(restarts=True), r"inversion restarts must be a positive integer \(got True\)"),
     (dict(steps=2.5), r"inversion steps must be a positive integer \(got 2.5\)"),
+    (dict(steps="5"), r"inversion steps must be a positive integer \(got '5'\)"),
+    (dict(seed=1.5), r"the inversion seed must be an integer \(got 1.5\)"),
 ])
 def test_impossible_inversion_starts_are_refused(bad, message):
     from gis.engine.settings import invert_settings
 
     with pytest.raises(GisUsageError, match=message):
         invert_settings(**bad)
+
+
+def test_numpy_integers_are_integers_and_bools_are_not():
+    import numpy as np
+
+    from gis.engine.settings import invert_settings, shift_settings
+
+    s = invert_settings(steps=np.int64(5), restarts=np.int32(2), init_samples=np.int64(4),
+                        seed=np.int64(3))
+    s.validate()
+    t = shift_settings(steps=np.int64(5), n=np.int64(3), top_k=np.int16(4), seed=np.int64(1))
+    t.validate()
+    for bad, message in ((dict(n=2.5), r"n must be an integer >= 2 to make distinct variants "
+                                       r"\(got 2.5\)"),
+                         (dict(n=True), r"n must be an integer >= 2"),
+                         (dict(seed=True), r"the shifting seed must be an integer \(got True\)"),
+                         (dict(top_k=np.bool_(True)), "top_k must be a positive integer")):
+        with pytest.raises(GisUsageError, match=message):
+            shift_settings(**bad).validate()
 
 
 def test_shifting_terms_see_the_real_item_as_target(models):

@@ -76,6 +76,15 @@ def test_embed_dataset_equals_the_embedding_of_the_whole_catalogue():
         assert torch.equal(streamed, whole)
 
 
+def test_the_console_script_exits_cleanly_with_stdout_closed():
+    # `gis generators >&-`: Python starts with sys.stdout None
+    res = subprocess.run([sys.executable, "-c", "from gis.cli import main; main()",
+                          "generators"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, timeout=120, pass_fds=(),
+                         preexec_fn=lambda: os.close(1))
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+
+
 @pytest.mark.parametrize("argv,status", [(["--version"], 0), (["no-such-command"], 2)])
 def test_the_console_script_exits_with_the_commands_status(argv, status):
     res = subprocess.run([sys.executable, "-c", "from gis.cli import main; main()", *argv],

@@ -150,8 +150,12 @@ class TaskWorker:
         return Outcome(task.id, files=files, seconds=time.perf_counter() - t0)
 
     def _run(self, task: BatchTask) -> dict[str, bytes]:
-        from ..engine.commands import (_dataset_info, resolve_shift_task, run_shift_task,
-                                       save_shift_outputs)
+        from ..engine.commands import (
+            _dataset_info,
+            resolve_shift_task,
+            run_shift_task,
+            save_shift_outputs,
+        )
 
         users = list(task.users) if task.users is not None else None
         if task.segment is not None:

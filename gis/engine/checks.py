@@ -1,4 +1,4 @@
-"""Which variants a seller can act on: the realism, identity and distinctness checks.
+"""Which variants a seller can act on: the realism, identity, category and distinctness checks.
 
 After shifting, every variant is checked; the recommendation is the best-scoring variant that
 passes all checks, and the others are marked with the reason (docs/ENGINE.md, "Checks").

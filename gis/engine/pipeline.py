@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..interfaces import Generator, LossTerm, Recommender
+from ..memory import release_free_heap
 from ..metrics.category import CategoryReference
 from ..provenance import environment
-from ..memory import release_free_heap
 from .checks import CheckSettings, check_variants
 from .common import to_range
 from .invert import InversionResult, invert, normalise_rows
@@ -38,7 +38,7 @@ class GisRun:
     # LPIPS of each variant to the base/item and to its nearest other variant (see
     # gis.metrics.lpips_metric.variant_distances); empty when switched off
     distances: dict = field(default_factory=dict)
-    # the variants' realism, identity and distinctness checks and the recommended variant
+    # the variants' realism, identity, category and distinctness checks and the recommended variant
     # (gis.engine.checks.check_variants)
     checks: dict = field(default_factory=dict)
     # what computed it, read in the process that ran it (a Ray worker, not the driver):

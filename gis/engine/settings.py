@@ -8,7 +8,10 @@ switches a term off); a recipe is a set of term weights plus the loop's other se
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..errors import GisUsageError
 from ..ops import AGGS
@@ -62,6 +65,7 @@ class InvertSettings:
     def validate(self) -> None:
         _positive_int("inversion steps", self.steps)
         _positive_int("inversion restarts", self.restarts)
+        _check_seed("the inversion seed", self.seed)
         if not (_is_int(self.init_samples) and self.init_samples >= 0):
             raise GisUsageError(f"inversion init samples must be an integer >= 0, got "
                                 f"{self.init_samples!r}")
@@ -105,8 +109,10 @@ class ShiftSettings:
     precision: str = "float32"
 
     def validate(self) -> None:
-        if self.n < 2:
-            raise GisUsageError(f"n must be >= 2 to make distinct variants (got {self.n})")
+        if not _is_int(self.n) or self.n < 2:
+            raise GisUsageError(f"n must be an integer >= 2 to make distinct variants (got "
+                                f"{self.n!r})")
+        _check_seed("the shifting seed", self.seed)
         if not self.eps > 0:
             raise GisUsageError(f"eps must be > 0 (got {self.eps}); the paper uses 0.4")
         _positive_int("shifting steps", self.steps)
@@ -211,10 +217,16 @@ def _positive(name: str, value: float) -> None:
 
 
 def _is_int(value) -> bool:
-    """Whether ``value`` is an integer (a bool is not, though Python counts it as one)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """Whether ``value`` is an integer (Python's or numpy's; a bool is not, though Python
+    counts it as one)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _positive_int(name: str, value: int) -> None:
     if not _is_int(value) or value <= 0:
-        raise GisUsageError(f"{name} must be a positive integer (got {value})")
+        raise GisUsageError(f"{name} must be a positive integer (got {value!r})")
+
+
+def _check_seed(name: str, value) -> None:
+    if not _is_int(value):
+        raise GisUsageError(f"{name} must be an integer (got {value!r})")

@@ -217,6 +217,7 @@ def render_report(run: Run) -> str:
         s=s, run_dir=str(run.dir.resolve()), item_text=item_text, header=header,
         recommended=_image(*images[f"variant_{s.best:02d}.png"]),
         recommendation=sm.recommendation(s), headline=sm.headline(s),
+        checks_sentence=sm.checks_sentence(s),
         beats_reference=sm.beats_reference(s), figures=_figures(s, images),
         base_size=images["base.png"][1], rows=_rows(s),
         rank_ref="item" if (r and r.ref_key == "item") else "base",

@@ -156,6 +156,9 @@ class Summary:
     realism_unchecked: bool = False  # the realism check did not run
     not_run: list[tuple[str, str]] | None = None  # (check, why) of each check that did not run
     checks_ran: str = "realism, identity, category and distinctness checks"  # in words
+    # the names of the checks that ran (None: a record without checks, e.g. an old one)
+    ran: list[str] | None = None
+    category_asked: str | None = None  # the class a conditional generator was asked for
     check_settings: dict | None = None  # the checks' thresholds (result.json checks.settings)
 
     @property
@@ -212,6 +215,10 @@ def summarise(record: ShiftRecord) -> Summary:
                    not_run=checks.not_run() if checks is not None else None,
                    checks_ran=checks.ran_text() if checks is not None
                    else Summary.checks_ran,
+                   ran=checks.ran() if checks is not None else None,
+                   category_asked=(checks.category or {}).get("reference")
+                   if checks is not None and (checks.category or {}).get("of")
+                   == "class asked for" else None,
                    check_settings=checks.settings if checks is not None else None)
 
 
@@ -253,6 +260,31 @@ def beats_reference(s: Summary) -> bool:
         return False
     new, old = s.v_scores[s.best], s.reference_score
     return finite(new) and finite(old) and new > old
+
+
+def checks_sentence(s: Summary) -> str:
+    """The checks a recommended variant passed, each with its rule, naming only the checks
+    that ran (all four for a record without checks: the page then describes gis's rules)."""
+    ran = s.ran if s.ran is not None else ["realism", "identity", "category", "distinctness"]
+    cs = s.check_settings or {}
+    iou, dist = cs.get("min_silhouette_iou", 0.6), cs.get("min_distance", 0.02)
+    rules = {
+        "realism": "realistic (the generator's own realism score reaches its calibrated floor, "
+                   "a score 95 % of held-out real items reach)",
+        "identity": f"still the item (the soft IoU of its silhouette with the item's is at "
+                    f"least {iou}, and it differs from the item by at least {dist} LPIPS)",
+        "category": (f"the product asked for (its silhouette's nearest products in the "
+                     f"catalogue are mostly of the class asked for, {s.category_asked})"
+                     if s.category_asked else
+                     "the same kind of product (its silhouette's nearest products in the "
+                     "catalogue are mostly of the item's category)"),
+        "distinctness": f"distinct (not within {dist} LPIPS of a better variant)",
+    }
+    parts = [rules[name] for name in ran if name in rules]
+    count = {1: "one check", 2: "two checks", 3: "three checks", 4: "four checks"}[len(parts)]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return (f"So gis recommends only a variant that passes {count} (docs/ENGINE.md, "
+            f"\"Checks\"): {listed}.")
 
 
 def headline(s: Summary) -> str:
