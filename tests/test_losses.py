@@ -404,3 +404,22 @@ def test_shift_predictor_architecture_and_gradients():
     logits, shifts = p(x)
     (F.cross_entropy(logits, torch.arange(4)) + shifts.abs().mean()).backward()
     assert x.grad is not None and p.trunk.conv1.weight.grad is not None
+
+
+def test_lpips_terms_share_one_frozen_model_and_copy_it_when_converted():
+    from gis_losses import losses
+
+    ident, dist = plugins.get_loss("identity"), plugins.get_loss("distinct", net="alexnet")
+    assert ident.model is dist.model  # AlexNet's weights once, not per term
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    before = ident.distance(x, y)
+    ident.to("cpu")  # no conversion: still shared
+    assert ident.model is dist.model
+    dist.to(torch.float64)  # a conversion: that term gets its own copy, the other is unchanged
+    assert dist.model is not ident.model
+    assert next(ident.model.parameters()).dtype == torch.float32
+    assert next(dist.model.parameters()).dtype == torch.float64
+    torch.testing.assert_close(ident.distance(x, y), before, rtol=0, atol=0)
+    torch.testing.assert_close(dist.distance(x.double(), y.double()).float(), before,
+                               rtol=1e-5, atol=1e-6)
+    assert losses._SHARED_LPIPS.get("alex") is ident.model  # the shared one stays shared

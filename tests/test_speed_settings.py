@@ -90,9 +90,11 @@ def test_shift_runs_exactly_its_steps_in_either_precision(precision):
     torch.testing.assert_close(res.images, gen.to_unit(gen.synthesize(res.latents)))
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_bfloat16_shift_follows_the_float32_one_closely():
     """Same seed: the bfloat16 loop takes nearly the float32 loop's path on a smooth model
-    (its gain within 10 %: not another optimisation)."""
+    (its gain within 10 %: not another optimisation). One thread: with two, a loaded machine
+    changed the bfloat16 kernels' work split, and the chaotic loop's path with it."""
     gen, rec = TinyGenerator(), ColourRecommender()
     z = normalise_rows(torch.randn(1, 16, generator=torch.Generator().manual_seed(3)))
     out = {p: shift(z, torch.arange(5), gen, rec, steps=30, n=3, lr=0.05, seed=0,

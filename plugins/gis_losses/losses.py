@@ -6,7 +6,9 @@ scalar or one value per sample (docs/ENGINE.md, "Loss terms"; the method in docs
 
 from __future__ import annotations
 
+import copy
 import warnings
+import weakref
 from pathlib import Path
 
 import torch
@@ -63,6 +65,25 @@ def build_lpips(net: str = "alex") -> nn.Module:
     return model
 
 
+#: the LPIPS model of each trunk while some term holds it (weak: freed with its last term)
+_SHARED_LPIPS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def shared_lpips(net: str = "alex") -> nn.Module:
+    """``build_lpips(net)``, one instance per trunk while any term holds it: the frozen model
+    the identity and distinct terms (and any other LPIPS term) read, built once (AlexNet's
+    10 MB once, not per term; issue 17). A term that moves or converts it (``.to(...)``) to
+    other devices or dtypes than the others gets its own copy first (``LPIPSLoss._apply``)."""
+    if net not in LPIPS_NETS:
+        raise GisUsageError(f"unknown LPIPS net {net!r}; choose 'alex' or 'vgg'")
+    key = LPIPS_NETS[net]
+    model = _SHARED_LPIPS.get(key)
+    if model is None:
+        model = build_lpips(key)
+        _SHARED_LPIPS[key] = model
+    return model
+
+
 class MSELoss(LossTerm):
     """Inversion: mean squared error between G(z) and the item, per start (B,), pixels in the
     generator's output range."""
@@ -90,9 +111,19 @@ class LPIPSLoss(LossTerm):
         if resolution is not None and (int(resolution) != resolution or resolution < 1):
             raise GisUsageError(f"the LPIPS resolution must be a positive integer, got "
                                 f"{resolution!r}")
-        self.model = build_lpips(net)
+        self.model = shared_lpips(net)
         self.net_name = LPIPS_NETS[net]
         self.resolution = resolution
+
+    def _apply(self, fn, recurse=True):
+        # copy on move: converting the shared model would convert it under every other term
+        model = self.model
+        if _SHARED_LPIPS.get(self.net_name) is model:
+            p = next(model.parameters())
+            q = fn(p)
+            if q is not p and (q.device != p.device or q.dtype != p.dtype):
+                self.model = copy.deepcopy(model)
+        return super()._apply(fn, recurse)
 
     def train(self, mode: bool = True) -> LPIPSLoss:
         super().train(mode)
