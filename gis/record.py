@@ -159,6 +159,11 @@ class Distances:
     """Every pair's distance, (n, n), 0 on the diagonal."""
 
 
+#: ``Checks.category["of"]`` when the variants were compared with the class a conditional
+#: generator was asked for (rather than with the item's or base's voted category)
+CLASS_ASKED_FOR = "class asked for"
+
+
 @dataclass(kw_only=True)
 class Checks:
     """Which variants a seller can act on (gis.engine.checks; docs/ENGINE.md, "Checks")."""
@@ -194,6 +199,13 @@ class Checks:
 
     _NAMES = (("realism", "realism"), ("identity", "identity"), ("category", "category"),
               ("distinct", "distinctness"))
+
+    @property
+    def class_asked(self) -> str | None:
+        """The class a conditional generator was asked for, when the category check compared
+        the variants with it (``category.of == CLASS_ASKED_FOR``); else None."""
+        cat = self.category or {}
+        return cat.get("reference") if cat.get("of") == CLASS_ASKED_FOR else None
 
     def ran(self) -> list[str]:
         """The names of the checks that ran, in order ("realism", "identity", "category",

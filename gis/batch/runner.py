@@ -105,7 +105,7 @@ class TaskWorker:
 
     def __init__(self, spec: ModelSpec, options: dict, catalogue_phi=None,
                  segments: dict[str, list[str]] | None = None):
-        from ..engine.commands import _load_models, _seed_globally, shift_dataset
+        from ..engine.commands import _dataset_info, _load_models, _seed_globally, shift_dataset
         from ..engine.pipeline import embed_dataset
 
         self.spec, self.options, self.segments = spec, options, segments or {}
@@ -119,6 +119,7 @@ class TaskWorker:
             if catalogue_phi is None:
                 catalogue_phi = embed_dataset(self.rec, self.dataset)
         self.catalogue_phi = catalogue_phi
+        self.dataset_info = _dataset_info(self.dataset)  # what each result.json records of it
         self._category_reference = None  # built by the first task that runs the check
 
     def category_reference(self):
@@ -150,12 +151,7 @@ class TaskWorker:
         return Outcome(task.id, files=files, seconds=time.perf_counter() - t0)
 
     def _run(self, task: BatchTask) -> dict[str, bytes]:
-        from ..engine.commands import (
-            _dataset_info,
-            resolve_shift_task,
-            run_shift_task,
-            save_shift_outputs,
-        )
+        from ..engine.commands import resolve_shift_task, run_shift_task, save_shift_outputs
 
         users = list(task.users) if task.users is not None else None
         if task.segment is not None:
@@ -176,7 +172,7 @@ class TaskWorker:
                 save_shift_outputs(Path(tmp), run, gen=self.gen, rec=self.rec,
                                    generator=self.spec.generator,
                                    recommender=self.spec.recommender, source=stask.source,
-                                   dataset_info=_dataset_info(self.dataset),
+                                   dataset_info=self.dataset_info,
                                    category=stask.category,
                                    default_target=stask.default_target)
                 return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())}

@@ -33,6 +33,7 @@ import torch
 from ..errors import GisUsageError
 from ..interfaces import Generator
 from ..metrics.category import CategoryReference
+from ..record import CLASS_ASKED_FOR
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _category(reference: CategoryReference | None, images01: torch.Tensor,
         [against01.float().cpu(), images01.float().cpu()])
     cats, shares = reference.votes(x)
     if expected is not None:
-        ref, of = names.index(expected), "class asked for"
+        ref, of = names.index(expected), CLASS_ASKED_FOR
     else:
         ref, cats, shares = cats[0], cats[1:], shares[1:]
     return {"metric": f"k-NN vote (k = {reference.k}) of silhouettes among "
@@ -167,7 +168,7 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
                        f"{settings.min_silhouette_iou:.2f})")
         if category["passed"] is not None and not category["passed"][i]:
             why.append(f"category changed (shape votes {category['values'][i]!r}, the "
-                       f"{category['of']}" + (" is" if category["of"] == "class asked for"
+                       f"{category['of']}" + (" is" if category["of"] == CLASS_ASKED_FOR
                                               else "'s") + f" {category['reference']!r})")
         if to_reference is not None and to_reference[i] < settings.min_distance:
             why.append(f"no visible change (LPIPS {to_reference[i]:.4f} to the "

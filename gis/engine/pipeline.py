@@ -66,14 +66,10 @@ def embed_dataset(recommender: Recommender, dataset, *, value_range=(-1.0, 1.0),
     read ``batch_size`` images at a time: equal to ``embed_catalogue(recommender,
     recommender.prepare(dataset.image_tensor(value_range=value_range), value_range))`` without
     holding the whole catalogue as float (6,000 x 3 x 32 x 32: 74 MB)."""
-    n = len(dataset.images)
-    return torch.cat([
-        embed_catalogue(recommender, recommender.prepare(
-            dataset.image_tensor(slice(i, i + batch_size), value_range=value_range),
-            value_range), batch_size=batch_size)
-        for i in range(0, n, batch_size)]) if n else embed_catalogue(
-        recommender, recommender.prepare(dataset.image_tensor(value_range=value_range),
-                                         value_range))
+    chunks = (recommender.prepare(dataset.image_tensor(slice(i, i + batch_size),
+                                                       value_range=value_range), value_range)
+              for i in range(0, len(dataset.images), batch_size))
+    return torch.cat([embed_catalogue(recommender, x, batch_size=batch_size) for x in chunks])
 
 
 @torch.no_grad()

@@ -10,7 +10,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..record import Distances, ShiftRecord, finite
+from ..record import Checks, Distances, ShiftRecord, finite
+
+#: the checks, in words, of a record written before gis recorded them
+ALL_CHECKS = "realism, identity, category and distinctness checks"
 
 AGGREGATION_LABELS = {
     "mean": "mean predicted preference",
@@ -153,13 +156,37 @@ class Summary:
     truncated_to: int | None
     # per variant, why it fails the checks (empty: passes); None for records without checks
     reasons: list[list[str]] | None = None
-    realism_unchecked: bool = False  # the realism check did not run
-    not_run: list[tuple[str, str]] | None = None  # (check, why) of each check that did not run
-    checks_ran: str = "realism, identity, category and distinctness checks"  # in words
-    # the names of the checks that ran (None: a record without checks, e.g. an old one)
-    ran: list[str] | None = None
-    category_asked: str | None = None  # the class a conditional generator was asked for
-    check_settings: dict | None = None  # the checks' thresholds (result.json checks.settings)
+    checks: Checks | None = None  # the record's checks (None: a record without them)
+
+    @property
+    def check_settings(self) -> dict | None:
+        """The checks' thresholds (result.json ``checks.settings``)."""
+        return self.checks.settings if self.checks is not None else None
+
+    @property
+    def realism_unchecked(self) -> bool:
+        """Whether the record has checks and the realism check did not run."""
+        return self.checks is not None and bool((self.checks.realism or {}).get("note"))
+
+    @property
+    def not_run(self) -> list[tuple[str, str]] | None:
+        """(check, why) of each check that did not run."""
+        return self.checks.not_run() if self.checks is not None else None
+
+    @property
+    def ran(self) -> list[str] | None:
+        """The names of the checks that ran (None: a record without checks)."""
+        return self.checks.ran() if self.checks is not None else None
+
+    @property
+    def checks_ran(self) -> str:
+        """The checks that ran, in words (all four for a record without checks)."""
+        return self.checks.ran_text() if self.checks is not None else ALL_CHECKS
+
+    @property
+    def category_asked(self) -> str | None:
+        """The class a conditional generator was asked for (``Checks.class_asked``)."""
+        return self.checks.class_asked if self.checks is not None else None
 
     @property
     def recommended(self) -> int | None:
@@ -210,16 +237,7 @@ def summarise(record: ShiftRecord) -> Summary:
                    n_targets=record.targets.count,
                    truncated_to=per_user.truncated_to if per_user else None,
                    reasons=checks.reasons if checks is not None else None,
-                   realism_unchecked=checks is not None and bool(
-                       (checks.realism or {}).get("note")),
-                   not_run=checks.not_run() if checks is not None else None,
-                   checks_ran=checks.ran_text() if checks is not None
-                   else Summary.checks_ran,
-                   ran=checks.ran() if checks is not None else None,
-                   category_asked=(checks.category or {}).get("reference")
-                   if checks is not None and (checks.category or {}).get("of")
-                   == "class asked for" else None,
-                   check_settings=checks.settings if checks is not None else None)
+                   checks=checks)
 
 
 def _rank_info(record: ShiftRecord, n: int) -> RankInfo | None:
