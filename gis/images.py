@@ -109,7 +109,7 @@ def open_image(source: PathOrBytes, *, draft: int | None = None) -> Image.Image:
                 img = Image.open(fp)
             except Image.DecompressionBombError as exc:
                 raise BadImageError(f"image too large to load: {what} ({exc}); downscale it "
-                                    "below 179 megapixels") from None
+                                    f"to at most {_megapixels(MAX_PIXELS)}") from None
             except UnidentifiedImageError:
                 raise BadImageError(
                     f"not an image, or an unsupported format: {what}"

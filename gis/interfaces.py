@@ -162,7 +162,7 @@ class Recommender(nn.Module):
                 example = ", ".join(self.user_ids[:3])
                 raise UnknownUserError(
                     f"unknown user id {key!r}: this recommender knows {len(lookup)} users "
-                    f"(e.g. {example}); list them with `gis data info`"
+                    f"(e.g. {example}); list them with `gis data users --top 0`"
                 )
             idx.append(row)
         return torch.tensor(idx, dtype=torch.long)

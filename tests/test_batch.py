@@ -267,6 +267,14 @@ def test_a_failing_task_does_not_stop_the_others(tmp_path):
     table = read_csv(out / "summary.csv")
     assert [r["status"] for r in table] == ["done", "failed", "failed", "failed"]
     assert table[1]["error"] == failed[table[1]["task"]]["error"]
+    # a failed dataset item still shows its category; an image file or unknown id has none
+    from gis.data import load_dataset
+
+    ds = load_dataset("fashion-colors")
+    _, k = ds.find_item(ITEMS[1])
+    category = {r["task"]: r["category"] for r in table}
+    assert category[f"0004-{ITEMS[1]}"] == ds.category_names[int(ds.categories[k])]
+    assert category["0002-no-such-item"] == category["0003-broken"] == ""
     # again: only the failed tasks run again (the finished folder is not rewritten)
     done = out / "tasks" / f"0001-{ITEMS[0]}" / "result.json"
     stamp = done.stat().st_mtime_ns
@@ -292,6 +300,10 @@ def test_impossible_settings_fail_before_any_output(tmp_path):
     manifest.write_text(f"item,n_users,n\n{ITEMS[0]},2,0\n")
     res = invoke("batch", "--manifest", manifest, "--out", tmp_path / "out", *FEW[:-3])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert f"manifest line 2, task 0001-{ITEMS[0]}: n must be an integer from 2" in res.output
+    assert not (tmp_path / "out").exists()
+    res = invoke("batch", "--items", 2, "--users", "nobody", "--out", tmp_path / "out", *FEW)
+    assert res.exit_code == 2 and "unknown user id 'nobody'" in res.output
     assert not (tmp_path / "out").exists()
     res = invoke("batch", "--items", 2, "--segment", "category:Nope", "--out",
                  tmp_path / "out", *FEW)
@@ -342,6 +354,48 @@ def test_an_edited_users_or_segments_file_is_another_batch(tmp_path):
     old["tasks"][0].pop("users_file_sha256")
     (out / "batch.json").write_text(json.dumps(old))
     assert read_out(out, definition(ModelSpec(), options, [task])).done == {task.id}
+
+
+def test_settings_that_restate_the_recipe_are_the_same_batch(tmp_path):
+    """`--n 8` under the seller recipe (n = 8) is the batch without `--n`; a task's own
+    setting that restates the batch's is the task without it; an older batch.json that
+    recorded such a restatement still resumes."""
+    from gis.batch.manifest import BatchTask
+    from gis.batch.runner import ModelSpec, canonical_options, create_out, definition, read_out
+
+    assert canonical_options({"n": 8, "seed": 0, "recipe": "seller", "steps": 2,
+                              "losses": ["distinct=1"], "category": "Coat"}) == {
+        "steps": 2, "category": "Coat"}
+    assert canonical_options({"n": 4, "recipe": "paper"}) == {"n": 4, "recipe": "paper"}
+    assert canonical_options({"n": 4}, base={"n": 4}) == {}
+    assert canonical_options({"n": 8}, base={"n": 4}) == {"n": 8}
+    assert canonical_options({"n": 0}) == {"n": 0}  # impossible: refused later, as given
+    task = BatchTask(id="0001-a", line=0, item_id="train-00024", settings={"eps": 0.4})
+    out = tmp_path / "out"
+    create_out(out, definition(ModelSpec(), {"n": 8, "steps": 2, "seed": 0}, [task]))
+    (out / "tasks" / task.id).mkdir(parents=True)
+    (out / "tasks" / task.id / "result.json").write_text("{}")
+    plain = BatchTask(id="0001-a", line=0, item_id="train-00024")
+    assert read_out(out, definition(ModelSpec(), {"steps": 2}, [plain])).done == {task.id}
+    with pytest.raises(GisUsageError, match=r"other options \(n: the default -> 7\)"):
+        read_out(out, definition(ModelSpec(), {"steps": 2, "n": 7}, [plain]))
+    changed = BatchTask(id="0001-a", line=0, item_id="train-00024", settings={"eps": 0.3})
+    with pytest.raises(GisUsageError, match="task 0001-a is finished but the manifest now "
+                                            "defines it otherwise"):
+        read_out(out, definition(ModelSpec(), {"steps": 2}, [changed]))
+
+
+def test_items_load_the_recommender_once(tmp_path, monkeypatch):
+    import gis.plugins
+
+    calls = []
+    real = gis.plugins.get_recommender
+    monkeypatch.setattr(gis.plugins, "get_recommender",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    res = invoke("batch", "--items", 1, "--n-users", 2, "--out", tmp_path / "out",
+                 "--workers", 1, *FEW)
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 1 and (tmp_path / "out" / "tasks" / "0001-train-00024").is_dir()
 
 
 def test_resume_after_kill_9(tmp_path):
@@ -526,6 +580,10 @@ def test_index_page_text(batch_run):
     for r in table:
         assert f'href="reports/{r["task"]}.html"' in html
         assert f'src="tasks/{r["task"]}/item.png"' in html
+        row = html[html.index(f'id="task-{r["task"]}"'):]
+        row = row[:row.index("</tr>")]
+        # a variant is shown as the recommendation only when it beats the item
+        assert ("keep the item" in row) == (r["beats_reference"] != "True")
 
 
 @pytest.mark.chromium

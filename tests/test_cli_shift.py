@@ -92,8 +92,13 @@ def test_existing_output_folder_is_refused(shift_run):
 @pytest.mark.parametrize("args, message", [
     (["--users", "nobody"], "unknown user id 'nobody'"),
     (["--users", ","], "empty"),
-    (["--users", "u0001", "--n", "1"], "n must be an integer >= 2"),
-    (["--users", "u0001", "--eps", "0"], "eps must be > 0"),
+    (["--users", "u0001", "--n", "1"], "n must be an integer from 2"),
+    (["--users", "u0001", "--n", "1000"], "to 64 (memory grows with n squared), got 1000"),
+    (["--users", "u0001", "--eps", "0"], "eps must be a finite number > 0"),
+    (["--users", "u0001", "--eps", "inf"], "eps must be a finite number > 0 (got inf)"),
+    (["--users", "u0001", "--lr", "inf"], "shifting lr must be a finite number > 0 (got inf)"),
+    (["--users", "u0001", "--min-distance", "inf"],
+     "min_distance (--min-distance) is a finite LPIPS distance >= 0, got inf"),
     (["--users", "u0001", "--steps", "0"], "shifting steps must be a positive integer"),
     (["--users", "u0001", "--invert-steps", "0"], "inversion steps must be a positive integer"),
     (["--users", "u0001", "--item-id", "nope"], "unknown item id 'nope'"),
@@ -227,6 +232,10 @@ def test_invert_and_design(tmp_path):
                                    "--quiet"])
     assert res.exit_code == 2 and not (tmp_path / "f").exists()
     assert "progan is unconditional" in res.output and "dvbpr-gan" in res.output
+    res = CliRunner().invoke(cli, ["design", "--user", "u0001", "--category", "Sneaker",
+                                   "--eta", "-1", "--out", str(tmp_path / "g"), "--quiet"])
+    assert res.exit_code == 2 and not (tmp_path / "g").exists()
+    assert "design needs a finite eta >= 0" in res.output
     doc = json.loads((tmp_path / "inv" / "result.json").read_text())
     assert doc["generator"]["options"] == {}
     assert doc["dataset"] == {"name": "fashion-colors", "options": {}}
@@ -275,3 +284,16 @@ def test_options_are_recorded_and_a_run_without_a_win_says_so(tmp_path, monkeypa
     res = invoke(*args, "--overwrite")  # a gis shift folder with its report: gis's to replace
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["shift", "--n", "abc"], "Error: Invalid value for '--n': 'abc' is not a valid integer. "
+                              "See 'gis shift --help'."),
+    (["shift", "--bogus"], "Error: No such option '--bogus'."),
+    (["nope"], "Error: No such command 'nope'. See 'gis --help'."),
+])
+def test_click_usage_errors_are_one_line(args, message):
+    res = CliRunner().invoke(cli, args, prog_name="gis")
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), res.output

@@ -78,8 +78,8 @@ def test_unusable_device_is_one_line_before_anything_is_created(path, device, tm
             "support: pass --device cpu"),
     ("meta", "device 'meta' requested but gis computes only on cpu, cuda, mps or xpu devices "
              "this machine has: pass --device cpu"),
-    ("cpu:1", "device 'cpu:1' requested but torch has one CPU device (its threads are set "
-              "with --threads or GIS_THREADS): pass --device cpu"),
+    ("cpu:1", "device 'cpu:1' requested but torch has one CPU device (its threads: "
+              "OMP_NUM_THREADS, or --threads where the command has it): pass --device cpu"),
     ("cuda:-1", "unknown device 'cuda:-1': pass cpu, cuda or cuda:N"),
     ("CPU", "unknown device 'CPU': pass cpu, cuda or cuda:N"),
 ])

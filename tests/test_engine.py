@@ -434,9 +434,13 @@ def test_numpy_integers_are_integers_and_bools_are_not():
     s.validate()
     t = shift_settings(steps=np.int64(5), n=np.int64(3), top_k=np.int16(4), seed=np.int64(1))
     t.validate()
-    for bad, message in ((dict(n=2.5), r"n must be an integer >= 2 to make distinct variants "
-                                       r"\(got 2.5\)"),
-                         (dict(n=True), r"n must be an integer >= 2"),
+    for bad, message in ((dict(n=2.5), r"n must be an integer from 2 \(distinct variants "
+                                       r"need two\) to 64 \(memory grows with n squared\), "
+                                       r"got 2.5"),
+                         (dict(n=True), r"n must be an integer from 2"),
+                         (dict(n=65), r"to 64 .*got 65"),
+                         (dict(eps=float("inf")), r"eps must be a finite number > 0"),
+                         (dict(lr=float("nan")), r"shifting lr must be a finite number > 0"),
                          (dict(seed=True), r"the shifting seed must be an integer \(got True\)"),
                          (dict(top_k=np.bool_(True)), "top_k must be a positive integer")):
         with pytest.raises(GisUsageError, match=message):

@@ -115,13 +115,17 @@ def test_weight_zero_switches_the_new_terms_off():
     gen, rec = NoPriorGenerator(), ColourRecommender()  # weight 0: not even checked
     z, users = normalise_rows(torch.randn(1, 16)), torch.tensor([0, 3])
     plain = shift(z, users, gen, rec, steps=4, n=2)
-    off = shift(z, users, gen, rec, steps=4, n=2, losses={"realism": 0.0, "silhouette": 0.0})
+    off = shift(z, users, gen, rec, steps=4, n=2, losses={"realism": 0.0, "silhouette": 0.0,
+                                                          "chroma_tv": 0.0})
     torch.testing.assert_close(off.images, plain.images, rtol=0, atol=0)
     assert off.history == plain.history
     alone = dict.fromkeys(PAPER_SHIFT_LOSSES, 0.0)  # Adam's first steps follow the sign
     on = shift(z, users, TinyGenerator(), rec, steps=4, n=2,
                losses={**alone, "silhouette": 1.0})
     assert "silhouette" in on.history and not torch.equal(on.images, plain.images)
+    on = shift(z, users, TinyGenerator(), rec, steps=4, n=2,
+               losses={**alone, "chroma_tv": 1.0})
+    assert "chroma_tv" in on.history and len(on.history["chroma_tv"]) == 4
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +249,56 @@ def test_silhouette_gradient_moves_the_shape_back():
     assert stepped.item() < values["silhouette"].item()
     with pytest.raises(GisUsageError, match="threshold"):
         plugins.get_loss("silhouette", threshold=2.0)
+
+
+def _speckled(x: torch.Tensor, amount: float = 0.25, seed: int = 0) -> torch.Tensor:
+    """``x`` with independent colour noise on every pixel of the object (not the ground)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = (torch.rand(x.shape, generator=g) * 2 - 1) * amount
+    inside = (x - 0.95).abs().amax(1, keepdim=True) > 0.05
+    return (x + noise * inside).clamp(0, 1)
+
+
+def test_chroma_tv_is_zero_unless_a_variant_adds_colour_speckle():
+    from gis.metrics.chroma import chroma_variation
+
+    term = plugins.get_loss("chroma_tv")
+    assert not term.maximise and term.stages == ("shift",) and term.key == "chroma_tv"
+    base = _object(colour=(0.6, 0.35, 0.3))  # a muted red
+    variants = torch.cat([base, _object(colour=(0.9, 0.05, 0.05)),   # more saturated
+                          _object(colour=(0.1, 0.3, 0.9)),            # recoloured
+                          _object(top=4, size=22, colour=(0.2, 0.7, 0.2)),  # grown
+                          _speckled(base), _speckled(_object(colour=(0.1, 0.3, 0.9)))])
+    loss = term(_ctx(variants, _unit_gen(), base_image=base))
+    assert loss.shape == (6,) and (loss >= 0).all()
+    assert loss[0] == 0 and loss[1] == 0 and loss[2] == 0 and loss[3] == 0
+    assert loss[4] > 0.5 and loss[5] > 0.5
+    # the ratio moves less than the term's margin when one tint is made more saturated
+    v = chroma_variation(torch.cat([_object(colour=(0.95 - d, 0.95 - d / 2, 0.95 - d / 4))
+                                    for d in (0.4, 0.6, 0.8)]))
+    assert float(v.max() - v.min()) < term.margin
+    # a patterned base is not flattened: the same speckle as the base costs nothing
+    assert term(_ctx(_speckled(base), _unit_gen(), base_image=_speckled(base))).item() == 0
+    with pytest.raises(GisUsageError, match="chroma_tv"):
+        plugins.get_loss("chroma_tv", eps=0)
+
+
+def test_chroma_tv_gradient_removes_the_speckle():
+    term = plugins.get_loss("chroma_tv")
+    base = _object(colour=(0.2, 0.4, 0.8))
+    x = _speckled(base).requires_grad_(True)
+    total, values = Objective("shift", [_term("chroma_tv", term)])(
+        _ctx(x, _unit_gen(), base_image=base))
+    total.backward()
+    with torch.no_grad():
+        stepped = x - 0.05 * x.grad / x.grad.abs().max()
+        after = term(_ctx(stepped, _unit_gen(), base_image=base))
+    assert after.item() < values["chroma_tv"].item()
+    inside = (base - 0.95).abs().amax(1, keepdim=True) > 0.05
+    assert ((stepped - base).abs() * inside).sum() < ((x - base).abs() * inside).sum()
+    # the ground is left alone beyond the object's edge: no colour added to lower the ratio
+    near = torch.nn.functional.max_pool2d(inside.float(), 3, stride=1, padding=1) > 0
+    assert ((stepped - x).abs() * ~near).amax() == 0
 
 
 def test_silhouette_reads_the_real_item_when_there_is_one():

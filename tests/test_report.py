@@ -197,6 +197,9 @@ def _damage(kind, run):
         shutil.rmtree(run)
     elif kind == "no result.json":
         (run / "result.json").unlink()
+    elif kind == "batch folder":
+        (run / "result.json").unlink()
+        (run / "batch.json").write_text("{}")
     elif kind == "corrupt result.json":
         (run / "result.json").write_text('{"command": "shift", "scores": ')
     elif kind == "missing image":
@@ -213,7 +216,9 @@ def _damage(kind, run):
 
 @pytest.mark.parametrize("kind, message", [
     ("missing folder", "does not exist"),
-    ("no result.json", "is not a gis shift output folder (no result.json): run `gis shift"),
+    ("no result.json", "is not a gis shift output folder (no result.json): pass the folder "
+                       "that `gis shift --out` wrote"),
+    ("batch folder", "is a `gis batch` folder: its pages are "),
     ("corrupt result.json", "is not readable JSON"),
     ("missing image", "variant_01.png is missing"),
     ("broken image", "base.png in RUN_DIR"),
@@ -341,3 +346,25 @@ def test_report_renders_in_headless_chromium(chrome, shift_run, report_page):
     table = browser.find_element(By.ID, "variants-table")
     assert len(table.find_elements(By.CSS_SELECTOR, "tr.variant-row")) == len(variants)
     assert table.size["width"] > 0
+
+
+def test_recommendation_flags_a_median_rank_that_falls(shift_run):
+    """A recommended variant whose mean score rises while its median rank falls (a few users
+    gain a lot) is called out, not presented as a plain improvement."""
+    import dataclasses
+
+    from gis.record import ShiftRecord
+    from gis.report.summary import recommendation, summarise
+
+    s = summarise(ShiftRecord.from_json(json.loads((shift_run / "result.json").read_text())))
+    k = s.best
+    s.v_scores = list(s.v_scores)
+    s.v_scores[k] = s.reference_score + 0.5  # beats the reference on the mean
+    ranks = dataclasses.replace(s.ranks, median_ref=2179,
+                                median_variants=[2228] * len(s.ranks.median_variants))
+    text = recommendation(dataclasses.replace(s, ranks=ranks))
+    assert "median rank 2,179 to 2,228" in text or "median rank 2179 to 2228" in text
+    assert "its median rank falls (49 places down)" in text
+    better = dataclasses.replace(s.ranks, median_ref=2228,
+                                 median_variants=[2179] * len(s.ranks.median_variants))
+    assert "median rank falls" not in recommendation(dataclasses.replace(s, ranks=better))

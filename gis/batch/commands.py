@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from ..errors import GisUsageError
 from .manifest import TARGETS, BatchTask, read_manifest, tasks_for_items
-from .runner import BatchState, ModelSpec, Outcome, execute
+from .runner import BatchState, ModelSpec, Outcome, execute, load_catalogue
 from .summary import rows, write_index, write_summary_csv
 
 
-def build_tasks(*, manifest, items, target: dict, spec: ModelSpec) -> list[BatchTask]:
+def build_tasks(*, manifest, items, target: dict, catalogue_ids: Callable[[], list[str]]
+                ) -> list[BatchTask]:
     """The batch's tasks: the manifest's, or one per catalogue item (``items``: "all" or a
-    count); ``target`` (users, users_file, segment, n_users; at most one set) is the target of
-    every task that names none."""
+    count; ``catalogue_ids()`` gives the catalogue's item ids, called only then and after the
+    cheap checks); ``target`` (users, users_file, segment, n_users; at most one set) is the
+    target of every task that names none."""
     given = {k: v for k, v in target.items() if v is not None}
     if len(given) > 1:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
@@ -37,24 +40,13 @@ def build_tasks(*, manifest, items, target: dict, spec: ModelSpec) -> list[Batch
             tasks = [t if any(getattr(t, k) is not None for k in TARGETS)
                      else dataclasses.replace(t, **given) for t in tasks]
         return tasks
-    ids = _catalogue_ids(spec)
+    ids = catalogue_ids()
     if items != "all":
         if int(items) > len(ids):
             raise GisUsageError(f"--items {items} exceeds the {len(ids)} catalogue items: pass "
                                 f"--items all or a smaller number")
         ids = ids[:int(items)]
     return tasks_for_items(ids, **given)
-
-
-def _catalogue_ids(spec: ModelSpec) -> list[str]:
-    """The item ids of the batch's catalogue (``--data``, else the recommender's dataset)."""
-    from ..engine.commands import shift_dataset
-    from ..plugins import get_recommender
-
-    with spec.scope():
-        rec = get_recommender(spec.recommender, checkpoint=spec.recommender_checkpoint,
-                              device="cpu", trust=spec.trust)
-        return [str(i) for i in shift_dataset(rec, spec.data, spec.trust).item_ids]
 
 
 def batch_command(*, manifest, items, target, segments_file, generator, recommender,
@@ -76,7 +68,14 @@ def batch_command(*, manifest, items, target, segments_file, generator, recommen
         if not Path(segments_file).is_file():
             raise GisUsageError(f"--segments {segments_file}: file not found")
         segments_file = str(Path(segments_file).resolve())
-    tasks = build_tasks(manifest=manifest, items=items, target=target, spec=spec)
+    loaded = []  # --items loads the recommender and catalogue once, for its ids and the run
+
+    def catalogue_ids() -> list[str]:
+        loaded.append(load_catalogue(spec))
+        return [str(i) for i in loaded[0][1].item_ids]
+
+    tasks = build_tasks(manifest=manifest, items=items, target=target,
+                        catalogue_ids=catalogue_ids)
     if segments_file is not None:  # part of the batch's definition (resuming checks it)
         options = {**options, "segments_file": segments_file}
 
@@ -92,7 +91,9 @@ def batch_command(*, manifest, items, target, segments_file, generator, recommen
     try:
         state = execute(out, spec, options, tasks, workers=workers, threads=threads,
                         ray_address=ray_address, segments_file=segments_file,
-                        progress=progress, on_outcome=report)
+                        progress=progress, on_outcome=report,
+                        catalogue=loaded.pop() if loaded else None,
+                        batch_target=_batch_target(target))
     except KeyboardInterrupt:
         done = len(_finished(out))
         click.echo(f"{done} of {len(tasks)} tasks are done in {out}: run the same command "
@@ -110,6 +111,15 @@ def batch_command(*, manifest, items, target, segments_file, generator, recommen
                    f"{out / 'summary.csv'} and {out / 'failed'}/): fix them and run the same "
                    "command again to redo only those", err=True)
         click.get_current_context().exit(1)
+
+
+def _batch_target(target: dict) -> dict:
+    """The command line's user list or users file (``execute`` checks it up front)."""
+    if target.get("users") is not None:
+        return {"users": [u.strip() for u in target["users"] if u.strip()]}
+    if target.get("users_file") is not None:
+        return {"users_file": str(Path(target["users_file"]).resolve())}
+    return {}
 
 
 def _abs(path):

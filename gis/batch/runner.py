@@ -73,6 +73,13 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     seconds: float = 0.0
+    category: str | None = None  # a failed dataset item's category (the summary's column)
+
+
+#: the batch/task options ``shift_overrides`` turns into `gis shift` settings
+SHIFT_OPTIONS = ("seed", "invert_steps", "precision", "lr_schedule", "invert_losses", "recipe",
+                 "n", "eps", "steps", "lr", "aggregation", "temperature", "top_k", "losses",
+                 "min_silhouette_iou", "min_distance", "no_realism_check", "no_category_check")
 
 
 def shift_overrides(options: dict) -> tuple[dict, dict, dict]:
@@ -97,6 +104,18 @@ def shift_overrides(options: dict) -> tuple[dict, dict, dict]:
     return invert, shift, check
 
 
+def load_catalogue(spec: ModelSpec):
+    """(recommender, catalogue dataset) of a batch, on ``spec.device``: the recommender's
+    own dataset, or ``spec.data`` (GisUsageError when its users are not the recommender's)."""
+    from ..engine.commands import shift_dataset
+    from ..plugins import get_recommender
+
+    with spec.scope():
+        rec = get_recommender(spec.recommender, checkpoint=spec.recommender_checkpoint,
+                              device=spec.device, trust=spec.trust)
+        return rec, shift_dataset(rec, spec.data, spec.trust)
+
+
 class TaskWorker:
     """The models of a batch, loaded once, and ``run(task)`` for each of its tasks.
 
@@ -104,18 +123,18 @@ class TaskWorker:
     driver (``gis.engine.pipeline.embed_dataset``), or None to compute them here."""
 
     def __init__(self, spec: ModelSpec, options: dict, catalogue_phi=None,
-                 segments: dict[str, list[str]] | None = None):
-        from ..engine.commands import _dataset_info, _load_models, _seed_globally, shift_dataset
+                 segments: dict[str, list[str]] | None = None, catalogue=None):
+        from ..engine.commands import _dataset_info, _load_models, _seed_globally
         from ..engine.pipeline import embed_dataset
 
         self.spec, self.options, self.segments = spec, options, segments or {}
         with spec.scope():
             _seed_globally(options.get("seed", 0))
-            self.gen, self.rec = _load_models(
-                spec.generator, spec.recommender, generator_checkpoint=spec.generator_checkpoint,
-                recommender_checkpoint=spec.recommender_checkpoint, device=spec.device,
-                trust=spec.trust, latent_space=spec.latent_space)
-            self.dataset = shift_dataset(self.rec, spec.data, spec.trust)
+            self.gen, _ = _load_models(
+                spec.generator, None, generator_checkpoint=spec.generator_checkpoint,
+                device=spec.device, trust=spec.trust, latent_space=spec.latent_space)
+            self.rec, self.dataset = catalogue if catalogue is not None else \
+                load_catalogue(spec)
             if catalogue_phi is None:
                 catalogue_phi = embed_dataset(self.rec, self.dataset)
         self.catalogue_phi = catalogue_phi
@@ -144,11 +163,25 @@ class TaskWorker:
             files = self._run(task)
         except GisError as exc:
             return Outcome(task.id, error=str(exc).splitlines()[0] if str(exc) else
-                           type(exc).__name__, seconds=time.perf_counter() - t0)
+                           type(exc).__name__, seconds=time.perf_counter() - t0,
+                           category=self.category_of(task))
         except Exception as exc:  # a bug or a resource problem: keep the traceback
             return Outcome(task.id, error=one_line(exc), traceback=traceback.format_exc(),
-                           seconds=time.perf_counter() - t0)
+                           seconds=time.perf_counter() - t0, category=self.category_of(task))
         return Outcome(task.id, files=files, seconds=time.perf_counter() - t0)
+
+    def category_of(self, task: BatchTask) -> str | None:
+        """The catalogue category of the task's dataset item (None for an image file or an
+        item id the catalogue lacks)."""
+        if task.item_id is None:
+            return None
+        try:
+            where, index = self.dataset.find_item(str(task.item_id))
+            if where != "catalogue":
+                return None
+            return str(self.dataset.category_names[int(self.dataset.categories[index])])
+        except Exception:  # a failure record must not fail in turn
+            return None
 
     def _run(self, task: BatchTask) -> dict[str, bytes]:
         from ..engine.commands import resolve_shift_task, run_shift_task, save_shift_outputs
@@ -388,6 +421,52 @@ def definition(spec: ModelSpec, options: dict, tasks: list[BatchTask]) -> dict:
     return {"format": FORMAT, "models": asdict(spec), "options": options, "tasks": jobs}
 
 
+def canonical_options(options: dict, base: dict | None = None) -> dict:
+    """``options`` without the settings that only restate what leaving them out gives: the
+    recipe's value, or under a task's own settings the batch's ``base`` options. So
+    ``--n 8`` under the seller recipe (n = 8) is the same batch as no ``--n``, and a
+    manifest's ``recipe=seller`` column the same task as an empty one. What is not a setting
+    (category, segments_file, file hashes) is kept as given, and so are impossible settings
+    (they are refused later with their own message)."""
+    from ..engine.commands import shift_task_settings
+
+    base = base or {}
+
+    def resolved(opts: dict):
+        return shift_task_settings(*shift_overrides({**base, **opts}))
+
+    try:
+        target = resolved(options)
+    except GisUsageError:
+        return dict(options)
+    kept = dict(options)
+    for name in sorted(k for k in options if k in SHIFT_OPTIONS):
+        trial = {k: v for k, v in kept.items() if k != name}
+        try:
+            if resolved(trial) == target:
+                kept = trial
+        except GisUsageError:
+            pass
+    return kept
+
+
+def _canonical(defn: dict) -> dict:
+    """A batch definition as it is compared (``canonical_options`` of the batch's and of
+    each task's settings): two definitions that run the same settings are the same batch."""
+    options = defn.get("options")
+    if not isinstance(options, dict):
+        return defn
+    tasks = []
+    for t in defn.get("tasks") or []:
+        if isinstance(t, dict) and isinstance(t.get("settings"), dict):
+            settings = canonical_options(t["settings"], options)
+            t = {k: v for k, v in t.items() if k != "settings"}
+            if settings:
+                t["settings"] = settings
+        tasks.append(t)
+    return {**defn, "options": canonical_options(options), "tasks": tasks}
+
+
 def _sha256_of(path: str) -> str | None:
     """The file's sha256, or None when it cannot be read (the task then fails on its own)."""
     import hashlib
@@ -417,14 +496,15 @@ def read_out(out: Path, defn: dict) -> BatchState:
         except (OSError, ValueError) as exc:
             raise GisUsageError(f"{record} is unreadable ({one_line(exc)}): choose another "
                                 "--out") from None
-        _check_same_batch(out, old, json.loads(json.dumps(defn)))
+        old = _canonical(old)
+        _check_same_batch(out, old, _canonical(json.loads(json.dumps(defn))))
     elif out.is_dir() and any(out.iterdir()):
         raise GisUsageError(f"--out {out} exists and is not a gis batch folder (no "
                             "batch.json): choose another --out")
     done = finished_tasks(out)
     if record.is_file():  # a finished task must still be the task it was
         old_tasks = {t["id"]: t for t in old.get("tasks", [])}
-        for t in defn["tasks"]:
+        for t in _canonical(json.loads(json.dumps(defn)))["tasks"]:
             was = old_tasks.get(t["id"])
             if t["id"] in done and was is not None and was != _unhashed(
                     was, json.loads(json.dumps(t))):
@@ -452,18 +532,25 @@ def finished_tasks(out: Path) -> set[str]:
             if not p.name.startswith(".") and (p / "result.json").is_file()}
 
 
+_UNSET = object()
+
+
 def _first_difference(old, new, where: str = "") -> str:
-    """``steps: 2 -> 3``: the first key path at which two JSON values differ."""
+    """``steps: 2 -> 3``: the first key path at which two JSON values differ (a key one side
+    lacks reads ``the default``)."""
     if isinstance(old, dict) and isinstance(new, dict):
         for k in [*old, *(k for k in new if k not in old)]:
-            if old.get(k) != new.get(k):
-                return _first_difference(old.get(k), new.get(k), f"{where}{k}." if where
-                                         else f"{k}.")
+            if old.get(k, _UNSET) != new.get(k, _UNSET):
+                return _first_difference(old.get(k, _UNSET), new.get(k, _UNSET),
+                                         f"{where}{k}." if where else f"{k}.")
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         for i, (a, b) in enumerate(zip(old, new, strict=True)):
             if a != b:
                 return _first_difference(a, b, f"{where}{i}.")
-    return f"{where.rstrip('.') or 'value'}: {json.dumps(old)} -> {json.dumps(new)}"
+    def show(v) -> str:
+        return "the default" if v is _UNSET else json.dumps(v)
+
+    return f"{where.rstrip('.') or 'value'}: {show(old)} -> {show(new)}"
 
 
 def _check_same_batch(out: Path, old: dict, new: dict) -> None:
@@ -531,6 +618,8 @@ def record_outcome(state: BatchState, task: BatchTask, outcome: Outcome) -> Outc
             return outcome
     entry = {"task": task.as_json(), "line": task.line, "error": outcome.error,
              "seconds": outcome.seconds}
+    if outcome.category is not None:
+        entry["category"] = outcome.category
     if outcome.traceback:
         entry["traceback"] = outcome.traceback
     write_json(fail, entry)
@@ -554,13 +643,16 @@ def missing_reports(out: Path, done: set[str]) -> list[str]:
 def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *,
             workers: int = 1, threads: int | None = None, ray_address: str | None = None,
             segments_file: str | None = None, progress: bool = True,
-            on_outcome: Callable[[BatchTask, Outcome, BatchState], None] | None = None
-            ) -> BatchState:
+            on_outcome: Callable[[BatchTask, Outcome, BatchState], None] | None = None,
+            catalogue=None, batch_target: dict | None = None) -> BatchState:
     """Run the tasks of ``out`` not finished yet; returns the folder's state after.
 
     workers: local processes (1: in this process); threads: torch threads of each (default:
     the cores shared out among the workers; on Ray 1 CPU a task). ray_address: run on Ray
-    instead (``run_ray``). Raises GisUsageError, before anything is written, when ``out``
+    instead (``run_ray``). catalogue: (recommender, dataset) the caller loaded already
+    (``load_catalogue``), else loaded here. batch_target: the command line's target for
+    every task without one (``users`` or ``users_file``), checked against the recommender
+    before any task runs. Raises GisUsageError, before anything is written, when ``out``
     holds another batch, a task's settings are impossible or its segment unknown."""
     defn = definition(spec, options, tasks)
     state = read_out(out, defn)
@@ -576,10 +668,20 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
         raise GisUsageError(f"--workers must be >= 1 (got {workers})")
     if threads is not None and threads < 1:
         raise GisUsageError(f"--threads must be >= 1 (got {threads})")
-    worker = TaskWorker(spec, options)
+    worker = TaskWorker(spec, options, catalogue=catalogue)
+    del catalogue  # the worker holds it (and frees it with itself before a pool starts)
     worker.segments = segments = all_segments(worker.dataset, segments_file)
+    if batch_target:  # an unknown user or an empty file is the command's error, not a task's
+        from ..engine.targets import resolve_targets
+
+        resolve_targets(worker.rec, users=batch_target.get("users"),
+                        users_file=batch_target.get("users_file"))
     for t in todo:  # every task's settings and segment checked before the first one runs
-        worker.settings(t)
+        try:
+            worker.settings(t)
+        except GisUsageError as exc:
+            where = f"manifest line {t.line}, task {t.id}" if t.line else f"task {t.id}"
+            raise GisUsageError(f"{where}: {exc}") from None
         if t.segment is not None:
             resolve_segment(t.segment, segments)
     if ray_address is not None:

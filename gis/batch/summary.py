@@ -95,10 +95,10 @@ def task_row(task: BatchTask, folder: Path, seed: int = 0) -> dict:
 
 
 def failed_row(task: BatchTask, entry: dict, seed: int = 0) -> dict:
-    row = {"task": task.id, "item": task.item, "target": task.target_text(seed),
-           "status": "failed",
+    row = {"task": task.id, "item": task.item, "category": entry.get("category"),
+           "target": task.target_text(seed), "status": "failed",
            "error": entry.get("error", ""), "seconds": round(entry.get("seconds") or 0, 2)}
-    return {c: row.get(c, "") for c in COLUMNS}
+    return {c: "" if row.get(c) is None else row[c] for c in COLUMNS}
 
 
 def rows(out: Path, tasks: list[BatchTask], failed: dict[str, dict], seed: int = 0

@@ -55,13 +55,15 @@ class CheckSettings:
     category: bool = True
 
     def validate(self) -> None:
-        if not 0 <= self.min_silhouette_iou <= 1:
+        if not (isinstance(self.min_silhouette_iou, (int, float))
+                and 0 <= self.min_silhouette_iou <= 1):
             raise GisUsageError(f"min_silhouette_iou (--min-silhouette-iou) is a share in "
                                 f"[0, 1], got "
                                 f"{self.min_silhouette_iou}")
-        if not self.min_distance >= 0:
-            raise GisUsageError(f"min_distance (--min-distance) is an LPIPS distance >= 0, got "
-                                f"{self.min_distance}")
+        if not (isinstance(self.min_distance, (int, float))
+                and 0 <= self.min_distance < float("inf")):
+            raise GisUsageError(f"min_distance (--min-distance) is a finite LPIPS distance "
+                                f">= 0, got {self.min_distance!r}")
 
 
 def _realism(generator: Generator, images01: torch.Tensor, latents: torch.Tensor,

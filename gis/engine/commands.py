@@ -312,9 +312,11 @@ def save_shift_outputs(tmp: Path, run, *, gen, rec, generator, recommender, sour
     labels += [f"base {base:.2f}"]
     rec_i = (run.checks or {}).get("recommended")
     passed = (run.checks or {}).get("passed") or [True] * n
-    # "*": the recommended variant; "x": fails a check (result.json "checks" says which)
+    # "*": the recommended variant; "x": fails a check (result.json "checks" says which);
+    # in brackets the change against the real item (the base without one), as the report's
+    ref = run.item_scores[agg] if run.item is not None else base
     labels += [f"{'*' if i == rec_i else 'x' if not passed[i] else ''}#{i} {v:.2f} "
-               f"({v - base:+.2f})" for i, v in enumerate(res.scores[agg]["variants"])]
+               f"({v - ref:+.2f})" for i, v in enumerate(res.scores[agg]["variants"])]
     make_grid_png(torch.cat(tiles), tmp / "grid.png", labels=labels, nrow=len(labels),
                   value_range=(0, 1), tile=128)
     _save_latents(tmp / "latents.safetensors", {"base": res.base_latent, "shifts": res.shifts,

@@ -31,10 +31,16 @@ def design(generator: Generator, recommender: Recommender, users: torch.Tensor, 
 
     ``z`` (n, d) may be given to start from specific codes (e.g. a shared random draw).
     """
+    import math
+
     from ..errors import GisUsageError
 
-    if n < 1 or steps < 0 or lr <= 0:
-        raise GisUsageError(f"design needs n >= 1, steps >= 0 and lr > 0 (got {n}, {steps}, {lr})")
+    if not (n >= 1 and steps >= 0 and 0 < lr < math.inf):
+        raise GisUsageError(f"design needs n >= 1, steps >= 0 and a finite lr > 0 (got {n}, "
+                            f"{steps}, {lr})")
+    if not (0 <= eta < math.inf and 0 < sigma < math.inf):
+        raise GisUsageError(f"design needs a finite eta >= 0 (the realism weight; 0 switches "
+                            f"it off) and sigma > 0 (got eta={eta}, sigma={sigma})")
     dev = generator.device
     g = torch.Generator().manual_seed(seed)
     if z is None:

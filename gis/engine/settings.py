@@ -8,6 +8,7 @@ switches a term off); a recipe is a set of term weights plus the loop's other se
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 
@@ -80,6 +81,11 @@ class InvertSettings:
         _check_options(self.loss_options)
 
 
+#: the most variants one run makes: a seller reviews a handful (the paper: 6 to 8), and the
+#: pairwise terms' memory grows with n^2 (n = 200 peaks at 2.5 GB, n = 1,000 exhausts 24 GB)
+MAX_N = 64
+
+
 @dataclass(frozen=True)
 class ShiftSettings:
     """Shifting: L = sum_i w_i term_i (default CE + MAE - preference), over n bounded shifts.
@@ -109,12 +115,13 @@ class ShiftSettings:
     precision: str = "float32"
 
     def validate(self) -> None:
-        if not _is_int(self.n) or self.n < 2:
-            raise GisUsageError(f"n must be an integer >= 2 to make distinct variants (got "
-                                f"{self.n!r})")
+        if not _is_int(self.n) or not 2 <= self.n <= MAX_N:
+            raise GisUsageError(f"n must be an integer from 2 (distinct variants need two) to "
+                                f"{MAX_N} (memory grows with n squared), got {self.n!r}")
         _check_seed("the shifting seed", self.seed)
-        if not self.eps > 0:
-            raise GisUsageError(f"eps must be > 0 (got {self.eps}); the paper uses 0.4")
+        if not (_is_real(self.eps) and 0 < self.eps < math.inf):
+            raise GisUsageError(f"eps must be a finite number > 0 (got {self.eps!r}); the "
+                                "paper uses 0.4")
         _positive_int("shifting steps", self.steps)
         _positive("shifting lr", self.lr)
         _positive("predictor_lr", self.predictor_lr)
@@ -212,8 +219,13 @@ def _check_loop(schedule: str, precision: str) -> None:
 
 
 def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise GisUsageError(f"{name} must be > 0 (got {value})")
+    if not (_is_real(value) and 0 < value < math.inf):
+        raise GisUsageError(f"{name} must be a finite number > 0 (got {value!r})")
+
+
+def _is_real(value) -> bool:
+    """Whether ``value`` is a real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _is_int(value) -> bool:

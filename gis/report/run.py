@@ -44,9 +44,13 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         raise GisUsageError(f"RUN_DIR {run_dir} is not a folder: pass the folder that "
                             "`gis shift --out` wrote")
     path = run_dir / "result.json"
+    if not path.is_file() and (run_dir / "batch.json").is_file():
+        raise GisUsageError(f"RUN_DIR {run_dir} is a `gis batch` folder: its pages are "
+                            f"{run_dir / 'index.html'} and {run_dir / 'reports'}/TASK.html; pass "
+                            f"one task's folder, {run_dir / 'tasks'}/TASK")
     if not path.is_file():
         raise GisUsageError(f"RUN_DIR {run_dir} is not a gis shift output folder (no "
-                            f"result.json): {_hint(run_dir)}")
+                            f"result.json): pass the folder that `gis shift --out` wrote")
     rerun = f"rerun `gis shift ... --out {run_dir} --overwrite`"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))

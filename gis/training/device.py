@@ -85,7 +85,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise GisUsageError(f"unknown device {device!r}: pass cpu, cuda or cuda:N") from None
     if dev.type == "cpu" and dev.index not in (None, 0):
         raise GisUsageError(f"device {device!r} requested but torch has one CPU device (its "
-                            "threads are set with --threads or GIS_THREADS): pass --device cpu")
+                            "threads: OMP_NUM_THREADS, or --threads where the command has it): "
+                            "pass --device cpu")
     if dev.type in _ACCELERATORS:
         backend = getattr(torch.backends, dev.type, None) if dev.type == "mps" else \
             getattr(torch, dev.type, None)

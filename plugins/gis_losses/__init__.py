@@ -9,7 +9,9 @@ weight (``--loss NAME=WEIGHT``, ``losses={name: weight}``; docs/METHOD.md has th
 - shifting: ``preference`` (raised), ``shift_ce`` and ``shift_mae`` (the shift predictor's
   terms), ``identity`` (LPIPS of each variant to the base image; option ``net``) and
   ``silhouette`` (1 - soft IoU of foreground masks with the base image; option ``threshold``)
-  and ``distinct`` (hinge on the variants' pairwise LPIPS; options ``net``, ``threshold``);
+  and ``distinct`` (hinge on the variants' pairwise LPIPS; options ``net``, ``threshold``)
+  and ``chroma_tv`` (colour speckle a variant adds to the base image; options ``margin``,
+  ``eps``);
 - either: ``realism`` (raised: the generator's own realism score, ``Generator.realism``;
   options ``kind="critic"|"latent-prior"``, ``if_offered``).
 
@@ -55,6 +57,9 @@ def register_losses(register):
     register("distinct", _term("DistinctLoss"),
              description="shifting: hinge on the pairwise LPIPS of the variants below "
                          "threshold (default 0.02; keeps them visibly different)")
+    register("chroma_tv", _term("ChromaSmoothnessLoss"),
+             description="shifting: colour speckle a variant adds to the base image (relative "
+                         "chroma total variation over the base's; margin, eps)")
     register("realism", _term("RealismLoss"),
              description="either: the generator's own realism score, raised (its critic or "
                          "latent prior; kind='critic'|'latent-prior')")
