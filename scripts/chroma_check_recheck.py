@@ -1,0 +1,123 @@
+"""Would a colour-speckle realism check improve the seller's pick? An offline re-check of saved
+trust runs (docs/ENGINE.md, "Checks"; issue 14). Not a check gis runs: the answer was no.
+
+    python -m gis.evaluation.trust --pairs 100 --recipes seller --shard S --num-shards 2 \
+        --save-images DIR --out rows_S.json        # S = 0, 1
+    python scripts/chroma_check_recheck.py --runs DIR --rows 'rows_*.json' --out OUT.json
+
+For every saved run (DIR/ITEM_RECIPE.npz: item, base, variants, scores, latents) and its row
+(the truth's verdict per variant), the recommendation with the checks gis runs
+(``gis.engine.checks.check_variants`` with the catalogue's category reference; the shipped
+ProGAN offers no calibrated realism score) and with one more realism check: a variant fails
+when its relative chroma total variation (``gis.metrics.chroma.chroma_variation``) is above
+the q-th percentile of the catalogue's products (q = 90, 95, 99), the distinctness check
+then re-applied best first among the variants that pass. Per rule: the share of runs whose
+recommendation the truth accepts (realistic, same category, a true gain over the item), the
+share that recommend anything, the precision, the mean true gain (0 when not acceptable), what
+the rejected recommendations were, and the share of truth-accepted and truth-rejected variants
+the extra check passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+
+import numpy as np
+import torch
+
+
+def pick_with_ceiling(checks: dict, chroma: list[float], scores: list[float],
+                      pairwise: list[list[float]], ceiling: float, min_distance: float) -> int | None:
+    """The best-scoring variant that passes the checks other than distinctness and has chroma
+    variation <= ``ceiling``, distinctness re-applied greedily (as check_variants does)."""
+    other = [not [r for r in rs if not r.startswith("near-copy")] for rs in checks["reasons"]]
+    kept: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
+        if not other[i] or chroma[i] > ceiling:
+            continue
+        if any(pairwise[i][j] < min_distance for j in kept):
+            continue
+        kept.append(i)
+    return kept[0] if kept else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", required=True, help="a trust run's --save-images folder")
+    p.add_argument("--rows", required=True, help="glob of that run's row files")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+
+    import gis
+    from gis.data import load_dataset
+    from gis.engine.checks import check_variants
+    from gis.io import write_json
+    from gis.metrics.category import CategoryReference
+    from gis.metrics.chroma import chroma_variation
+    from gis.metrics.lpips_metric import variant_distances
+
+    torch.set_num_threads(1)
+    ds = load_dataset("fashion-colors")
+    catalogue = chroma_variation((ds.image_tensor() + 1) / 2).double()
+    ceilings = {q: float(torch.quantile(catalogue, q / 100)) for q in (90, 95, 99)}
+    rows = [r for f in sorted(glob.glob(a.rows)) for r in json.loads(open(f).read())["rows"]]
+    gen = gis.get_generator("progan")
+    ref = CategoryReference.from_dataset(ds)
+    rules = ["checks gis runs", *[f"+ chroma check, q = {q}" for q in ceilings]]
+    stats = {n: dict(runs=0, recommending=0, acceptable=0, true_gain=0.0, unrealistic=0,
+                     other_category=0, no_true_gain=0) for n in rules}
+    passing = {q: {"truth_accepted": [], "truth_rejected": []} for q in ceilings}
+    for row in rows:
+        z = np.load(f"{a.runs}/{row['item']}_{row['recipe']}.npz")
+        item, base, var = (torch.tensor(z[k]).float() / 255 for k in ("item", "base", "variants"))
+        scores = z["scores"].tolist()
+        dist = variant_distances(var, base, item)
+        checks = check_variants(gen, var, base, torch.tensor(z["latents"]), scores,
+                                dist["pairwise"], item01=item, to_reference=dist["to_item"],
+                                category_reference=ref)
+        if checks["recommended"] != row["checked_pick"]:
+            raise SystemExit(f"{row['item']}: the checks pick {checks['recommended']}, the run "
+                             f"picked {row['checked_pick']}: not the same checks")
+        chroma = chroma_variation(var).tolist()
+        t = row["truth"]
+        for q, c in ceilings.items():
+            for ok, v in zip(t["realistic"], chroma, strict=True):
+                passing[q]["truth_accepted" if ok else "truth_rejected"].append(v <= c)
+        for n in rules:
+            k = checks["recommended"] if n == rules[0] else pick_with_ceiling(
+                checks, chroma, scores, dist["pairwise"], ceilings[int(n.split("= ")[1])],
+                checks["settings"]["min_distance"])
+            s = stats[n]
+            s["runs"] += 1
+            if k is None:
+                continue
+            s["recommending"] += 1
+            real, same, gain = t["realistic"][k], t["keeps_category"][k], t["vs_item"][k]
+            good = real and same and gain > 0
+            s["acceptable"] += good
+            s["true_gain"] += gain if good else 0.0
+            s["unrealistic"] += not real
+            s["other_category"] += real and not same
+            s["no_true_gain"] += real and same and not gain > 0
+    doc = {"command": "python scripts/chroma_check_recheck.py " + " ".join(
+        f"--{k} {v}" for k, v in vars(a).items()), "torch": torch.__version__,
+        "catalogue_ceilings": ceilings, "runs": len(rows), "rules": {}}
+    for n, s in stats.items():
+        r = s["runs"]
+        doc["rules"][n] = {**s, "share_runs_acceptable": s["acceptable"] / r,
+                           "share_runs_recommending": s["recommending"] / r,
+                           "precision": s["acceptable"] / max(s["recommending"], 1),
+                           "mean_true_gain": s["true_gain"] / r}
+        print(n, {k: round(v, 3) if isinstance(v, float) else v
+                  for k, v in doc["rules"][n].items()}, flush=True)
+    doc["variants_passing_the_chroma_check"] = {
+        q: {k: float(np.mean(v)) for k, v in d.items()} for q, d in passing.items()}
+    print(doc["variants_passing_the_chroma_check"])
+    write_json(a.out, doc)
+
+
+if __name__ == "__main__":
+    main()
