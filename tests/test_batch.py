@@ -509,6 +509,25 @@ def test_pool_survives_a_dead_worker_and_ends_with_the_driver(tmp_path):
     assert not any(_alive(w) for w in workers)
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_ctrl_c_on_a_pool_leaves_no_leaked_semaphores(tmp_path):
+    """Ctrl-C while two workers run tasks: exit 130, the rest left to a later run, and no
+    "leaked semaphore objects" warning (a terminated worker's multiprocessing locks)."""
+    out = tmp_path / "out"
+    cmd = _gis("batch", "--items", 8, "--users", "u0001,u0002", "--out", out, "--workers", 2,
+               "--threads", 1, "--steps", 40, "--invert-steps", 20, "--n", 3, "--quiet")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not list((out / "tasks").glob("*/result.json")) if (out / "tasks").is_dir() else True:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, output
+    assert "run the same command again to finish the rest" in output
+    assert "leaked" not in output and "Traceback" not in output, output
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -236,6 +236,14 @@ def _init_local(spec, options, catalogue_phi, segments, threads, parent):
 
     _watch_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops the pool on Ctrl-C
+    # tqdm's default lock is a multiprocessing RLock, a named semaphore that a worker the
+    # driver terminates cannot unlink ("leaked semaphore objects" at exit): a thread lock
+    # does here (a worker's bars are off; the driver draws the progress)
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     global _WORKER
     _WORKER = TaskWorker(spec, options, catalogue_phi, segments)
