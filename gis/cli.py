@@ -14,35 +14,13 @@ KINDS = ("generator", "recommender", "dataset", "loss")
 
 
 class GisGroup(click.Group):
-    """Turns domain errors into one-line messages with the right exit status, and keeps the
-    command line's arguments (``ctx.meta["gis.argv"]``: what a record calls its command)."""
+    """Turns domain errors, and click's usage errors below the top level, into one-line
+    messages with the right exit status, and keeps the command line's arguments
+    (``ctx.meta["gis.argv"]``: what a record calls its command)."""
 
     def parse_args(self, ctx, args):
         ctx.meta["gis.argv"] = list(args)
         return super().parse_args(ctx, args)
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
-             **extra):
-        """click's ``main``, with click's own usage errors (a bad option value, a missing
-        option) as one line naming the help to read, instead of the usage, a hint and the
-        error on three."""
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        import sys
-
-        try:
-            rv = super().main(args, prog_name, complete_var, False, **extra)
-        except click.UsageError as exc:
-            where = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
-            click.echo(f"Error: {exc.format_message()}{where}", err=True)
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
         from .interrupts import describe, exit_status, stop_signals_raise
@@ -52,6 +30,12 @@ class GisGroup(click.Group):
                 return super().invoke(ctx)
         except GisError as exc:
             click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except click.UsageError as exc:  # click's own (a bad option value, an unknown command)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: its help
+                raise
+            where = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             click.echo(describe(exc), err=True)

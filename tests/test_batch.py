@@ -302,6 +302,11 @@ def test_impossible_settings_fail_before_any_output(tmp_path):
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert f"manifest line 2, task 0001-{ITEMS[0]}: n must be an integer from 2" in res.output
     assert not (tmp_path / "out").exists()
+    # the command line's own impossible setting is not blamed on a manifest line
+    manifest.write_text(f"item,n_users\n{ITEMS[0]},2\n")
+    res = invoke("batch", "--manifest", manifest, "--out", tmp_path / "out", "--n", 1)
+    assert res.exit_code == 2 and res.output.startswith("Error: n must be an integer from 2")
+    assert not (tmp_path / "out").exists()
     res = invoke("batch", "--items", 2, "--users", "nobody", "--out", tmp_path / "out", *FEW)
     assert res.exit_code == 2 and "unknown user id 'nobody'" in res.output
     assert not (tmp_path / "out").exists()
@@ -370,6 +375,17 @@ def test_settings_that_restate_the_recipe_are_the_same_batch(tmp_path):
     assert canonical_options({"n": 4}, base={"n": 4}) == {}
     assert canonical_options({"n": 8}, base={"n": 4}) == {"n": 8}
     assert canonical_options({"n": 0}) == {"n": 0}  # impossible: refused later, as given
+    assert canonical_options({"min_distance": 0.02}) == {}  # the check's default
+    # seller's 150 steps is no restatement for a task that runs the paper recipe (300)
+    assert canonical_options({"steps": 150}, overlays=[{}, {"recipe": "paper"}]) == {
+        "steps": 150}
+    paper = BatchTask(id="0002-p", line=0, item_id="train-00027", settings={"recipe": "paper"})
+    ran = tmp_path / "ran"
+    create_out(ran, definition(ModelSpec(), {"steps": 150}, [paper]))
+    (ran / "tasks" / paper.id).mkdir(parents=True)
+    (ran / "tasks" / paper.id / "result.json").write_text("{}")
+    with pytest.raises(GisUsageError, match=r"other options \(steps: 150 -> the default\)"):
+        read_out(ran, definition(ModelSpec(), {}, [paper]))
     task = BatchTask(id="0001-a", line=0, item_id="train-00024", settings={"eps": 0.4})
     out = tmp_path / "out"
     create_out(out, definition(ModelSpec(), {"n": 8, "steps": 2, "seed": 0}, [task]))

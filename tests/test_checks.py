@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from test_engine import ColourRecommender, TinyGenerator
@@ -426,3 +427,11 @@ def test_gis_shift_runs_the_category_check_against_the_catalogue(small_shift_run
     assert cat["of"] == "item" and len(cat["passed"]) == len(doc["checks"]["passed"])
     for ok, why in zip(cat["passed"], doc["checks"]["reasons"], strict=True):
         assert ok == (not any(r.startswith("category changed") for r in why))
+
+
+def test_check_thresholds_take_numpy_numbers_and_refuse_bools():
+    CheckSettings(min_silhouette_iou=np.float32(0.5), min_distance=np.float64(0.01)).validate()
+    for bad in (dict(min_silhouette_iou=True), dict(min_distance=float("nan")),
+                dict(min_distance=float("inf")), dict(min_silhouette_iou=1.5)):
+        with pytest.raises(GisUsageError):
+            CheckSettings(**bad).validate()

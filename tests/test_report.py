@@ -364,7 +364,7 @@ def test_recommendation_flags_a_median_rank_that_falls(shift_run):
                                 median_variants=[2228] * len(s.ranks.median_variants))
     text = recommendation(dataclasses.replace(s, ranks=ranks))
     assert "median rank 2,179 to 2,228" in text or "median rank 2179 to 2228" in text
-    assert "its median rank falls (49 places down)" in text
+    assert "rises but its median catalogue rank falls (49 places down)" in text
     better = dataclasses.replace(s.ranks, median_ref=2228,
                                  median_variants=[2179] * len(s.ranks.median_variants))
     assert "median rank falls" not in recommendation(dataclasses.replace(s, ranks=better))

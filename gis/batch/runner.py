@@ -429,19 +429,25 @@ def definition(spec: ModelSpec, options: dict, tasks: list[BatchTask]) -> dict:
     return {"format": FORMAT, "models": asdict(spec), "options": options, "tasks": jobs}
 
 
-def canonical_options(options: dict, base: dict | None = None) -> dict:
+def canonical_options(options: dict, base: dict | None = None,
+                      overlays: Iterable[dict] = ({},)) -> dict:
     """``options`` without the settings that only restate what leaving them out gives: the
     recipe's value, or under a task's own settings the batch's ``base`` options. So
     ``--n 8`` under the seller recipe (n = 8) is the same batch as no ``--n``, and a
-    manifest's ``recipe=seller`` column the same task as an empty one. What is not a setting
-    (category, segments_file, file hashes) is kept as given, and so are impossible settings
-    (they are refused later with their own message)."""
+    manifest's ``recipe=seller`` column the same task as an empty one. A batch-wide option
+    is dropped only when it changes nothing for every task: ``overlays`` are the tasks' own
+    settings, applied on top (``--steps 150`` is seller's value, but not under a task's
+    ``recipe=paper``). What is not a setting (category, segments_file, file hashes) is kept
+    as given, and so are impossible settings (they are refused later with their own
+    message)."""
     from ..engine.commands import shift_task_settings
 
     base = base or {}
+    overlays = list(overlays) or [{}]
 
-    def resolved(opts: dict):
-        return shift_task_settings(*shift_overrides({**base, **opts}))
+    def resolved(opts: dict) -> list:
+        return [shift_task_settings(*shift_overrides({**base, **opts, **over}))
+                for over in overlays]
 
     try:
         target = resolved(options)
@@ -464,6 +470,9 @@ def _canonical(defn: dict) -> dict:
     options = defn.get("options")
     if not isinstance(options, dict):
         return defn
+    task_settings = [t["settings"] for t in defn.get("tasks") or []
+                     if isinstance(t, dict) and isinstance(t.get("settings"), dict)]
+    overlays = {json.dumps(o, sort_keys=True): o for o in [{}, *task_settings]}.values()
     tasks = []
     for t in defn.get("tasks") or []:
         if isinstance(t, dict) and isinstance(t.get("settings"), dict):
@@ -472,7 +481,7 @@ def _canonical(defn: dict) -> dict:
             if settings:
                 t["settings"] = settings
         tasks.append(t)
-    return {**defn, "options": canonical_options(options), "tasks": tasks}
+    return {**defn, "options": canonical_options(options, overlays=overlays), "tasks": tasks}
 
 
 def _sha256_of(path: str) -> str | None:
@@ -676,6 +685,9 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
         raise GisUsageError(f"--workers must be >= 1 (got {workers})")
     if threads is not None and threads < 1:
         raise GisUsageError(f"--threads must be >= 1 (got {threads})")
+    from ..engine.commands import shift_task_settings
+
+    shift_task_settings(*shift_overrides(options))  # the command line's own settings first
     worker = TaskWorker(spec, options, catalogue=catalogue)
     del catalogue  # the worker holds it (and frees it with itself before a pool starts)
     worker.segments = segments = all_segments(worker.dataset, segments_file)

@@ -26,8 +26,10 @@ only: the dataset's hidden truth and the evaluation's domain classifier are neve
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from ..errors import GisUsageError
@@ -55,15 +57,18 @@ class CheckSettings:
     category: bool = True
 
     def validate(self) -> None:
-        if not (isinstance(self.min_silhouette_iou, (int, float))
-                and 0 <= self.min_silhouette_iou <= 1):
+        if not (_is_real(self.min_silhouette_iou) and 0 <= self.min_silhouette_iou <= 1):
             raise GisUsageError(f"min_silhouette_iou (--min-silhouette-iou) is a share in "
                                 f"[0, 1], got "
                                 f"{self.min_silhouette_iou}")
-        if not (isinstance(self.min_distance, (int, float))
-                and 0 <= self.min_distance < float("inf")):
+        if not (_is_real(self.min_distance) and 0 <= self.min_distance < float("inf")):
             raise GisUsageError(f"min_distance (--min-distance) is a finite LPIPS distance "
                                 f">= 0, got {self.min_distance!r}")
+
+
+def _is_real(value) -> bool:
+    """A real number (Python's or numpy's), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _realism(generator: Generator, images01: torch.Tensor, latents: torch.Tensor,

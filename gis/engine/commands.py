@@ -197,7 +197,9 @@ def shift_task_settings(invert_overrides: dict, shift_overrides: dict,
     from .settings import invert_settings, shift_settings
 
     min_distance = (check_overrides or {}).get("min_distance")
-    if min_distance:  # the distinct term pushes pairs apart to the check's threshold
+    if min_distance and min_distance != CheckSettings.min_distance:
+        # the distinct term pushes pairs apart to the check's threshold; at the default (0.02,
+        # the term's own default too) no option is added, so `--min-distance 0.02` is the default
         shift_overrides = {**shift_overrides, "loss_options": {
             **(shift_overrides.get("loss_options") or {}),
             "distinct": {"threshold": float(min_distance)}}}

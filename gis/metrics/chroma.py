@@ -19,8 +19,9 @@ def chroma_variation(images01: torch.Tensor, eps: float = 0.01, *,
     """Relative chroma total variation of images (N, 3, H, W) in [0, 1], (N,) >= 0.
 
     The anisotropic total variation (Rudin, Osher & Fatemi 1992) of the BT.601 chroma planes
-    (Cb, Cr): the mean over neighbouring pixel pairs of |c_p - c_q|, summed over both
-    planes, divided by the mean chroma magnitude |c| + ``eps``. The ratio barely changes
+    (Cb, Cr): the mean over both planes and over vertically neighbouring pixel pairs of
+    |c_p - c_q|, plus the same over horizontal pairs, divided by the mean over both planes
+    and all pixels of |c|, plus ``eps``. The ratio barely changes
     (by less than 0.05 with eps = 0.01) when a uniformly tinted product is recoloured more or
     less saturated (both grow with the saturation: for one tint it is about the silhouette's
     perimeter over its area), but it

@@ -355,9 +355,9 @@ def recommendation(s: Summary) -> str:
         text += (f". It ranks above {'the item' if r.ref_key == 'item' else 'the base image'}"
                  f" for {format_share(r.better[k], r.count)} of the target users")
         if finite(delta) and delta > 0 and b > a:
-            text += (f". Its mean score rises but its median rank falls ({b - a} places "
-                     "down): a few users gain a lot while most rank it lower. Look at the "
-                     "catalogue-rank columns below before acting on it")
+            text += (f". Its {label} rises but its median catalogue rank falls ({b - a} "
+                     "places down): the gain is not shared by the typical target user. Look at "
+                     "the catalogue-rank columns below before acting on it")
     text += "."
     d = s.dist
     if d is not None:

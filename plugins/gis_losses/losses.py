@@ -7,6 +7,7 @@ scalar or one value per sample (docs/ENGINE.md, "Loss terms"; the method in docs
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 import weakref
 from pathlib import Path
@@ -342,10 +343,15 @@ class ChromaSmoothnessLoss(LossTerm):
 
     def __init__(self, margin: float = 0.05, eps: float = 0.01):
         super().__init__()
-        if not float(margin) >= 0 or not float(eps) > 0:
-            raise GisUsageError(f"loss 'chroma_tv': margin >= 0 and eps > 0, got "
+        try:
+            margin, eps = float(margin), float(eps)
+        except (TypeError, ValueError):
+            margin = eps = math.nan
+        if not (0 <= margin < math.inf and 0 < eps < math.inf):
+            raise GisUsageError(f"loss 'chroma_tv': margin is a finite number >= 0 and eps a "
+                                f"finite number > 0 (relative chroma TV units), got "
                                 f"margin={margin!r}, eps={eps!r}")
-        self.margin, self.eps = float(margin), float(eps)
+        self.margin, self.eps = margin, eps
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
         from gis.metrics.chroma import chroma_variation
