@@ -26,16 +26,15 @@ only: the dataset's hidden truth and the evaluation's domain classifier are neve
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
 from ..errors import GisUsageError
 from ..interfaces import Generator
 from ..metrics.category import CategoryReference
 from ..record import CLASS_ASKED_FOR
+from .settings import _is_real
 
 
 @dataclass(frozen=True)
@@ -64,11 +63,6 @@ class CheckSettings:
         if not (_is_real(self.min_distance) and 0 <= self.min_distance < float("inf")):
             raise GisUsageError(f"min_distance (--min-distance) is a finite LPIPS distance "
                                 f">= 0, got {self.min_distance!r}")
-
-
-def _is_real(value) -> bool:
-    """A real number (Python's or numpy's), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _realism(generator: Generator, images01: torch.Tensor, latents: torch.Tensor,
