@@ -20,7 +20,14 @@ class GisGroup(click.Group):
 
     def parse_args(self, ctx, args):
         ctx.meta["gis.argv"] = list(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # the group's own options (`gis --bogus`)
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                raise
+            click.echo(f"Error: {exc.format_message()} See '{ctx.command_path} --help'.",
+                       err=True)
+            ctx.exit(exc.exit_code)
 
     def invoke(self, ctx):
         from .interrupts import describe, exit_status, stop_signals_raise

@@ -494,6 +494,42 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_unwritable_task_folder_and_deleted_failed_row(tmp_path, monkeypatch):
+    """A task whose folder cannot be written fails with its item's category in the summary;
+    deleting a failed task's manifest row removes its failure record on the next run."""
+    import gis.batch.runner as runner
+    from gis.data import load_dataset
+
+    real = runner.atomic_folder
+
+    def full_disk(path, **kw):
+        if path.name.endswith(ITEMS[1]):
+            raise OSError(28, "No space left on device")
+        return real(path, **kw)
+
+    monkeypatch.setattr(runner, "atomic_folder", full_disk)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"item,users\n{ITEMS[0]},u0001\n{ITEMS[1]},u0001\n")
+    out = tmp_path / "out"
+    res = invoke("batch", "--manifest", manifest, "--out", out, "--workers", 1, *FEW)
+    assert res.exit_code == 1 and "1 of 2 tasks failed" in res.output, res.output
+    failed = out / "failed" / f"0002-{ITEMS[1]}.json"
+    entry = json.loads(failed.read_text())
+    assert entry["error"].startswith("cannot write its folder: ") and "No space" in entry["error"]
+    ds = load_dataset("fashion-colors")
+    _, k = ds.find_item(ITEMS[1])
+    assert entry["category"] == ds.category_names[int(ds.categories[k])]
+    row = read_csv(out / "summary.csv")[1]
+    assert row["status"] == "failed" and row["category"] == entry["category"]
+    # the user deletes the failed row: its record goes, the finished task stays
+    done = out / "tasks" / f"0001-{ITEMS[0]}" / "result.json"
+    manifest.write_text(f"item,users\n{ITEMS[0]},u0001\n")
+    res = invoke("batch", "--manifest", manifest, "--out", out, "--workers", 1, *FEW)
+    assert res.exit_code == 0, res.output
+    assert not failed.exists() and done.is_file()
+    assert [r["status"] for r in read_csv(out / "summary.csv")] == ["done"]
+
+
 def test_pool_survives_a_dead_worker_and_ends_with_the_driver(tmp_path):
     """A worker killed mid-task: the pool starts again and every task finishes. The driver
     killed with kill -9: its workers end too (they hold the models, ~1 GB each)."""

@@ -291,6 +291,8 @@ def test_options_are_recorded_and_a_run_without_a_win_says_so(tmp_path, monkeypa
                               "See 'gis shift --help'."),
     (["shift", "--bogus"], "Error: No such option '--bogus'."),
     (["nope"], "Error: No such command 'nope'. See 'gis --help'."),
+    (["--bogus"], "Error: No such option '--bogus'. See 'gis --help'."),
+    (["data", "--bogus"], "Error: No such option '--bogus'. See 'gis data --help'."),
 ])
 def test_click_usage_errors_are_one_line(args, message):
     res = CliRunner().invoke(cli, args, prog_name="gis")

@@ -171,15 +171,15 @@ class TaskWorker:
         return Outcome(task.id, files=files, seconds=time.perf_counter() - t0)
 
     def category_of(self, task: BatchTask) -> str | None:
-        """The catalogue category of the task's dataset item (None for an image file or an
-        item id the catalogue lacks)."""
+        """The category of the task's dataset item, catalogue or held-out (None for an image
+        file or an item id the dataset lacks)."""
         if task.item_id is None:
             return None
         try:
             where, index = self.dataset.find_item(str(task.item_id))
-            if where != "catalogue":
-                return None
-            return str(self.dataset.category_names[int(self.dataset.categories[index])])
+            cats = (self.dataset.categories if where == "catalogue"
+                    else self.dataset.heldout_categories)
+            return None if cats is None else str(self.dataset.category_names[int(cats[index])])
         except Exception:  # a failure record must not fail in turn
             return None
 
@@ -530,14 +530,28 @@ def read_out(out: Path, defn: dict) -> BatchState:
                     f"otherwise ({_first_difference(was, t)}): give the changed task a new id, "
                     "or choose another --out")
     failed = {}
+    defined = {t["id"] for t in defn.get("tasks", [])}
     for p in sorted((out / "failed").glob("*.json")):
         if p.stem in done:  # finished after it failed (a run stopped before removing this)
+            continue
+        if p.stem not in defined:  # its manifest row was deleted (drop_stale_failures)
             continue
         try:
             failed[p.stem] = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             failed[p.stem] = {"error": "unreadable failure record"}
     return BatchState(out=out, done=done, failed=failed)
+
+
+def drop_stale_failures(out: Path, tasks: list[BatchTask]) -> list[str]:
+    """Remove ``out/failed/ID.json`` of the tasks the batch no longer defines (a failed
+    manifest row the user deleted): gis's own failure records, never a task's results (a
+    finished task's folder stays). Returns the ids removed."""
+    defined = {t.id for t in tasks}
+    stale = [p for p in sorted((out / "failed").glob("*.json")) if p.stem not in defined]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return [p.stem for p in stale]
 
 
 def finished_tasks(out: Path) -> set[str]:
@@ -626,7 +640,7 @@ def record_outcome(state: BatchState, task: BatchTask, outcome: Outcome) -> Outc
                     (tmp / name).write_bytes(data)
         except (GisError, OSError) as exc:
             outcome = Outcome(task.id, error=f"cannot write its folder: {one_line(exc)}",
-                              seconds=outcome.seconds)
+                              seconds=outcome.seconds, category=outcome.category)
         else:
             fail.unlink(missing_ok=True)
             state.failed.pop(task.id, None)
@@ -680,6 +694,7 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
     if not todo:
         if (out / "batch.json").is_file():
             create_out(out, defn)  # tasks may have been added or changed
+            drop_stale_failures(out, tasks)
         return state
     if workers < 1:
         raise GisUsageError(f"--workers must be >= 1 (got {workers})")
@@ -707,6 +722,10 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
     if ray_address is not None:
         ray_preflight(ray_address)
     create_out(out, defn)
+    drop_stale_failures(out, tasks)
+    # a failure the worker could not describe (a dead worker, Ray, an unwritable folder) still
+    # gets its item's category in the summary
+    categories = {t.id: worker.category_of(t) for t in todo}
     if ray_address is None and workers == 1:
         if threads is not None:
             import torch
@@ -726,6 +745,8 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
     try:
         for outcome in outcomes:
             task = by_id[outcome.task_id]
+            if outcome.category is None:
+                outcome.category = categories.get(task.id)
             outcome = record_outcome(state, task, outcome)
             if on_outcome is not None:
                 on_outcome(task, outcome, state)
