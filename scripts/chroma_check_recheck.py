@@ -53,11 +53,10 @@ def main() -> None:
 
     import gis
     from gis.data import load_dataset
-    from gis.engine.checks import check_variants
+    from gis.evaluation.trust import recheck_saved
     from gis.io import write_json
     from gis.metrics.category import CategoryReference
     from gis.metrics.chroma import chroma_variation
-    from gis.metrics.lpips_metric import variant_distances
 
     torch.set_num_threads(1)
     ds = load_dataset("fashion-colors")
@@ -71,16 +70,9 @@ def main() -> None:
                      other_category=0, no_true_gain=0) for n in rules}
     passing = {q: {"truth_accepted": [], "truth_rejected": []} for q in ceilings}
     for row in rows:
-        z = np.load(f"{a.runs}/{row['item']}_{row['recipe']}.npz")
-        item, base, var = (torch.tensor(z[k]).float() / 255 for k in ("item", "base", "variants"))
-        scores = z["scores"].tolist()
-        dist = variant_distances(var, base, item)
-        checks = check_variants(gen, var, base, torch.tensor(z["latents"]), scores,
-                                dist["pairwise"], item01=item, to_reference=dist["to_item"],
-                                category_reference=ref)
-        if checks["recommended"] != row["checked_pick"]:
-            raise SystemExit(f"{row['item']}: the checks pick {checks['recommended']}, the run "
-                             f"picked {row['checked_pick']}: not the same checks")
+        run = recheck_saved(a.runs, row, gen, ref)
+        var, scores, dist, checks = (run[k] for k in ("variants", "scores", "distances",
+                                                      "checks"))
         chroma = chroma_variation(var).tolist()
         t = row["truth"]
         for q, c in ceilings.items():

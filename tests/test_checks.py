@@ -268,12 +268,30 @@ def test_trust_measurement_runs_both_recipes_with_the_same_pairs(tmp_path):
 
     out = tmp_path / "trust.json"
     args = ["--pairs", "1", "--users", "3", "--steps", "2", "--invert-steps", "2",
-            "--out", str(out)]
+            "--out", str(out), "--save-images", str(tmp_path / "img")]
     assert main(args) == 0
     doc = json.loads(out.read_text())
     rows = doc["rows"]
     assert [r["recipe"] for r in rows] == ["seller", "paper"]
     assert rows[0]["item"] == rows[1]["item"] and rows[0]["users"] == rows[1]["users"]
+    seller, paper = rows
+    gain = seller["recommender_gain_vs_item"]
+    # the seller is shown the checks' pick only when it beats the real item (else: keep it)
+    assert seller["recommended"] == (seller["checked_pick"] if seller["checked_pick"] is not None
+                                     and gain[seller["checked_pick"]] > 0 else None)
+    assert paper["recommended"] == paper["top_scoring"] == max(
+        range(8), key=paper["recommender_gain_vs_item"].__getitem__)
+    # a saved run re-checked offline gives the same checks and pick (scripts/*_recheck.py)
+    import gis
+    from gis.data import load_dataset
+    from gis.evaluation.trust import recheck_saved
+    from gis.metrics.category import CategoryReference
+
+    again = recheck_saved(tmp_path / "img", seller, gis.get_generator("progan"),
+                          CategoryReference.from_dataset(load_dataset("fashion-colors")))
+    assert again["checks"]["recommended"] == seller["checked_pick"]
+    assert again["variants"].shape == (8, 3, 32, 32) and 0 <= again["variants"].min() <= 1
+    assert np.allclose(np.asarray(again["scores"]) - again["item_score"], gain, atol=1e-5)
     for r in rows:
         assert len(r["truth"]["realistic"]) == 8 and r["n_passing_checks"] <= 8
         assert r["recommended_acceptable"] == (

@@ -10,7 +10,9 @@ checks) and judges the result with the dataset's hidden ground truth, which the 
 sees (``judge_images``):
 
 * the recommendation: for ``seller`` the best-scoring variant that passes the checks
-  (``checks.recommended``; none = keep the item), for ``paper`` (no checks in the paper) the
+  (``checks.recommended``) when the recommender scores it above the real item (else none: keep
+  the item, as `gis shift` says; rows before the thirteenth session counted such a variant as
+  the recommendation), for ``paper`` (no checks in the paper) the
   best-scoring variant; acceptable when the realism truth accepts it, the domain classifier
   reads the item's category, and its true utility for the users beats the real item's;
 * the share of variants that keep the category; the share of recommender gains (variant
@@ -146,6 +148,8 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
     top = int(np.argmax(scores))
     checked = run.checks["recommended"]
     pick = checked if s_shift.recipe != "paper" else top
+    if s_shift.recipe != "paper" and pick is not None and scores[pick] <= item_score:
+        pick = None  # `gis shift` tells the seller to keep the item: nothing is recommended
     rec_gain = [s - item_score for s in scores]
     true_ok = [v["realistic"][i] and v["vs_item"][i] > 0 for i in range(n)]
     gains = [i for i in range(n) if rec_gain[i] > 0]
@@ -170,11 +174,43 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
            "share_keep_category": float(np.mean(v["keeps_category"])),
            "share_realistic": float(np.mean(v["realistic"])),
            "recommender_gains": len(gains),
+           "recommender_gain_vs_item": [float(g) for g in rec_gain],
            "true_recommender_gains": int(sum(true_ok[i] for i in gains)),
            "preference_shift": float(np.mean(rec_gain)),
            "min_pairwise": run.distances["min_pairwise"],
            "mean_pairwise": run.distances["mean_pairwise"], "truth": v}
     return row
+
+
+def recheck_saved(runs: str | Path, row: dict, generator, category_reference) -> dict:
+    """A saved run (``--save-images``: RUNS/ITEM_RECIPE.npz) with its checks computed again,
+    for re-evaluating checks or picks offline on the same variants (scripts/*_recheck.py).
+
+    Returns ``item``, ``base`` (1, 3, R, R) and ``variants`` (n, 3, R, R) in [0, 1] (the saved
+    uint8 images), ``scores`` (n,) the run's optimised aggregation and ``item_score`` the real
+    item's, ``users`` (the user rows),
+    ``category`` (the item's index), ``distances`` (``variant_distances``: ``pairwise``,
+    ``to_item``) and ``checks`` (``check_variants`` with gis's default settings). Raises
+    SystemExit when the checks do not pick what the run picked (other checks, or images the
+    uint8 rounding changed too much to compare)."""
+    from ..engine.checks import check_variants
+    from ..metrics.lpips_metric import variant_distances
+
+    z = np.load(Path(runs) / f"{row['item']}_{row['recipe']}.npz")
+    item, base, var = (torch.tensor(z[k]).float() / 255 for k in ("item", "base", "variants"))
+    scores = z["scores"].tolist()
+    cat = int(z["category"])
+    dist = variant_distances(var, base, item)
+    labels = torch.tensor([cat]) if generator.num_classes else None
+    checks = check_variants(generator, var, base, torch.tensor(z["latents"]), scores,
+                            dist["pairwise"], labels=labels, item01=item,
+                            to_reference=dist["to_item"], category_reference=category_reference)
+    if checks["recommended"] != row["checked_pick"]:
+        raise SystemExit(f"{row['item']}: the checks pick {checks['recommended']}, the run "
+                         f"picked {row['checked_pick']}: not the same checks")
+    return {"item": item, "base": base, "variants": var, "scores": scores,
+            "item_score": float(z["item_score"]), "category": cat,
+            "users": z["users"].tolist(), "distances": dist, "checks": checks}
 
 
 def _acceptable_gain(row: dict) -> float:
