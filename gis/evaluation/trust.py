@@ -126,7 +126,7 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
     run = run_gis(generator=gen, recommender=rec, users=torch.tensor(users),
                   item=ds.image_tensor([item]), invert_settings=s_inv,
                   shift_settings=s_shift, catalogue_phi=world["catalogue_phi"],
-                  labels=labels, terms=world["terms"],
+                  labels=labels, terms=world["terms"].get(recipe),
                   category_reference=world.get("category_reference"))
     seconds = time.perf_counter() - t0
     res = run.result
@@ -302,10 +302,13 @@ def main(argv=None) -> int:
             name, _, spec = e.partition("=")
             spec = json.loads(spec)
             engines[name] = (spec.get("shift", {}), spec.get("invert", {}))
+        # the terms are built once for every run, per recipe (two recipes may give one term
+        # different options, e.g. --engine with other loss_options)
         terms: dict = {}
-        for recipe in recipes:  # built once for every run
+        for recipe in recipes:
             s_shift, s_inv = settings_for(recipe, a.seed, engines=engines)
-            terms.update(build_terms(gen, rec, invert_settings=s_inv, shift_settings=s_shift))
+            terms[recipe] = build_terms(gen, rec, invert_settings=s_inv,
+                                        shift_settings=s_shift)
         from gis.metrics.category import CategoryReference
 
         world = {"dataset": ds, "generator": gen, "recommender": rec, "truth": truth,
