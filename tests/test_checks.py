@@ -303,6 +303,29 @@ def test_trust_measurement_runs_both_recipes_with_the_same_pairs(tmp_path):
     assert json.loads(out.read_text())["rows"] == rows
 
 
+def test_trust_recipes_keep_their_own_term_options(tmp_path, monkeypatch):
+    """Two recipes that give one loss term different options (--engine loss_options) each run
+    with their own term, not whichever was built last."""
+    import gis.evaluation.trust as trust
+
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def capture(world, item, users, recipe, **kw):  # the first recipe's term, then stop
+        seen[recipe] = world["terms"][recipe]["distinct"].threshold
+        raise Seen
+
+    monkeypatch.setattr(trust, "run_one", capture)
+    for recipes in ("seller,seller@wide", "seller@wide,seller"):  # either one built last
+        with pytest.raises(Seen):
+            trust.main(["--pairs", "1", "--users", "3", "--recipes", recipes, "--engine",
+                        'wide={"shift": {"loss_options": {"distinct": {"threshold": 0.05}}}}',
+                        "--out", str(tmp_path / "t.json")])
+    assert seen == {"seller": 0.02, "seller@wide": 0.05}
+
+
 def test_a_variant_is_not_a_near_copy_of_one_that_fails_and_a_copy_of_the_item_fails():
     base, v = _variants()
     pair = variant_distances(v, base)["pairwise"]
