@@ -61,6 +61,34 @@ def test_distinct_gradient_pushes_near_copies_apart():
     assert variant_distances(after_x, after_x[:1])["min_pairwise"] > before
 
 
+def test_distinct_nearest_reduction_weighs_each_variants_nearest_neighbour():
+    """reduction="nearest": the mean over variants of the hinge of each one's nearest
+    neighbour, equal to a per-pair reference; its gradient pushes the copies apart too."""
+    pairs = plugins.get_loss("distinct")
+    nearest = plugins.get_loss("distinct", reduction="nearest")
+    x = torch.cat([_object(), _object(), _object(colour=(0.1, 0.2, 0.9)),
+                   _object(top=2, size=28)])
+    ctx = _ctx(x, _unit_gen())
+    # one identical pair among 4 variants: pairs 1/6, nearest 2/4 (the two copies' hinge is 1)
+    assert pairs(ctx).item() == pytest.approx(1 / 6, abs=1e-3)
+    assert nearest(ctx).item() == pytest.approx(2 / 4, abs=1e-3)
+    g = torch.Generator().manual_seed(2)
+    y = (torch.rand(5, 3, 32, 32, generator=g) * 0.02 + x[:1]).clamp(0, 1)  # near-copies
+    i, j = torch.triu_indices(5, 5, offset=1)
+    d = nearest.distance(y[i] * 2 - 1, y[j] * 2 - 1).clamp_min(0)
+    h = torch.relu(1 - torch.sqrt(d / 0.02 + 1e-12))
+    ref = torch.stack([h[(i == k) | (j == k)].max() for k in range(5)]).mean()
+    assert nearest(_ctx(y, _unit_gen())).item() == pytest.approx(ref.item(), rel=1e-4)
+    y = y.requires_grad_(True)
+    total, _ = Objective("shift", [_term("distinct", nearest)])(_ctx(y, _unit_gen()))
+    total.backward()
+    before = variant_distances(y.detach(), y[:1].detach())["min_pairwise"]
+    after = (y - 0.02 * y.grad / y.grad.abs().max()).detach()
+    assert variant_distances(after, after[:1])["min_pairwise"] > before
+    with pytest.raises(GisUsageError, match="reduction is one of pairs, nearest"):
+        plugins.get_loss("distinct", reduction="max")
+
+
 # ---------------------------------------------------------------------------- seller recipe
 
 

@@ -292,17 +292,27 @@ class DistinctLoss(LPIPSLoss):
     meet. ``threshold`` (LPIPS units, default 0.02): the smallest distance the variants' check
     accepts (gis.engine.checks; docs/ENGINE.md, "Distinct variants"). A hinge on a pairwise
     perceptual distance, as in the mode-seeking term of Mao et al., CVPR 2019, bounded so it
-    cannot outweigh the preference. Needs n >= 2."""
+    cannot outweigh the preference. Needs n >= 2.
+
+    ``reduction``: "pairs" (default) averages the hinge over the n (n - 1) / 2 pairs, so one
+    collapsed pair among 8 variants weighs 1/28; "nearest" averages over the variants each
+    one's largest hinge (its nearest neighbour's), so the same pair weighs 2/8, as the
+    distinctness check, which reads each variant's nearest better neighbour, does."""
 
     stages = ("shift",)
     key = "distinct"
+    REDUCTIONS = ("pairs", "nearest")
 
-    def __init__(self, net: str = "alex", threshold: float = 0.02):
+    def __init__(self, net: str = "alex", threshold: float = 0.02, reduction: str = "pairs"):
         super().__init__(net=net)
         if not float(threshold) > 0:
             raise GisUsageError(f"loss 'distinct': threshold is an LPIPS distance > 0, got "
                                 f"{threshold!r}")
+        if reduction not in self.REDUCTIONS:
+            raise GisUsageError(f"loss 'distinct': reduction is one of "
+                                f"{', '.join(self.REDUCTIONS)}, got {reduction!r}")
         self.threshold = float(threshold)
+        self.reduction = reduction
 
     def pairwise(self, x: torch.Tensor) -> torch.Tensor:
         """LPIPS of every pair i < j of images x (n, 3, H, W) in [-1, 1], (n (n - 1) / 2,) in
@@ -319,8 +329,16 @@ class DistinctLoss(LPIPSLoss):
         return d
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
-        d = self.pairwise(self._resized(ctx.rescale(ctx.images))).clamp_min(0)
-        return F.relu(1 - torch.sqrt(d / self.threshold + 1e-12)).mean()
+        x = self._resized(ctx.rescale(ctx.images))
+        d = self.pairwise(x).clamp_min(0)
+        hinge = F.relu(1 - torch.sqrt(d / self.threshold + 1e-12))
+        if self.reduction == "pairs":
+            return hinge.mean()
+        i, j = torch.triu_indices(len(x), len(x), offset=1, device=x.device)
+        nearest = hinge.new_zeros(len(x))
+        for side in (i, j):  # each variant's largest hinge over the pairs it is in
+            nearest = nearest.scatter_reduce(0, side, hinge, reduce="amax")
+        return nearest.mean()
 
 
 class ChromaSmoothnessLoss(LossTerm):
