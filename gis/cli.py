@@ -8,7 +8,7 @@ import click
 
 from . import __version__
 from .cli_options import DEVICE
-from .errors import GisError
+from .errors import GisError, one_line
 
 KINDS = ("generator", "recommender", "dataset", "loss")
 
@@ -47,6 +47,18 @@ class GisGroup(click.Group):
         except KeyboardInterrupt as exc:
             click.echo(describe(exc), err=True)
             ctx.exit(exit_status(exc))
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own ways out (a plugin's command may take them too)
+        except Exception as exc:  # a third-party plugin's defect: one line naming it
+            from .plugins import DEBUG_ENV, plugin_in_traceback
+
+            culprit = plugin_in_traceback(exc)
+            if culprit is None:  # gis's own defect: the traceback, for its report
+                raise
+            click.echo(f"Error: {culprit} raised {one_line(exc)}. This is a defect of that "
+                       f"plugin: report it to its authors ({DEBUG_ENV}=1 shows the "
+                       "traceback).", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=GisGroup)

@@ -340,7 +340,9 @@ def _tiny_context(stage: str, gen: Any, rec: Any) -> tuple[Any, list[torch.Tenso
     """A LossContext of ``stage`` over ``BATCH`` images of the tiny models, with what the
     engine fills for that stage, and the tensors the value may depend on (images, latents,
     shifts) for the gradient check."""
-    from .engine.settings import invert_settings, shift_settings
+    # the settings' defaults as data for the term to read, not validated against the loss
+    # registry: a plugin is checkable alone (GIS_PLUGINS=myplugin gis plugins check ...)
+    from .engine.settings import InvertSettings, ShiftSettings
     from .interfaces import LossContext
 
     rng = torch.Generator().manual_seed(1)
@@ -350,9 +352,9 @@ def _tiny_context(stage: str, gen: Any, rec: Any) -> tuple[Any, list[torch.Tenso
         images = gen.synthesize(z)
         target = gen.synthesize(torch.randn(1, d, generator=rng)).detach()
         ctx = LossContext(stage=stage, step=0, images=images, latents=z, generator=gen,
-                          settings=invert_settings(), target=target)
+                          settings=InvertSettings(), target=target)
         return ctx, [images, z]
-    settings = shift_settings()
+    settings = ShiftSettings()
     base = torch.randn(1, d, generator=rng)
     shifts = ((torch.rand(n, d, generator=rng) * 2 - 1) * settings.eps).requires_grad_(True)
     latents = base + shifts
@@ -381,6 +383,10 @@ def check_loss_forward(loss: Any) -> list[str]:
         loss.check_models(gen, rec)
     except errors.GisUsageError as exc:
         return [f"forward: not run (its check_models refuses a tiny test generator: {exc})"]
+    except Exception as exc:  # check_models refuses with GisUsageError, never anything else
+        raise ContractMismatch(f"check_models(generator, recommender) raised "
+                               f"{one_line(exc)}; it must return None or raise "
+                               "GisUsageError") from None
     passed = []
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         for stage in loss.stages:

@@ -50,8 +50,9 @@ def register_losses(register):
     """Called once, when the loss registry is first used.
 
     Call ``register(name, factory, *, aliases=(), description="")`` for each loss term.
-    ``factory(**options)`` returns a ``torch.nn.Module`` whose ``forward`` returns a scalar
-    tensor (see docs/PLUGINS.md for the argument conventions of each loss role).
+    ``factory(**options)`` returns a ``gis.LossTerm`` (a ``torch.nn.Module``) whose
+    ``forward(ctx)`` returns a scalar or one value per image, ``(B,)`` (docs/PLUGINS.md,
+    "Losses").
     """
 
 

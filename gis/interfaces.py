@@ -342,7 +342,8 @@ class LossTerm(nn.Module):
     stages: tuple[str, ...] = LOSS_STAGES
     #: True for a score to raise (e.g. the preference): the engine subtracts weight * value
     maximise: bool = False
-    #: its name in the loss history and the progress bar; None: the name it was selected by
+    #: its name in the loss history and the progress bar; None: its registered name (an
+    #: alias selects the term under its registered name)
     key: str | None = None
 
     def check_models(self, generator: Generator, recommender: Recommender | None = None) -> None:

@@ -251,6 +251,45 @@ class PluginInfo:
         return self.error is not None
 
 
+#: set (to anything) to let a third-party plugin's exception reach the traceback
+DEBUG_ENV = "GIS_DEBUG"
+
+
+def plugin_in_traceback(exc: BaseException) -> str | None:
+    """``"plugin 'x' (module m, line 12 in forward)"`` when ``exc`` was raised in the code of
+    a plugin that is not gis's own (the deepest frame of its traceback, or of an exception it
+    chains, in a module of that plugin's top-level package); None when no such frame is
+    there or ``GIS_DEBUG`` is set. The CLI reports such an exception in one line as the
+    plugin's defect (``gis.cli.GisGroup``)."""
+    import traceback
+    import types
+
+    if os.environ.get(DEBUG_ENV):
+        return None
+    packages: dict[str, str] = {}
+    for name, plugin in pm.list_name_plugin():
+        if name in _builtin:
+            continue
+        module = plugin.__name__ if isinstance(plugin, types.ModuleType) else \
+            type(plugin).__module__
+        top = (module or "").split(".")[0]
+        if top and top not in ("gis", "builtins"):
+            packages[top] = name
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and packages:
+        seen.add(id(exc))
+        found = None
+        for frame, line in traceback.walk_tb(exc.__traceback__):
+            module = frame.f_globals.get("__name__", "")
+            if module.split(".")[0] in packages:
+                found = (packages[module.split(".")[0]], module, line, frame.f_code.co_name)
+        if found is not None:
+            name, module, line, function = found
+            return f"plugin {name!r} (module {module}, line {line} in {function})"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def list_plugins() -> list[PluginInfo]:
     """Every plugin, loaded or broken, sorted by name. Builds the registries so that a plugin
     whose hook fails or that registers a name another plugin holds shows as broken."""

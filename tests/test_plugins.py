@@ -274,6 +274,100 @@ def test_a_factory_that_raises_is_wrapped_in_one_line(bad_plugin):
     assert out.exit_code == 1 and "Traceback" not in out.output
 
 
+class Boom(Exception):
+    pass
+
+
+class FailsMidRun(gis.LossTerm):
+    """A third party's term that passes its checks and fails during a run."""
+
+    stages = ("shift",)
+
+    def forward(self, ctx):
+        if ctx.step >= 1:
+            raise Boom("deliberate failure in forward")
+        return ctx.images.mean((1, 2, 3))
+
+
+class FailingCheck(gis.LossTerm):
+    stages = ("shift",)
+
+    def check_models(self, generator, recommender):
+        raise ValueError("deliberate failure in check_models")
+
+    def forward(self, ctx):
+        return ctx.images.mean((1, 2, 3))
+
+
+class FailingTermsPlugin:
+    @gis.hookimpl
+    def register_losses(self, register):
+        register("fails-mid-run", lambda **kw: FailsMidRun())
+        register("failing-check", lambda **kw: FailingCheck())
+
+
+def test_a_third_party_plugins_exception_is_one_line_naming_it(tmp_path, monkeypatch):
+    """A plugin's code that raises during a run: one line naming the plugin, its module and
+    line, exit 1, no traceback, no output folder; GIS_DEBUG=1 lets the exception through.
+    gis's own code raising is still a traceback (its defect, for its report)."""
+    monkeypatch.delenv("GIS_DEBUG", raising=False)
+    name = gis.register_plugin(FailingTermsPlugin(), name="failing-terms")
+    try:
+        args = ["shift", "--random-latent", "--users", "u0001", "--steps", "3", "--n", "2",
+                "--quiet", "--loss", "fails-mid-run=1", "--out", str(tmp_path / "run")]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        line = FailsMidRun.forward.__code__.co_firstlineno + 2  # the raise
+        assert res.output.strip().splitlines() == [
+            f"Error: plugin 'failing-terms' (module {__name__}, line {line} in forward) raised "
+            "Boom: deliberate failure in forward. This is a defect of that plugin: report it "
+            "to its authors (GIS_DEBUG=1 shows the traceback)."]
+        assert not (tmp_path / "run").exists()
+        monkeypatch.setenv("GIS_DEBUG", "1")
+        res = CliRunner().invoke(cli, args)
+        assert isinstance(res.exception, Boom)
+        monkeypatch.delenv("GIS_DEBUG")
+        # check_models may refuse with GisUsageError only: anything else is the plugin's defect
+        res = CliRunner().invoke(cli, [*args[:-3], "failing-check=1", *args[-2:]])
+        assert res.exit_code == 1 and "plugin 'failing-terms'" in res.output
+        assert "ValueError: deliberate failure in check_models" in res.output
+        res = CliRunner().invoke(cli, ["plugins", "check", "failing-check"])
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        assert ("check_models(generator, recommender) raised ValueError: deliberate failure "
+                "in check_models; it must return None or raise GisUsageError") in res.output
+    finally:
+        gis.unregister_plugin(name)
+    assert plugins.plugin_in_traceback(RuntimeError("not raised")) is None
+
+
+def test_a_loss_plugin_is_checkable_without_the_builtin_losses(monkeypatch):
+    """`GIS_PLUGINS=myplugin gis plugins check ...`: the check's tiny context does not need
+    gis's own loss terms."""
+    class Mean(gis.LossTerm):
+        stages = ("invert", "shift")
+
+        def forward(self, ctx):
+            return ctx.images.mean((1, 2, 3))
+
+    class P:
+        @gis.hookimpl
+        def register_losses(self, register):
+            register("mean-brightness", lambda **kw: Mean())
+
+    monkeypatch.setenv("GIS_PLUGINS", "")
+    plugins.reload_plugins()
+    name = gis.register_plugin(P(), name="alone")
+    try:
+        assert [e.name for e in plugins.REGISTRIES["losses"]] == ["mean-brightness"]
+        res = CliRunner().invoke(cli, ["plugins", "check", "mean-brightness"])
+        assert res.exit_code == 0 and "FAILED" not in res.output, res.output
+    finally:
+        gis.unregister_plugin(name)
+        monkeypatch.delenv("GIS_PLUGINS")
+        plugins.reload_plugins()
+    assert "shift_ce" in [e.name for e in plugins.REGISTRIES["losses"]]
+
+
 def test_a_loss_term_must_name_known_stages():
     from gis.interfaces import LossTerm
 
