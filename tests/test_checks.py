@@ -389,6 +389,41 @@ def test_min_distance_sets_the_check_and_the_distinct_term(tmp_path):
                                          "realism": True}
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--loss-option", "distinct"], "--loss-option takes NAME.KEY=VALUE"),
+    (["--loss-option", "chroma_tv.margin=0.1"], "'chroma_tv' is not a term of the shifting "
+                                                "objective"),
+    (["--loss-option", "distinct.bogus=1"], "takes no option 'bogus'; its options: net, "
+                                            "threshold, reduction"),
+    (["--loss-option", "distinct.threshold=abc"], "option threshold takes a number"),
+    (["--loss-option", "distinct.reduction=max"], "reduction is one of pairs, nearest"),
+    (["--loss-option", "distinct.net=alex", "--loss-option", "distinct.net=vgg"],
+     "distinct.net given twice"),
+])
+def test_loss_options_on_the_command_line_are_checked(tmp_path, args, message):
+    from test_cli_shift import FEW, invoke
+
+    res = invoke("shift", "--random-latent", "--users", "u0001", "--out", tmp_path / "r",
+                 *args, *FEW)
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_loss_options_reach_the_term_and_the_record(tmp_path):
+    import json
+
+    from test_cli_shift import FEW, invoke
+
+    res = invoke("shift", "--random-latent", "--users", "u0001", "--out", tmp_path / "r",
+                 "--loss-option", "distinct.reduction=nearest", "--loss", "chroma_tv=1",
+                 "--loss-option", "chroma_tv.margin=0.1", *FEW)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert doc["settings"]["loss_options"] == {"realism": {"if_offered": True},
+                                               "distinct": {"reduction": "nearest"},
+                                               "chroma_tv": {"margin": 0.1}}
+
+
 # ---------------------------------------------------------------------------- category check
 
 

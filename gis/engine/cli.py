@@ -183,12 +183,17 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--users-file", type=click.Path(dir_okay=False), default=None,
               help="File with one user id per line (or a CSV whose first column is the id).")
 @click.option("--n-users", type=int, default=None, help="A random sample of N users (--seed).")
+@click.option("--loss-option", "loss_options", multiple=True, metavar="NAME.KEY=VALUE",
+              help="An option of a shifting term, repeatable: NAME.KEY=VALUE with VALUE a JSON "
+                   "scalar or text, e.g. --loss-option distinct.reduction=nearest (`gis "
+                   "plugins check NAME` and docs/ENGINE.md list a term's options).")
 @shift_settings_options
 @_latent_space_option
 @_common_model_options
 @factory_options("generator", "recommender", "dataset")
 def shift(generator_name, recommender_name, generator_checkpoint, recommender_checkpoint, item,
-          item_id, random_latent, data, users, users_file, n_users, recipe, category, n, eps,
+          item_id, random_latent, data, users, users_file, n_users, loss_options, recipe,
+          category, n, eps,
           steps, invert_steps, lr, lr_schedule, aggregation, temperature, top_k, losses, invert_losses,
           min_silhouette_iou, min_distance, no_realism_check, no_category_check, precision,
           latent_space, device,
@@ -199,7 +204,7 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
     (docs/OUTPUTS.md).
     """
     from . import commands
-    from .objective import parse_loss_weights
+    from .objective import parse_loss_options, parse_loss_weights
 
     if random_latent and (item or item_id):
         raise GisUsageError("--random-latent shifts a random latent: drop --item/--item-id")
@@ -216,7 +221,8 @@ def shift(generator_name, recommender_name, generator_checkpoint, recommender_ch
         shift_overrides=dict(recipe=recipe, n=n, eps=eps, steps=steps, lr=lr, precision=precision,
                              lr_schedule=lr_schedule,
                              aggregation=aggregation, temperature=temperature, top_k=top_k,
-                             losses=parse_loss_weights(losses), seed=seed),
+                             losses=parse_loss_weights(losses), seed=seed,
+                             loss_options=parse_loss_options(loss_options) or None),
         check_overrides=dict(min_silhouette_iou=min_silhouette_iou, min_distance=min_distance,
                              realism=False if no_realism_check else None,
                              category=False if no_category_check else None),

@@ -196,6 +196,7 @@ def shift_task_settings(invert_overrides: dict, shift_overrides: dict,
     from .checks import CheckSettings
     from .settings import invert_settings, shift_settings
 
+    given_options = dict(shift_overrides.get("loss_options") or {})
     min_distance = (check_overrides or {}).get("min_distance")
     if min_distance and min_distance != CheckSettings.min_distance:
         # the distinct term pushes pairs apart to the check's threshold; at the default (0.02,
@@ -204,6 +205,11 @@ def shift_task_settings(invert_overrides: dict, shift_overrides: dict,
             **(shift_overrides.get("loss_options") or {}),
             "distinct": {"threshold": float(min_distance)}}}
     s_shift = shift_settings(**shift_overrides)
+    unused = [name for name in given_options if name not in s_shift.losses]
+    if unused:
+        raise GisUsageError(f"--loss-option {unused[0]}.*: {unused[0]!r} is not a term of the "
+                            f"shifting objective ({', '.join(s_shift.losses)}); add it with "
+                            f"--loss {unused[0]}=WEIGHT")
     s_inv = invert_settings(shift_overrides.get("recipe") or "paper", **invert_overrides)
     s_check = CheckSettings(**{k: v for k, v in (check_overrides or {}).items()
                                if v is not None})

@@ -44,6 +44,30 @@ def parse_loss_weights(values: Iterable[str], option: str = "--loss") -> dict[st
     return out
 
 
+def parse_loss_options(values: Iterable[str], option: str = "--loss-option") -> dict[str, dict]:
+    """``["distinct.reduction=nearest", ...]`` (the CLI's repeatable ``--loss-option``) ->
+    ``{"distinct": {"reduction": "nearest"}}``; VALUE read as a JSON scalar, else kept as text
+    (``gis.cli_options.parse_key_values``).
+
+    Raises GisUsageError for an entry that is not NAME.KEY=VALUE or a key given twice. Names
+    and keys are checked later: a name must be a term of the objective, a key an option its
+    factory takes."""
+    from ..cli_options import parse_key_values
+
+    out: dict[str, dict] = {}
+    for text in values:
+        name, dot, rest = str(text).partition(".")
+        name = name.strip()
+        if not dot or not name or "=" in name:
+            raise GisUsageError(f"{option} takes NAME.KEY=VALUE (e.g. distinct.reduction="
+                                f"nearest), got {text!r}")
+        given = parse_key_values([rest], f"{option} {name}.")
+        if set(given) & set(out.get(name, {})):
+            raise GisUsageError(f"{option} {name}.{next(iter(given))} given twice")
+        out.setdefault(name, {}).update(given)
+    return out
+
+
 def merge_weights(base: Mapping[str, float], changes: Mapping[str, float] | None) -> dict:
     """``base`` with ``changes`` applied: new names join at the end, weight 0 drops a term."""
     if changes is not None and not isinstance(changes, Mapping):

@@ -24,14 +24,32 @@ from __future__ import annotations
 from gis.hookspecs import hookimpl
 
 
-def _term(class_name: str):
-    def factory(**options):
+class _Term:
+    """The factory of one term class of ``gis_losses.losses``, imported when first called.
+    Its signature is the class's (read lazily), so gis refuses an option the term does not
+    take, or a value that does not fit, in one line before building it."""
+
+    def __init__(self, class_name: str):
+        self.class_name = class_name
+        self.__name__ = f"build_{class_name}"
+
+    def _cls(self):
         from . import losses
 
-        return getattr(losses, class_name)(**options)
+        return getattr(losses, self.class_name)
 
-    factory.__name__ = f"build_{class_name}"
-    return factory
+    def __call__(self, **options):
+        return self._cls()(**options)
+
+    @property
+    def __signature__(self):
+        import inspect
+
+        return inspect.signature(self._cls(), eval_str=True)
+
+
+def _term(class_name: str) -> _Term:
+    return _Term(class_name)
 
 
 @hookimpl
