@@ -108,6 +108,9 @@ def main() -> None:
     p.add_argument("--recommender", default="dvbpr")
     p.add_argument("--second-recommender", default="dvbpr-robust")
     p.add_argument("--recipe", default="seller")
+    p.add_argument("--checks-now", action="store_true",
+                   help="the checks as gis runs them now, which may pick otherwise than the "
+                        "run did (else the run's pick must be reproduced)")
     a = p.parse_args()
 
     import gis
@@ -128,7 +131,8 @@ def main() -> None:
     stats: dict[str, dict] = {}
     ceilings = {"an acceptable eligible variant": 0, "an acceptable variant": 0}
     for row in rows:
-        run = recheck_saved(a.runs, row, gen, ref)
+        run = recheck_saved(a.runs, row, gen, ref, category_names=list(ds.category_names),
+                            verify=not a.checks_now)
         users = torch.tensor(run["users"])
         with torch.no_grad():
             per = [rec.score(rec.prepare(torch.cat([run["item"], run["variants"]]), (0.0, 1.0)),
@@ -140,9 +144,9 @@ def main() -> None:
                            per[1][1:].mean(1) - per[1][0].mean(), np.asarray(
                                run["distances"]["to_item"]), eligible)
         checked = max(eligible, key=scores.__getitem__) if eligible else None
-        if checked != row["checked_pick"]:
-            raise SystemExit(f"{row['item']}: best score picks {checked}, the run picked "
-                             f"{row['checked_pick']}")
+        if checked != run["checks"]["recommended"]:
+            raise SystemExit(f"{row['item']}: best score picks {checked}, the checks "
+                             f"{run['checks']['recommended']}")
         t = row["truth"]
         ok = [bool(t["realistic"][i] and t["keeps_category"][i] and t["vs_item"][i] > 0)
               for i in range(len(scores))]

@@ -127,7 +127,8 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
                   item=ds.image_tensor([item]), invert_settings=s_inv,
                   shift_settings=s_shift, catalogue_phi=world["catalogue_phi"],
                   labels=labels, terms=world["terms"].get(recipe),
-                  category_reference=world.get("category_reference"))
+                  category_reference=world.get("category_reference"),
+                  expected_category=ds.category_names[cat] if gen.num_classes else None)
     seconds = time.perf_counter() - t0
     res = run.result
     scores = res.scores["mean"]["variants"]
@@ -182,7 +183,8 @@ def run_one(world: dict, item: int, users: list[int], recipe: str, seed: int,
     return row
 
 
-def recheck_saved(runs: str | Path, row: dict, generator, category_reference) -> dict:
+def recheck_saved(runs: str | Path, row: dict, generator, category_reference, *,
+                  category_names: list[str] | None = None, verify: bool = True) -> dict:
     """A saved run (``--save-images``: RUNS/ITEM_RECIPE.npz) with its checks computed again,
     for re-evaluating checks or picks offline on the same variants (scripts/*_recheck.py).
 
@@ -190,9 +192,11 @@ def recheck_saved(runs: str | Path, row: dict, generator, category_reference) ->
     uint8 images), ``scores`` (n,) the run's optimised aggregation and ``item_score`` the real
     item's, ``users`` (the user rows),
     ``category`` (the item's index), ``distances`` (``variant_distances``: ``pairwise``,
-    ``to_item``) and ``checks`` (``check_variants`` with gis's default settings). Raises
-    SystemExit when the checks do not pick what the run picked (other checks, or images the
-    uint8 rounding changed too much to compare)."""
+    ``to_item``) and ``checks`` (``check_variants`` with gis's default settings; with a
+    class-conditional generator the variants must keep the item's class, by name from
+    ``category_names``, as `gis shift` asks). With ``verify``, raises SystemExit when the
+    checks do not pick what the run picked (other checks, or images the uint8 rounding
+    changed too much to compare)."""
     from ..engine.checks import check_variants
     from ..metrics.lpips_metric import variant_distances
 
@@ -202,10 +206,13 @@ def recheck_saved(runs: str | Path, row: dict, generator, category_reference) ->
     cat = int(z["category"])
     dist = variant_distances(var, base, item)
     labels = torch.tensor([cat]) if generator.num_classes else None
+    expected = (category_names[cat] if generator.num_classes and category_names is not None
+                else None)
     checks = check_variants(generator, var, base, torch.tensor(z["latents"]), scores,
                             dist["pairwise"], labels=labels, item01=item,
-                            to_reference=dist["to_item"], category_reference=category_reference)
-    if checks["recommended"] != row["checked_pick"]:
+                            to_reference=dist["to_item"], category_reference=category_reference,
+                            expected_category=expected)
+    if verify and checks["recommended"] != row["checked_pick"]:
         raise SystemExit(f"{row['item']}: the checks pick {checks['recommended']}, the run "
                          f"picked {row['checked_pick']}: not the same checks")
     return {"item": item, "base": base, "variants": var, "scores": scores,
