@@ -204,7 +204,9 @@ def test_a_registered_term_joins_the_objective_by_name_and_weight(models, terms_
     assert list(bright.history) == ["ce", "mae", "pref", "brightness-test", "total"]
     assert bright.settings.losses == {"shift_ce": 1.0, "shift_mae": 1.0, "preference": 1.0,
                                       "brightness-test": 20.0}
-    assert not torch.equal(bright.images, plain.images)
+    # (beside the paper's terms, 8 Adam steps on these shifts, most of them at the eps bound,
+    # move the images by float noise only, so "bright differs from plain" proved nothing; the
+    # term's pull is checked alone, and its part of the total below)
     alone = shift(z, torch.tensor([1]), gen, rec, lr=0.05, losses={
         "brightness-test": 1.0, "preference": 0, "shift_ce": 0, "shift_mae": 0}, **FEW)
     assert list(alone.history) == ["brightness-test", "total"]

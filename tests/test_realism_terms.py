@@ -279,8 +279,10 @@ def test_chroma_tv_is_zero_unless_a_variant_adds_colour_speckle():
     assert float(v.max() - v.min()) < term.margin
     # a patterned base is not flattened: the same speckle as the base costs nothing
     assert term(_ctx(_speckled(base), _unit_gen(), base_image=_speckled(base))).item() == 0
+    with pytest.raises(GisUsageError, match="option margin takes a number"):  # its signature
+        plugins.get_loss("chroma_tv", margin="abc")
     for bad in (dict(eps=0), dict(eps=float("inf")), dict(margin=float("inf")),
-                dict(margin="abc"), dict(margin=-0.1)):
+                dict(margin=-0.1)):
         with pytest.raises(GisUsageError, match="loss 'chroma_tv': margin is a finite number"):
             plugins.get_loss("chroma_tv", **bad)
 
