@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 
@@ -124,12 +123,10 @@ def recheck(ds, runs_dir: str, rows_glob: str) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from gis.evaluation.trust import recheck_parser
+
+    p = recheck_parser(__doc__, required=False)
     p.add_argument("--full-data", default=None, help="the full build (gis data build --full)")
-    p.add_argument("--runs", default=None, help="a trust run's --save-images folder")
-    p.add_argument("--rows", default=None, help="glob of that run's row files")
-    p.add_argument("--out", required=True)
     a = p.parse_args()
     from gis.data import load_dataset
     from gis.io import write_json

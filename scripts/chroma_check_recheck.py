@@ -20,10 +20,6 @@ the extra check passes.
 
 from __future__ import annotations
 
-import argparse
-import glob
-import json
-
 import numpy as np
 import torch
 
@@ -44,16 +40,14 @@ def pick_with_ceiling(checks: dict, chroma: list[float], scores: list[float],
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", required=True, help="a trust run's --save-images folder")
-    p.add_argument("--rows", required=True, help="glob of that run's row files")
-    p.add_argument("--out", required=True)
+    from gis.evaluation.trust import recheck_parser
+
+    p = recheck_parser(__doc__)
     a = p.parse_args()
 
     import gis
     from gis.data import load_dataset
-    from gis.evaluation.trust import recheck_saved
+    from gis.evaluation.trust import PickTally, recheck_saved, saved_rows
     from gis.io import write_json
     from gis.metrics.category import CategoryReference
     from gis.metrics.chroma import chroma_variation
@@ -62,12 +56,11 @@ def main() -> None:
     ds = load_dataset("fashion-colors")
     catalogue = chroma_variation((ds.image_tensor() + 1) / 2).double()
     ceilings = {q: float(torch.quantile(catalogue, q / 100)) for q in (90, 95, 99)}
-    rows = [r for f in sorted(glob.glob(a.rows)) for r in json.loads(open(f).read())["rows"]]
+    rows = saved_rows(a.rows)
     gen = gis.get_generator("progan")
     ref = CategoryReference.from_dataset(ds)
     rules = ["checks gis runs", *[f"+ chroma check, q = {q}" for q in ceilings]]
-    stats = {n: dict(runs=0, recommending=0, acceptable=0, true_gain=0.0, unrealistic=0,
-                     other_category=0, no_true_gain=0) for n in rules}
+    stats = {n: PickTally() for n in rules}
     passing = {q: {"truth_accepted": [], "truth_rejected": []} for q in ceilings}
     for row in rows:
         run = recheck_saved(a.runs, row, gen, ref)
@@ -82,27 +75,12 @@ def main() -> None:
             k = checks["recommended"] if n == rules[0] else pick_with_ceiling(
                 checks, chroma, scores, dist["pairwise"], ceilings[int(n.split("= ")[1])],
                 checks["settings"]["min_distance"])
-            s = stats[n]
-            s["runs"] += 1
-            if k is None:
-                continue
-            s["recommending"] += 1
-            real, same, gain = t["realistic"][k], t["keeps_category"][k], t["vs_item"][k]
-            good = real and same and gain > 0
-            s["acceptable"] += good
-            s["true_gain"] += gain if good else 0.0
-            s["unrealistic"] += not real
-            s["other_category"] += real and not same
-            s["no_true_gain"] += real and same and not gain > 0
+            stats[n].add(k, t)
     doc = {"command": "python scripts/chroma_check_recheck.py " + " ".join(
         f"--{k} {v}" for k, v in vars(a).items()), "torch": torch.__version__,
         "catalogue_ceilings": ceilings, "runs": len(rows), "rules": {}}
-    for n, s in stats.items():
-        r = s["runs"]
-        doc["rules"][n] = {**s, "share_runs_acceptable": s["acceptable"] / r,
-                           "share_runs_recommending": s["recommending"] / r,
-                           "precision": s["acceptable"] / max(s["recommending"], 1),
-                           "mean_true_gain": s["true_gain"] / r}
+    for n, tally in stats.items():
+        doc["rules"][n] = tally.summary()
         print(n, {k: round(v, 3) if isinstance(v, float) else v
                   for k, v in doc["rules"][n].items()}, flush=True)
     doc["variants_passing_the_chroma_check"] = {

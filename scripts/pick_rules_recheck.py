@@ -34,9 +34,6 @@ ceilings (runs with an acceptable eligible variant, and with any acceptable vari
 
 from __future__ import annotations
 
-import argparse
-import glob
-import json
 from collections.abc import Callable
 
 import numpy as np
@@ -83,27 +80,10 @@ def pick_rules(scores: np.ndarray, item_score: float, per_user: np.ndarray,
     return out
 
 
-def tally(stats: dict, k: int | None, truth: dict) -> None:
-    """Count one run's pick ``k`` into ``stats`` by the truth's verdict."""
-    stats["runs"] += 1
-    if k is None:
-        return
-    stats["recommending"] += 1
-    real, same, gain = truth["realistic"][k], truth["keeps_category"][k], truth["vs_item"][k]
-    good = bool(real and same and gain > 0)
-    stats["acceptable"] += good
-    stats["true_gain"] += gain if good else 0.0
-    stats["unrealistic"] += not real
-    stats["other_category"] += bool(real and not same)
-    stats["no_true_gain"] += bool(real and same and not gain > 0)
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", required=True, help="a trust run's --save-images folder")
-    p.add_argument("--rows", required=True, help="glob of that run's row files")
-    p.add_argument("--out", required=True)
+    from gis.evaluation.trust import recheck_parser
+
+    p = recheck_parser(__doc__)
     p.add_argument("--generator", default="progan")
     p.add_argument("--recommender", default="dvbpr")
     p.add_argument("--second-recommender", default="dvbpr-robust")
@@ -115,7 +95,7 @@ def main() -> None:
 
     import gis
     from gis.data import load_dataset
-    from gis.evaluation.trust import recheck_saved
+    from gis.evaluation.trust import PickTally, recheck_saved, saved_rows
     from gis.io import write_json
     from gis.metrics.category import CategoryReference
 
@@ -124,11 +104,10 @@ def main() -> None:
     gen = gis.get_generator(a.generator)
     recs = [gis.get_recommender(a.recommender), gis.get_recommender(a.second_recommender)]
     ref = CategoryReference.from_dataset(ds)
-    rows = [r for f in sorted(glob.glob(a.rows)) for r in json.loads(open(f).read())["rows"]
-            if r["recipe"] == a.recipe]
+    rows = saved_rows(a.rows, a.recipe)
     if not rows:
         raise SystemExit(f"no {a.recipe} rows in {a.rows}")
-    stats: dict[str, dict] = {}
+    stats: dict = {}
     ceilings = {"an acceptable eligible variant": 0, "an acceptable variant": 0}
     for row in rows:
         run = recheck_saved(a.runs, row, gen, ref, category_names=list(ds.category_names),
@@ -153,18 +132,13 @@ def main() -> None:
         ceilings["an acceptable eligible variant"] += any(ok[i] for i in eligible)
         ceilings["an acceptable variant"] += any(ok)
         for name, k in picks.items():
-            tally(stats.setdefault(name, dict(runs=0, recommending=0, acceptable=0,
-                                              true_gain=0.0, unrealistic=0, other_category=0,
-                                              no_true_gain=0)), k, t)
+            stats.setdefault(name, PickTally()).add(k, t)
     doc = {"command": "python scripts/pick_rules_recheck.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()),
         "torch": torch.__version__, "runs": len(rows), "ceilings": ceilings, "rules": {}}
-    for name, s in stats.items():
+    for name, tally in stats.items():
+        doc["rules"][name] = s = tally.summary()
         r = s["runs"]
-        doc["rules"][name] = {**s, "share_runs_acceptable": s["acceptable"] / r,
-                              "share_runs_recommending": s["recommending"] / r,
-                              "precision": s["acceptable"] / max(s["recommending"], 1),
-                              "mean_true_gain": s["true_gain"] / r}
         print(f"{name[:45]:45s} acceptable {s['acceptable']:3d}/{r}  recommending "
               f"{s['recommending']:3d}  unrealistic {s['unrealistic']:2d}  other category "
               f"{s['other_category']:2d}  no true gain {s['no_true_gain']:2d}  mean true gain "

@@ -220,6 +220,57 @@ def recheck_saved(runs: str | Path, row: dict, generator, category_reference, *,
             "users": z["users"].tolist(), "distances": dist, "checks": checks}
 
 
+def recheck_parser(description: str, *, required: bool = True) -> argparse.ArgumentParser:
+    """The command line of an offline re-check of saved trust runs (scripts/*_recheck.py,
+    scripts/category_check_calibration.py): ``--runs`` (a trust run's --save-images folder),
+    ``--rows`` (a glob of that run's row files), ``--out``."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", required=required, help="a trust run's --save-images folder")
+    p.add_argument("--rows", required=required, help="glob of that run's row files")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def saved_rows(pattern: str, recipe: str | None = None) -> list[dict]:
+    """The rows of the trust files matching glob ``pattern`` (of ``recipe`` when given)."""
+    import glob
+
+    return [r for f in sorted(glob.glob(pattern)) for r in json.loads(Path(f).read_text())["rows"]
+            if recipe is None or r["recipe"] == recipe]
+
+
+class PickTally:
+    """What a pick rule's recommendations were by the truth, over many re-checked runs
+    (scripts/*_recheck.py): ``add(k, truth)`` per run (``k`` the pick, None = keep the item;
+    ``truth`` a row's ``truth``), ``summary()`` the counts and shares."""
+
+    def __init__(self) -> None:
+        self.counts = dict(runs=0, recommending=0, acceptable=0, true_gain=0.0, unrealistic=0,
+                           other_category=0, no_true_gain=0)
+
+    def add(self, k: int | None, truth: dict) -> None:
+        c = self.counts
+        c["runs"] += 1
+        if k is None:
+            return
+        c["recommending"] += 1
+        real, same, gain = truth["realistic"][k], truth["keeps_category"][k], truth["vs_item"][k]
+        good = bool(real and same and gain > 0)
+        c["acceptable"] += good
+        c["true_gain"] += gain if good else 0.0
+        c["unrealistic"] += not real
+        c["other_category"] += bool(real and not same)
+        c["no_true_gain"] += bool(real and same and not gain > 0)
+
+    def summary(self) -> dict:
+        c, r = self.counts, max(self.counts["runs"], 1)
+        return {**c, "share_runs_acceptable": c["acceptable"] / r,
+                "share_runs_recommending": c["recommending"] / r,
+                "precision": c["acceptable"] / max(c["recommending"], 1),
+                "mean_true_gain": c["true_gain"] / r}
+
+
 def _acceptable_gain(row: dict) -> float:
     """The true gain a seller gets from a row's recommendation: 0 when the item is kept, or
     the pick is unrealistic or leaves the category (recomputed from the row's truth)."""
