@@ -95,6 +95,7 @@ def test_distinct_nearest_reduction_weighs_each_variants_nearest_neighbour():
 def test_seller_recipe_has_distinct_and_realism_where_offered():
     s = shift_settings("seller")
     assert s.losses["distinct"] > 0 and s.loss_options["realism"] == {"if_offered": True}
+    assert s.loss_options["distinct"] == {"reduction": "nearest"}
     # an override of another option keeps the recipe's own
     t = shift_settings("seller", loss_options={"realism": {"kind": "latent-prior"}})
     assert t.loss_options["realism"] == {"if_offered": True, "kind": "latent-prior"}
@@ -383,7 +384,8 @@ def test_min_distance_sets_the_check_and_the_distinct_term(tmp_path):
                  "--min-silhouette-iou", "0.7", *FEW)
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "r" / "result.json").read_text())
-    assert doc["settings"]["loss_options"]["distinct"] == {"threshold": 0.05}
+    assert doc["settings"]["loss_options"]["distinct"] == {"reduction": "nearest",
+                                                           "threshold": 0.05}
     assert doc["checks"]["settings"] == {"min_silhouette_iou": 0.7, "min_distance": 0.05,
                                          "category": True,
                                          "realism": True}
@@ -415,12 +417,12 @@ def test_loss_options_reach_the_term_and_the_record(tmp_path):
     from test_cli_shift import FEW, invoke
 
     res = invoke("shift", "--random-latent", "--users", "u0001", "--out", tmp_path / "r",
-                 "--loss-option", "distinct.reduction=nearest", "--loss", "chroma_tv=1",
+                 "--loss-option", "distinct.reduction=pairs", "--loss", "chroma_tv=1",
                  "--loss-option", "chroma_tv.margin=0.1", *FEW)
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "r" / "result.json").read_text())
     assert doc["settings"]["loss_options"] == {"realism": {"if_offered": True},
-                                               "distinct": {"reduction": "nearest"},
+                                               "distinct": {"reduction": "pairs"},
                                                "chroma_tv": {"margin": 0.1}}
 
 

@@ -30,8 +30,9 @@ PAPER_SHIFT_LOSSES = {"shift_ce": 1.0, "shift_mae": 1.0, "preference": 1.0}
 #: measurements (docs/ENGINE.md, "The seller recipe")
 SELLER_SHIFT_LOSSES = {**PAPER_SHIFT_LOSSES, "realism": 1.0, "identity": 1.0,
                        "silhouette": 3.0, "distinct": 1.0}
-#: the seller recipe's term options: realism only where the generator offers one (else 0)
-SELLER_SHIFT_OPTIONS = {"realism": {"if_offered": True}}
+#: the seller recipe's term options: realism only where the generator offers one (else 0);
+#: distinct pushes each variant from its nearest neighbour (docs/ENGINE.md, "Distinct variants")
+SELLER_SHIFT_OPTIONS = {"realism": {"if_offered": True}, "distinct": {"reduction": "nearest"}}
 #: learning-rate schedules of both loops: "constant" (the paper) or "cosine" (annealed from
 #: ``lr`` to 0 over the steps, torch.optim.lr_scheduler.CosineAnnealingLR)
 LR_SCHEDULES = ("constant", "cosine")
