@@ -10,7 +10,7 @@ import click
 
 from ..errors import GisUsageError
 from .manifest import TARGETS, BatchTask, read_manifest, tasks_for_items
-from .runner import BatchState, ModelSpec, Outcome, execute, load_catalogue
+from .runner import BatchState, ModelSpec, Outcome, execute, finished_tasks, load_catalogue
 from .summary import rows, write_index, write_summary_csv
 
 
@@ -95,7 +95,7 @@ def batch_command(*, manifest, items, target, segments_file, generator, recommen
                         catalogue=loaded.pop() if loaded else None,
                         batch_target=_batch_target(target))
     except KeyboardInterrupt:
-        done = len(_finished(out))
+        done = len(finished_tasks(out))
         click.echo(f"{done} of {len(tasks)} tasks are done in {out}: run the same command "
                    "again to finish the rest", err=True)
         raise
@@ -125,10 +125,6 @@ def _batch_target(target: dict) -> dict:
 def _abs(path):
     return None if path is None else str(Path(path).resolve())
 
-
-def _finished(out: Path) -> list[Path]:
-    return [p for p in (out / "tasks").glob("*/result.json")] if (out / "tasks").is_dir() \
-        else []
 
 
 def _header(spec: ModelSpec, options: dict, tasks: list[BatchTask], ray_address):
