@@ -109,6 +109,7 @@ def test_existing_output_folder_is_refused(shift_run):
     (["--users", "u0001", "--generator", "dvbpr-gan", "--category", "Hat"],
      "unknown category 'Hat'"),
     (["--users", "u0001", "--loss", "nope=1"], "unknown loss 'nope'; available: "),
+    (["--users", "u0001", "--loss", "distnct=0"], "unknown loss 'distnct'; available: "),
     (["--users", "u0001", "--loss", "mse=1"],
      "loss 'mse' cannot join the shifting objective: it is made for inversion"),
     (["--users", "u0001", "--invert-loss", "lpips=0", "--invert-loss", "mse=0"],

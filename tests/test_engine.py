@@ -240,6 +240,10 @@ def test_broken_terms_are_named(models, terms_plugin):
         shift(z, torch.tensor([1]), gen, rec, losses={"pref-again-test": 1.0}, **FAST)
     with pytest.raises(UnknownLossError, match="unknown loss 'nope'; available: .*identity"):
         shift(z, torch.tensor([1]), gen, rec, losses={"nope": 1.0}, **FAST)
+    # a misspelt name is refused at weight 0 too (it used to be dropped silently, leaving
+    # the term it meant to switch off on)
+    with pytest.raises(UnknownLossError, match="unknown loss 'ce'; available: .*shift_ce"):
+        shift(z, torch.tensor([1]), gen, rec, losses={"ce": 0}, **FAST)
 
 
 def test_engine_leaves_the_global_rng_alone(models):

@@ -90,20 +90,28 @@ def test_shift_runs_exactly_its_steps_in_either_precision(precision):
     torch.testing.assert_close(res.images, gen.to_unit(gen.synthesize(res.latents)))
 
 
-@pytest.mark.usefixtures("one_torch_thread")
-def test_bfloat16_shift_follows_the_float32_one_closely():
-    """Same seed: the bfloat16 loop takes nearly the float32 loop's path on a smooth model
-    (its gain within 10 %: not another optimisation). One thread: with two, a loaded machine
-    changed the bfloat16 kernels' work split, and the chaotic loop's path with it."""
+@pytest.mark.parametrize("seed", [0, 3, 4])
+def test_bfloat16_shift_follows_the_float32_one_closely(seed):
+    """Same seed, preference term only: the bfloat16 loop takes the float32 loop's path (gain
+    within 3 %, every shift's direction within cosine 0.98: not another optimisation).
+
+    Measured on a CPU without native bfloat16 (emulated), seeds 0-7: gains within 1.2 %,
+    cosines >= 0.994. The shift predictor's terms are left out on purpose: they read the
+    differences between variants, which bfloat16 quantises, and they draw a random shift per
+    step, so with them the path is chaotic in either precision (float32 with one thread
+    against two already differs; docs/ENGINE.md); their precision is covered by
+    test_shift_runs_exactly_its_steps_in_either_precision and the trust measurements."""
     gen, rec = TinyGenerator(), ColourRecommender()
-    z = normalise_rows(torch.randn(1, 16, generator=torch.Generator().manual_seed(3)))
+    z = normalise_rows(torch.randn(1, 16, generator=torch.Generator().manual_seed(seed)))
     out = {p: shift(z, torch.arange(5), gen, rec, steps=30, n=3, lr=0.05, seed=0,
-                    precision=p) for p in ("float32", "bfloat16")}
+                    losses={"shift_ce": 0, "shift_mae": 0}, precision=p)
+           for p in ("float32", "bfloat16")}
+    assert out["bfloat16"].settings.precision == "bfloat16"
     g32, g16 = (np.mean(out[p].gains()) for p in ("float32", "bfloat16"))
-    assert g32 > 0
-    # (the shifts themselves differ: the loop is chaotic at float32 resolution already,
-    # docs/ENGINE.md; what must hold is the outcome)
-    assert abs(g16 - g32) < 0.1 * abs(g32)
+    assert g32 > 0.5  # the loop did raise the score: the comparison is not between no-ops
+    assert abs(g16 - g32) < 0.03 * g32
+    d32, d16 = (out[p].latents.flatten(1) - z for p in ("float32", "bfloat16"))
+    assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.98
 
 
 def test_invert_records_the_precision_that_ran():

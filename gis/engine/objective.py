@@ -69,10 +69,19 @@ def parse_loss_options(values: Iterable[str], option: str = "--loss-option") -> 
 
 
 def merge_weights(base: Mapping[str, float], changes: Mapping[str, float] | None) -> dict:
-    """``base`` with ``changes`` applied: new names join at the end, weight 0 drops a term."""
+    """``base`` with ``changes`` applied: new names join at the end, weight 0 drops a term.
+
+    Raises UnknownLossError (a GisUsageError) for a name in ``changes`` that is neither in
+    ``base`` nor registered, whatever its weight.
+    """
     if changes is not None and not isinstance(changes, Mapping):
         raise GisUsageError(f"losses must map loss names to weights, e.g. {{'identity': 0.3}} "
                             f"(got {type(changes).__name__})")
+    from .. import plugins
+
+    for name in changes or {}:
+        if name not in base:
+            plugins.losses.get(name)  # a misspelt name fails, even with weight 0 (UnknownLossError)
     merged = {**base, **(changes or {})}
     return {k: float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else v
             for k, v in merged.items() if v != 0}  # other values fail check_weights
