@@ -401,6 +401,41 @@ def test_settings_that_restate_the_recipe_are_the_same_batch(tmp_path):
         read_out(out, definition(ModelSpec(), {"steps": 2}, [changed]))
 
 
+def test_a_changed_recipe_definition_is_another_batch(tmp_path, monkeypatch):
+    """batch.json records each recipe the batch runs as this gis defines it: a later gis
+    whose seller recipe changed refuses to resume (one batch never mixes two versions of a
+    recipe); a task's own recipe is recorded too; a batch.json without the record resumes."""
+    from gis.batch.manifest import BatchTask
+    from gis.batch.runner import ModelSpec, create_out, definition, read_out
+    from gis.engine import settings as settings_mod
+
+    task = BatchTask(id="0001-a", line=0, item_id="train-00024")
+    paper = BatchTask(id="0002-p", line=0, item_id="train-00027", settings={"recipe": "paper"})
+    defn = definition(ModelSpec(), {"steps": 2}, [task, paper])
+    assert set(defn["recipes"]) == {"seller", "paper"}
+    assert defn["recipes"]["seller"]["shift"]["loss_options"]["distinct"]["reduction"] == \
+        "nearest"
+    out = tmp_path / "out"
+    create_out(out, defn)
+    (out / "tasks" / task.id).mkdir(parents=True)
+    (out / "tasks" / task.id / "result.json").write_text("{}")
+    assert read_out(out, definition(ModelSpec(), {"steps": 2}, [task, paper])).done == {task.id}
+    seller = settings_mod.RECIPES["seller"]
+    changed = {**seller, "loss_options": {**seller["loss_options"],
+                                          "distinct": {**seller["loss_options"]["distinct"],
+                                                       "reduction": "pairs"}}}
+    monkeypatch.setitem(settings_mod.RECIPES, "seller", changed)
+    with pytest.raises(GisUsageError, match=r"started under another definition of recipe "
+                       r"'seller' \(shift\.loss_options\.distinct\.reduction: \"nearest\" -> "
+                       r"\"pairs\"\): resume it with the gis version that started it"):
+        read_out(out, definition(ModelSpec(), {"steps": 2}, [task, paper]))
+    # a batch.json written before gis recorded the recipes resumes under the current ones
+    old = json.loads((out / "batch.json").read_text())
+    old.pop("recipes")
+    (out / "batch.json").write_text(json.dumps(old))
+    assert read_out(out, definition(ModelSpec(), {"steps": 2}, [task, paper])).done == {task.id}
+
+
 def test_items_load_the_recommender_once(tmp_path, monkeypatch):
     import gis.plugins
 

@@ -2,8 +2,8 @@
 
 Layout of the output folder (docs/BATCH.md):
 
-    OUT/batch.json           what the batch is (models, settings, tasks): a run again with the
-                             same definition resumes; another definition is refused
+    OUT/batch.json           what the batch is (models, settings, recipes, tasks): a run again
+                             with the same definition resumes; another definition is refused
     OUT/tasks/ID/            one `gis shift --out` folder per finished task, byte for byte what
                              `gis shift` writes for the same task and seed (docs/OUTPUTS.md)
     OUT/failed/ID.json       a failed task: its one-line error (and the traceback of an
@@ -426,7 +426,29 @@ def definition(spec: ModelSpec, options: dict, tasks: list[BatchTask]) -> dict:
         if d.get("users_file"):
             d["users_file_sha256"] = _sha256_of(d["users_file"])
         jobs.append(d)
-    return {"format": FORMAT, "models": asdict(spec), "options": options, "tasks": jobs}
+    return {"format": FORMAT, "models": asdict(spec), "options": options, "tasks": jobs,
+            "recipes": recipe_definitions(options, tasks)}
+
+
+def recipe_definitions(options: dict, tasks: list[BatchTask]) -> dict:
+    """Each recipe the batch runs (its own and its tasks'), as this gis defines it: every
+    setting of the three loops with no override (``gis.engine.commands.shift_task_settings``).
+    Recorded in batch.json so that a batch started under one definition of a recipe is not
+    resumed under another (a later gis that changed a recipe's default would mix two recipes
+    in one batch). An unknown recipe is left out: the task is refused later with its own
+    message."""
+    from ..engine.commands import shift_task_settings
+
+    names = {options.get("recipe") or "seller"}
+    names |= {t.settings["recipe"] for t in tasks if t.settings.get("recipe")}
+    recipes = {}
+    for name in sorted(names):
+        try:
+            settings = shift_task_settings({}, {"recipe": name})
+        except GisUsageError:
+            continue
+        recipes[name] = json.loads(json.dumps(asdict(settings)))
+    return recipes
 
 
 def canonical_options(options: dict, base: dict | None = None,
@@ -587,6 +609,14 @@ def _first_difference(old, new, where: str = "") -> str:
 def _check_same_batch(out: Path, old: dict, new: dict) -> None:
     """The models and the batch-wide settings must be those ``out`` was started with; tasks
     may be added, and those not finished may change (``read_out`` checks the finished ones)."""
+    old_recipes, new_recipes = old.get("recipes") or {}, new.get("recipes") or {}
+    for name in sorted(set(old_recipes) & set(new_recipes)):  # (a batch.json before gis
+        if old_recipes[name] != new_recipes[name]:            # recorded them: none to compare)
+            raise GisUsageError(
+                f"--out {out} was started under another definition of recipe {name!r} "
+                f"({_first_difference(old_recipes[name], new_recipes[name])}): resume it with "
+                "the gis version that started it (batch.json's \"recipes\" records that "
+                "definition), or choose another --out")
     for key in ("format", "models", "options"):
         if key == "options" and isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
             new = {**new, key: _unhashed(old[key], new[key])}
