@@ -300,7 +300,21 @@ def test_impossible_settings_fail_before_any_output(tmp_path):
     manifest.write_text(f"item,n_users,n\n{ITEMS[0]},2,0\n")
     res = invoke("batch", "--manifest", manifest, "--out", tmp_path / "out", *FEW[:-3])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
-    assert f"manifest line 2, task 0001-{ITEMS[0]}: n must be an integer from 2" in res.output
+    assert f"{manifest}, line 2, task 0001-{ITEMS[0]}: n must be an integer from 2" in \
+        res.output.replace("\n", "")
+    assert not (tmp_path / "out").exists()
+    # a manifest row's unknown segment names the file and line too
+    manifest.write_text(f"item,segment\n{ITEMS[0]},category:Nope\n")
+    res = invoke("batch", "--manifest", manifest, "--out", tmp_path / "out", *FEW)
+    assert res.exit_code == 2 and f"{manifest}, line 2, task 0001-{ITEMS[0]}: unknown " \
+        "segment 'category:Nope'" in res.output.replace("\n", ""), res.output
+    assert not (tmp_path / "out").exists()
+    # --loss-option reaches every task, and a misspelt term is refused before any output
+    manifest.write_text(f"item,n_users\n{ITEMS[0]},2\n")
+    res = invoke("batch", "--manifest", manifest, "--out", tmp_path / "out",
+                 "--loss-option", "distnct.reduction=pairs", *FEW)
+    assert res.exit_code == 2 and "'distnct' is not a term of the shifting objective" in \
+        res.output.replace("\n", ""), res.output
     assert not (tmp_path / "out").exists()
     # the command line's own impossible setting is not blamed on a manifest line
     manifest.write_text(f"item,n_users\n{ITEMS[0]},2\n")
@@ -434,6 +448,19 @@ def test_a_changed_recipe_definition_is_another_batch(tmp_path, monkeypatch):
     old.pop("recipes")
     (out / "batch.json").write_text(json.dumps(old))
     assert read_out(out, definition(ModelSpec(), {"steps": 2}, [task, paper])).done == {task.id}
+
+
+def test_loss_option_reaches_every_task(tmp_path):
+    """`gis batch --loss-option` is `gis shift --loss-option` for every task (result.json
+    records it), and batch.json keeps it among the batch-wide options."""
+    out = tmp_path / "out"
+    res = invoke("batch", "--items", 1, "--n-users", 2, "--out", out, "--workers", 1,
+                 "--loss-option", "distinct.reduction=pairs", *FEW)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "tasks" / f"0001-{ITEMS[0]}" / "result.json").read_text())
+    assert doc["settings"]["loss_options"]["distinct"]["reduction"] == "pairs"
+    assert json.loads((out / "batch.json").read_text())["options"]["loss_options"] == [
+        "distinct.reduction=pairs"]
 
 
 def test_items_load_the_recommender_once(tmp_path, monkeypatch):

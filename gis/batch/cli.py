@@ -83,7 +83,7 @@ def default_workers() -> int:
 def batch(manifest, items, users, users_file, segment, n_users, segments_file, generator_name,
           recommender_name, generator_checkpoint, recommender_checkpoint, data, recipe,
           category, n, eps, steps, invert_steps, lr, lr_schedule, aggregation, temperature,
-          top_k, losses, invert_losses, min_silhouette_iou, min_distance, no_realism_check,
+          top_k, losses, loss_options, invert_losses, min_silhouette_iou, min_distance, no_realism_check,
           no_category_check, precision, latent_space, seed, device, trust, out, workers, threads, ray_address,
           quiet):
     """Shift many items for their targets: one `gis shift` folder per task.
@@ -105,7 +105,8 @@ def batch(manifest, items, users, users_file, segment, n_users, segments_file, g
     options = {k: v for k, v in dict(
         recipe=recipe, category=category, n=n, eps=eps, steps=steps, invert_steps=invert_steps,
         lr=lr, lr_schedule=lr_schedule, aggregation=aggregation, temperature=temperature,
-        top_k=top_k, losses=list(losses), invert_losses=list(invert_losses),
+        top_k=top_k, losses=list(losses), loss_options=list(loss_options),
+        invert_losses=list(invert_losses),
         min_silhouette_iou=min_silhouette_iou, min_distance=min_distance,
         no_realism_check=no_realism_check or None,
         no_category_check=no_category_check or None, precision=precision, seed=seed).items()

@@ -62,6 +62,7 @@ class BatchTask:
     segment: str | None = None
     n_users: int | None = None
     settings: dict = field(default_factory=dict)
+    manifest: str | None = None  # the manifest file it came from, as given (None for --items)
 
     @property
     def item(self) -> str:
@@ -84,6 +85,7 @@ class BatchTask:
     def as_json(self) -> dict:
         d = asdict(self)
         d.pop("line")
+        d.pop("manifest")  # where a task was defined is not what it is
         if d["users"] is not None:
             d["users"] = list(d["users"])
         return {k: v for k, v in d.items() if v not in (None, {})}
@@ -214,7 +216,7 @@ def _task(path: Path, line: int, k: int, row: dict) -> BatchTask:
     return BatchTask(id=tid, line=line, item_id=item_id, image=image,
                      image_as_given=image_as_given, users=users,
                      users_file=users_file, segment=segment, n_users=n_users,
-                     settings=settings)
+                     settings=settings, manifest=str(path))
 
 
 def _existing(base: Path, value, where: str, what: str) -> str:

@@ -79,13 +79,14 @@ class Outcome:
 #: the batch/task options ``shift_overrides`` turns into `gis shift` settings
 SHIFT_OPTIONS = ("seed", "invert_steps", "precision", "lr_schedule", "invert_losses", "recipe",
                  "n", "eps", "steps", "lr", "aggregation", "temperature", "top_k", "losses",
+                 "loss_options",
                  "min_silhouette_iou", "min_distance", "no_realism_check", "no_category_check")
 
 
 def shift_overrides(options: dict) -> tuple[dict, dict, dict]:
     """(invert, shift, check) overrides of `gis shift` from merged batch/task options (the
     names of ``gis.batch.manifest.SETTINGS``; missing ones take the recipe's value)."""
-    from ..engine.objective import parse_loss_weights
+    from ..engine.objective import parse_loss_options, parse_loss_weights
 
     seed = options.get("seed", 0)
     invert = dict(steps=options.get("invert_steps"), seed=seed,
@@ -96,7 +97,9 @@ def shift_overrides(options: dict) -> tuple[dict, dict, dict]:
                  precision=options.get("precision"), lr_schedule=options.get("lr_schedule"),
                  aggregation=options.get("aggregation"),
                  temperature=options.get("temperature"), top_k=options.get("top_k"),
-                 losses=parse_loss_weights(options.get("losses", ())), seed=seed)
+                 losses=parse_loss_weights(options.get("losses", ())),
+                 loss_options=parse_loss_options(options.get("loss_options", ())) or None,
+                 seed=seed)
     check = dict(min_silhouette_iou=options.get("min_silhouette_iou"),
                  min_distance=options.get("min_distance"),
                  realism=False if options.get("no_realism_check") else None,
@@ -742,13 +745,19 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
         resolve_targets(worker.rec, users=batch_target.get("users"),
                         users_file=batch_target.get("users_file"))
     for t in todo:  # every task's settings and segment checked before the first one runs
+        where = (f"{t.manifest or 'manifest'}, line {t.line}, task {t.id}" if t.line
+                 else f"task {t.id}")
         try:
             worker.settings(t)
         except GisUsageError as exc:
-            where = f"manifest line {t.line}, task {t.id}" if t.line else f"task {t.id}"
             raise GisUsageError(f"{where}: {exc}") from None
         if t.segment is not None:
-            resolve_segment(t.segment, segments)
+            try:
+                resolve_segment(t.segment, segments)
+            except GisUsageError as exc:
+                if not t.line:  # --segment of the command line: the command's error
+                    raise
+                raise GisUsageError(f"{where}: {exc}") from None
     if ray_address is not None:
         ray_preflight(ray_address)
     create_out(out, defn)

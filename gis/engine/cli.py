@@ -109,6 +109,11 @@ def shift_settings_options(f):
                      help=_LOSS_HELP.format(what="shifting", default=_weights(_S.losses))
                      + " (the seller recipe's). E.g. --loss silhouette=0 lets the variants "
                        "change the item's shape."),
+        click.option("--loss-option", "loss_options", multiple=True, metavar="NAME.KEY=VALUE",
+                     help="An option of a shifting term, repeatable: NAME.KEY=VALUE with VALUE "
+                          "a JSON scalar or text, e.g. --loss-option distinct.reduction=pairs "
+                          "(`gis plugins check NAME` and docs/ENGINE.md list a term's "
+                          "options)."),
         click.option("--invert-loss", "invert_losses", multiple=True, metavar="NAME=WEIGHT",
                      help=_LOSS_HELP.format(what="inversion", default=_weights(_I.losses))),
         click.option("--min-silhouette-iou", type=float, default=None,
@@ -183,18 +188,15 @@ def invert(generator_name, generator_checkpoint, item, item_id, data, steps, res
 @click.option("--users-file", type=click.Path(dir_okay=False), default=None,
               help="File with one user id per line (or a CSV whose first column is the id).")
 @click.option("--n-users", type=int, default=None, help="A random sample of N users (--seed).")
-@click.option("--loss-option", "loss_options", multiple=True, metavar="NAME.KEY=VALUE",
-              help="An option of a shifting term, repeatable: NAME.KEY=VALUE with VALUE a JSON "
-                   "scalar or text, e.g. --loss-option distinct.reduction=nearest (`gis "
-                   "plugins check NAME` and docs/ENGINE.md list a term's options).")
 @shift_settings_options
 @_latent_space_option
 @_common_model_options
 @factory_options("generator", "recommender", "dataset")
 def shift(generator_name, recommender_name, generator_checkpoint, recommender_checkpoint, item,
-          item_id, random_latent, data, users, users_file, n_users, loss_options, recipe,
+          item_id, random_latent, data, users, users_file, n_users, recipe,
           category, n, eps,
-          steps, invert_steps, lr, lr_schedule, aggregation, temperature, top_k, losses, invert_losses,
+          steps, invert_steps, lr, lr_schedule, aggregation, temperature, top_k, losses,
+          loss_options, invert_losses,
           min_silhouette_iou, min_distance, no_realism_check, no_category_check, precision,
           latent_space, device,
           trust, out, overwrite, quiet, seed):
