@@ -196,6 +196,12 @@ class Checks:
     distinct: dict[str, Any] = field(default_factory=dict)
     """``min_distance`` and per variant ``near_copy_of`` (the better variant it nearly
     copies, or None); ``note`` when not run."""
+    base: dict[str, Any] | None = None
+    """With an item: whether the base image G(z*), where every variant starts, is still the
+    item by the identity and category checks' measures: ``silhouette_iou`` with the item,
+    ``category`` (its voted category; None when the category check did not run),
+    ``faithful`` and ``reasons`` (why not). None without an item, and in records written
+    before gis checked the base."""
 
     _NAMES = (("realism", "realism"), ("identity", "identity"), ("category", "category"),
               ("distinct", "distinctness"))

@@ -521,6 +521,46 @@ def test_category_check_of_a_conditional_generator_compares_with_the_class_asked
                                          "the catalogue's categories (trouser, bag)")
 
 
+def test_a_base_that_is_not_the_item_is_reported_in_the_record_summary_and_report():
+    """checks.base: the base image G(z*) (where every variant starts) judged against the item
+    with the identity and category checks' own measures; a base that became another product
+    is a WARNING in the summary and a callout in the report."""
+    from gis.record import Checks
+    from gis.report.summary import base_warning
+
+    ref, _ = _bar_catalogue()
+    item = _bar(True, (0.2, 0.2, 0.2))  # a trouser
+    v = torch.cat([_bar(True, (0.1, 0.2, 0.9)), _bar(True, (0.9, 0.6, 0.1))])
+    kw = dict(item01=item, category_reference=ref,
+              settings=CheckSettings(min_silhouette_iou=0.6, min_distance=0.0))
+    same = check_variants(TinyGenerator(), v, item, torch.zeros(2, 16), [1.0, 2.0], None, **kw)
+    assert same["base"] == {"silhouette_iou": pytest.approx(1.0), "category": "trouser",
+                            "faithful": True, "reasons": []}
+    assert base_warning(same["base"]) == ""
+    bag = _bar(False, (0.2, 0.2, 0.2))  # the inversion turned the trouser into a bag
+    off = check_variants(TinyGenerator(), v, bag, torch.zeros(2, 16), [1.0, 2.0], None, **kw)
+    b = off["base"]
+    assert b["category"] == "bag" and not b["faithful"] and b["silhouette_iou"] < 0.6
+    assert b["reasons"] == [f"its silhouette IoU with the item is {b['silhouette_iou']:.2f} "
+                            "< 0.60", "its shape votes 'bag', the item's 'trouser'"]
+    assert Checks(**off).base == b  # the record keeps it
+    # the variants' own checks are unchanged: they are judged against the item
+    assert off["passed"] == same["passed"] == [True, True]
+    result = SimpleNamespace(optimised="mean", images=v,
+                             scores={"mean": {"base": [0.0], "variants": [1.0, 2.0]}},
+                             gains=lambda: [1.0, 2.0])
+    run = SimpleNamespace(result=result, item_scores={"mean": 0.5}, distances={}, checks=off)
+    line = shift_summary(run, n_users=3).split("\n")[2]
+    assert line.startswith("  WARNING: the base G(z), the generator's closest image to the "
+                           "item and where every variant starts, is not the item (its "
+                           "silhouette IoU with the item is")
+    assert "this generator cannot reproduce the item well" in line
+    # without an item there is nothing to compare the base with
+    none = check_variants(TinyGenerator(), v, bag, torch.zeros(2, 16), [1.0, 2.0], None,
+                          category_reference=ref, settings=kw["settings"])
+    assert none["base"] is None and base_warning(None) == ""
+
+
 def test_gis_shift_runs_the_category_check_against_the_catalogue(small_shift_run):
     import json
 

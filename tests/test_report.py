@@ -275,6 +275,25 @@ def test_run_without_ranks_or_history(shift_run, tmp_path):
     assert format_score(strip_doc["scores"]["variants"][0][agg], agg) in text
 
 
+def test_a_base_that_is_not_the_item_is_a_callout(shift_run, tmp_path):
+    """checks.base not faithful: the page says, above everything but the recommendation, that
+    the variants start from another product; a faithful base (or a record written before gis
+    checked the base) says nothing."""
+    plain = Page(write_report(copy_run(shift_run, tmp_path / "plain")).read_text("utf-8"))
+    assert "base-warning" not in plain.ids
+    run = copy_run(shift_run, tmp_path / "run")
+    edit_result(run, lambda d: d["checks"].update(base={
+        "silhouette_iou": 0.41, "category": "Bag", "faithful": False,
+        "reasons": ["its silhouette IoU with the item is 0.41 < 0.60",
+                    "its shape votes 'Bag', the item's 'Pullover'"]}))
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "base-warning" in Page(text).ids
+    assert ("The variants start from another product.</strong> The base G(z), the "
+            "generator&#39;s closest image to the item") in text
+    assert "its shape votes &#39;Bag&#39;, the item&#39;s &#39;Pullover&#39;" in text
+    assert text.index('id="base-warning"') > text.index('id="recommended"')
+
+
 def test_text_from_result_json_is_escaped(shift_run, tmp_path):
     run = copy_run(shift_run, tmp_path / "run")
     evil = '<script>alert("x")</script>'

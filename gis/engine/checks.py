@@ -118,6 +118,34 @@ def _category(reference: CategoryReference | None, images01: torch.Tensor,
             "passed": [c == ref for c in cats], "note": None}
 
 
+def _base_fidelity(base01: torch.Tensor, item01: torch.Tensor | None, category: dict,
+                   reference: CategoryReference | None, settings: CheckSettings) -> dict | None:
+    """Whether the base image G(z*) (the inversion's closest image to the item, where every
+    variant starts) is still the item, by the identity and category checks' own measures:
+    its silhouette IoU with the item and its voted category against the variants' reference
+    category. None without an item (the base is then the reference itself)."""
+    from ..metrics.silhouette import soft_iou
+
+    if item01 is None:
+        return None
+    with torch.no_grad():
+        iou = float(soft_iou(base01.float().cpu(), item01.float().cpu())[0])
+    reasons = []
+    if iou < settings.min_silhouette_iou:
+        reasons.append(f"its silhouette IoU with the item is {iou:.2f} < "
+                       f"{settings.min_silhouette_iou:.2f}")
+    voted = None
+    if category.get("passed") is not None and reference is not None:
+        cats, _ = reference.votes(base01.float().cpu())
+        voted = reference.names[int(cats[0])]
+        if voted != category["reference"]:
+            whose = ("the class asked for is" if category["of"] == CLASS_ASKED_FOR
+                     else f"the {category['of']}'s")
+            reasons.append(f"its shape votes {voted!r}, {whose} {category['reference']!r}")
+    return {"silhouette_iou": iou, "category": voted, "faithful": not reasons,
+            "reasons": reasons}
+
+
 def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.Tensor,
                    latents: torch.Tensor, scores: list[float], pairwise: list[list[float]] | None,
                    *, labels: torch.Tensor | None = None, item01: torch.Tensor | None = None,
@@ -137,7 +165,8 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
     class a conditional generator was asked for (e.g. ``--category``): the variants must vote
     for it (None: for the item's, else the base's, voted category). Returns a dict
     (``ShiftRecord.checks``): ``settings``, ``realism``, ``identity``, ``category``,
-    ``distinct``, per variant ``passed`` (bool) and
+    ``distinct``, ``base`` (with an item: whether the base image is still the item by the
+    same measures, ``_base_fidelity``; else None), per variant ``passed`` (bool) and
     ``reasons`` (why it fails, empty when it passes), and ``recommended`` (the index of the
     best-scoring variant that passes, or None when none does).
     """
@@ -192,7 +221,8 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
                               f"{settings.min_distance:.3f})")
     passed = [not r for r in reasons]
     recommended = next((i for i in order if passed[i]), None)
-    return {"settings": asdict(settings), "realism": realism,
+    base = _base_fidelity(base01, item01, category, category_reference, settings)
+    return {"settings": asdict(settings), "realism": realism, "base": base,
             "identity": {"metric": "silhouette soft IoU to the "
                                    + ("item" if item01 is not None else "base image"),
                          "min": settings.min_silhouette_iou, "values": iou,

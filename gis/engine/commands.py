@@ -360,6 +360,7 @@ def shift_summary(run, *, n_users: int) -> str:
     """What `gis shift` prints: the recommended variant (the best-scoring one that passes the
     checks, gis.engine.checks), the others with the reason they are not, and distinctness."""
     from ..report import smallest_gaining_change
+    from ..report.summary import base_warning
 
     res = run.result
     agg, n = res.optimised, len(res.images)
@@ -382,6 +383,9 @@ def shift_summary(run, *, n_users: int) -> str:
     lines = [f"{n} variants for {n_users} target user(s), aggregation {agg}:",
              f"  base G(z) score {base:.3f}" + (f", real item {ref:.3f}" if ref is not None
                                                  else "")]
+    warning = base_warning(checks.get("base"))
+    if warning:
+        lines.append(f"  WARNING: {warning}")
     unchecked = (checks.get("realism") or {}).get("passed") is None
     keep = ": keep the item" if ref is not None else ""
     if rec is None:

@@ -218,6 +218,7 @@ def render_report(run: Run) -> str:
         recommended=_image(*images[f"variant_{s.best:02d}.png"]),
         recommendation=sm.recommendation(s), headline=sm.headline(s),
         checks_sentence=sm.checks_sentence(s),
+        base_warning=sm.base_warning(s.checks.base if s.checks is not None else None),
         beats_reference=sm.beats_reference(s), figures=_figures(s, images),
         base_size=images["base.png"][1], rows=_rows(s),
         rank_ref="item" if (r and r.ref_key == "item") else "base",

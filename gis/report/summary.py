@@ -305,6 +305,16 @@ def checks_sentence(s: Summary) -> str:
             f"\"Checks\"): {listed}.")
 
 
+def base_warning(base: dict | None) -> str:
+    """The warning of a run whose base image is not the item (``checks.base``), or ""."""
+    if not base or base.get("faithful", True):
+        return ""
+    return ("the base G(z), the generator's closest image to the item and where every "
+            f"variant starts, is not the item ({'; '.join(base['reasons'])}): the variants "
+            "vary another product, and this generator cannot reproduce the item well "
+            "(docs/ENGINE.md, \"Checks\")")
+
+
 def headline(s: Summary) -> str:
     """The callout's bold line: the recommended variant, or, when no variant passes the checks
     or none beats the reference, that (for an item: keep it)."""
