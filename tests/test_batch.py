@@ -214,6 +214,7 @@ def test_summary_csv_matches_the_records(batch_run):
         cat = rec.checks.category["passed"]
         assert cat is not None and r["same_category"] == f"{sum(cat)}/{len(cat)}"
         assert float(r["inversion_lpips"]) == pytest.approx(rec.inversion.lpips_vgg, abs=1e-6)
+        assert r["base_is_item"] == str(rec.checks.base["faithful"])
         if s.recommended is None:
             assert r["recommended_variant"] == "" and r["beats_reference"] == "False"
             continue
@@ -721,6 +722,21 @@ def test_index_page_text(batch_run):
         row = row[:row.index("</tr>")]
         # a variant is shown as the recommendation only when it beats the item
         assert ("keep the item" in row) == (r["beats_reference"] != "True")
+        # a task whose base is not the item says so beside the inversion's LPIPS
+        assert ("base-not-item" in row) == (r["base_is_item"] == "False")
+
+
+def test_index_marks_a_task_whose_base_is_not_the_item(tmp_path):
+    from gis.batch.summary import COLUMNS, write_index
+
+    row = {c: "" for c in COLUMNS}
+    row.update(task="0001-x", item="x", status="done", recommended_variant="",
+               beats_reference=False, inversion_lpips=0.31, base_is_item=False, seconds=1.0)
+    html = write_index(tmp_path, [row, {**row, "task": "0002-y", "base_is_item": True}],
+                       title="t", header=[], pending=0).read_text()
+    first, second = html.split('id="task-0002-y"')
+    assert "base-not-item" in first and "not the item" in first
+    assert "base-not-item" not in second
 
 
 @pytest.mark.chromium

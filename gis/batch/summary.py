@@ -42,7 +42,8 @@ from .manifest import BatchTask
 COLUMNS = ("task", "item", "category", "target", "n_users", "status", "recommended_variant",
            "best_gain", "reference", "aggregation", "beats_reference", "realistic", "same_item",
            "same_category", "distinct", "passing", "median_rank_reference", "median_rank_recommended",
-           "rank_change", "lpips_to_reference", "inversion_lpips", "seconds", "error")
+           "rank_change", "lpips_to_reference", "inversion_lpips", "base_is_item", "seconds",
+           "error")
 
 
 def _count(flags) -> str:
@@ -86,6 +87,9 @@ def task_row(task: BatchTask, folder: Path, seed: int = 0) -> dict:
             row["lpips_to_reference"] = round(s.dist.change[k], 6)
     else:
         row["beats_reference"] = False
+    base = checks.base if checks is not None else None
+    if base is not None:
+        row["base_is_item"] = bool(base.get("faithful"))
     inv = record.inversion
     if inv is not None and finite(inv.lpips_vgg):
         row["inversion_lpips"] = round(inv.lpips_vgg, 6)
