@@ -337,13 +337,28 @@ def _check_replaceable(out: Path) -> None:
                             f"{advice}")
 
 
+#: how a pickle-based file starts: a zip archive (torch.save since 1.6), a pickle of protocol
+#: 2+ (legacy torch.save, pickle.dump), protocol 0/1 ("(" or "}" or "]"), a .npy file
+_PICKLE_BASED_MAGIC = (b"PK\x03\x04", b"\x80", b"(", b"}", b"]", b"\x93NUMPY")
+
+
 def require_trust(path: str | os.PathLike, *, trust: bool, what: str, hint: str = "") -> None:
     """The check before loading a pickle-based file: unpickling runs code chosen by whoever
     wrote the file, so it happens only with the user's explicit ``trust``.
 
     ``what`` names the file's kind ("DVBPR data file", "ProGAN checkpoint"); ``hint`` is an
     alternative to offer ("convert it to a .safetensors file"). Raises UntrustedFileError
-    (one line naming ``--trust``) when ``trust`` is false."""
+    (one line naming ``--trust``) when ``trust`` is false, and GisUsageError when the file is
+    not a pickle-based file at all (neither a zip archive as torch.save writes, nor a pickle,
+    nor a .npy): no user is asked to trust a file that cannot be one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise GisUsageError(f"cannot read {path} ({exc.strerror or exc})") from None
+    if not head.startswith(_PICKLE_BASED_MAGIC):
+        raise GisUsageError(f"{path} is not a {what}: it is neither a torch.save file (zip or "
+                            f"pickle) nor a .npy file (it starts with {head!r})")
     if not trust:
         alt = f", or {hint}" if hint else ""
         raise UntrustedFileError(

@@ -90,12 +90,31 @@ def test_output_folder_check(tmp_path):
     assert check_output_folder(tmp_path, resume=True) == tmp_path
 
 
-def test_trust_check():
-    require_trust("x.pt", trust=True, what="ProGAN checkpoint")
+def test_trust_check(tmp_path):
+    x = tmp_path / "x.pt"
+    torch.save({"w": torch.zeros(2)}, x)
+    require_trust(x, trust=True, what="ProGAN checkpoint")
     with pytest.raises(UntrustedFileError, match=r"x.pt is a pickle-based ProGAN checkpoint: "
                        r"loading it can run arbitrary code. Pass --trust .* or convert it"):
-        require_trust("x.pt", trust=False, what="ProGAN checkpoint",
+        require_trust(x, trust=False, what="ProGAN checkpoint",
                       hint="convert it to a .safetensors file")
+    # a legacy (pickle) torch.save file and a .npy are pickle-based too
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": 1}, legacy, _use_new_zipfile_serialization=False)
+    npy = tmp_path / "d.npy"
+    np.save(npy, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for f in (legacy, npy):
+        with pytest.raises(UntrustedFileError):
+            require_trust(f, trust=False, what="checkpoint")
+    # a file that cannot be one is named as such, trusted or not: nobody is asked to trust it
+    junk = tmp_path / "x.jpg"
+    junk.write_bytes(bytes([0xE9, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06]))
+    for trust in (False, True):
+        with pytest.raises(GisUsageError, match=r"x.jpg is not a ProGAN checkpoint: it is "
+                           r"neither a torch.save file \(zip or pickle\) nor a .npy file"):
+            require_trust(junk, trust=trust, what="ProGAN checkpoint")
+    with pytest.raises(GisUsageError, match="cannot read .*missing.pt"):
+        require_trust(tmp_path / "missing.pt", trust=True, what="ProGAN checkpoint")
 
 
 def test_json_encoder(tmp_path):

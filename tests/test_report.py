@@ -211,6 +211,10 @@ def _damage(kind, run):
         edit_result(run, lambda d: d["scores"].update(variants=[]))
     elif kind == "invert folder":
         edit_result(run, lambda d: d.update(command="invert"))
+    elif kind == "foreign result.json":
+        edit_result(run, lambda d: d.update(format="mine"))
+    elif kind == "newer result.json":
+        edit_result(run, lambda d: d.update(format="gis-shift/2"))
     elif kind == "short distances":
         edit_result(run, lambda d: d["distances"].update(to_base=[0.1]))
 
@@ -226,6 +230,11 @@ def _damage(kind, run):
     ("no variants", "no scores.variants"),
     ("invert folder", "output of `gis invert`, not of `gis shift`"),
     ("short distances", "distances does not match the variants"),
+    ("foreign result.json", "result.json is not a gis shift record (format 'mine'): gis "
+                            "report needs a `gis shift ... --out RUN_DIR` folder"),
+    ("newer result.json", "result.json was written by another gis version (format "
+                          "'gis-shift/2'; this gis reads 'gis-shift/1'): report it with the "
+                          "gis that wrote it"),
 ])
 def test_bad_run_folder_is_a_one_line_error(shift_run, tmp_path, kind, message):
     run = copy_run(shift_run, tmp_path / "run")

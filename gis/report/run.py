@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GisUsageError
-from ..record import RecordError, ShiftRecord
+from ..record import FORMAT, RecordError, ShiftRecord
 
 
 @dataclass
@@ -61,6 +61,13 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     if command not in (None, "shift"):
         raise GisUsageError(f"RUN_DIR {run_dir} holds the output of `gis {command}`, not of "
                             f"`gis shift`: gis report needs a `gis shift ... --out RUN_DIR` folder")
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if fmt is not None and not str(fmt).startswith("gis-shift/"):
+        raise GisUsageError(f"{path} is not a gis shift record (format {fmt!r}): gis report "
+                            "needs a `gis shift ... --out RUN_DIR` folder")
+    if fmt is not None and fmt != FORMAT:
+        raise GisUsageError(f"{path} was written by another gis version (format {fmt!r}; this "
+                            f"gis reads {FORMAT!r}): report it with the gis that wrote it")
     try:
         record = ShiftRecord.from_json(doc)
     except RecordError as exc:
