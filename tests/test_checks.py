@@ -202,6 +202,11 @@ def test_summary_names_the_recommended_variant_and_why_others_are_not():
     run = SimpleNamespace(result=result, item_scores={}, distances=dist, checks=checks)
     text = shift_summary(run, n_users=3)
     assert "recommended variant #2: 3.000 (+2.000 vs the base" in text
+    # with a real item, the gains are stated against it, as in grid.png and the report
+    with_item = SimpleNamespace(result=result, item_scores={"mean": 0.5}, distances=dist,
+                                checks=checks)
+    assert "recommended variant #2: 3.000 (+2.500 vs the item" in shift_summary(with_item,
+                                                                               n_users=3)
     assert "highest score #3: 5.000" in text and "shape changed" in text
     assert "    #0: unrealistic" in text and "    #1: near-copy of #2" in text
     checks["recommended"], checks["passed"] = None, [False] * 4

@@ -377,8 +377,11 @@ def shift_summary(run, *, n_users: int) -> str:
     rec = checks.get("recommended") if checks else max(range(n), key=lambda i: scores[i])
 
     def describe(i: int) -> str:
+        # the gain against the real item when there is one, as grid.png and the report show
+        # it (and as the recommendation is decided); else against the base image G(z)
         moved = f", LPIPS {change[i]:.3f} from the {ref_name}" if change else ""
-        return f"#{i}: {scores[i]:.3f} ({gains[i]:+.3f} vs the base{moved})"
+        gain, vs = (scores[i] - ref, "item") if ref is not None else (gains[i], "base")
+        return f"#{i}: {scores[i]:.3f} ({gain:+.3f} vs the {vs}{moved})"
 
     lines = [f"{n} variants for {n_users} target user(s), aggregation {agg}:",
              f"  base G(z) score {base:.3f}" + (f", real item {ref:.3f}" if ref is not None
