@@ -106,6 +106,8 @@ def test_manifest_csv_and_jsonl(tmp_path):
     ("id,item\n" + "a" * 121 + ",1\n", "is 121 characters long: at most 120"),
     ("item,n\n1,3.5\n", "n must be a whole number (got '3.5')"),
     ("item\n", "holds no task"),
+    ('item,users\n1,u1\n"unterminated,u0002\n2,u3\n', "line 4: unexpected end of data (a "
+                                                       "quote left open?)"),
 ])
 def test_manifest_errors_name_the_line(tmp_path, text, message):
     path = tmp_path / "m.csv"

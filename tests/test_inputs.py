@@ -134,6 +134,14 @@ def test_users_file_and_tolerant_user_ids(tmp_path):
                   + f"{NFD},3\r\n".encode())
     assert read_user_file(f) == ["007", "Café", NFC]
     assert read_id_list(f, what="ids") == ["User_ID", "007", "Café", NFC]  # no header names
+    # a quote left open is an error naming the line (strict CSV), in a table as in a list
+    open_quote = tmp_path / "open.csv"
+    open_quote.write_text('user_id,item_id\nu1,i1\n"u2,i2\nu3,i3\n')
+    for read in (lambda: read_id_list(open_quote, what="ids"),
+                 lambda: read_table(open_quote, ("user_id", "item_id"))):
+        with pytest.raises(GisUsageError, match=r"open.csv, line 4: unexpected end of data "
+                                                r"\(a quote left open\?\)"):
+            read()
 
     class Users(Recommender):
         user_ids = ["7", NFC, "u0001"]

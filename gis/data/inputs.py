@@ -122,8 +122,10 @@ def read_table(path: str | Path, required: Sequence[str], *, what: str = "CSV fi
     """
     text = read_text(path, what=what)
     first = next((line for line in text.splitlines() if line.strip()), "")
+    # strict: a quote left open (or text right after a closing quote) is an error naming the
+    # line, not a cell that swallows the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_separator(first), strict=True)
     try:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_separator(first))
         header: list[str] | None = None
         rows: list[tuple[int, dict[str, str]]] = []
         for cells in reader:
@@ -140,7 +142,8 @@ def read_table(path: str | Path, required: Sequence[str], *, what: str = "CSV fi
             values = {h: normalize_id(v) for h, v in zip(header, cells, strict=False) if h}
             rows.append((reader.line_num, {h: values.get(h, "") for h in header if h}))
     except csv.Error as exc:
-        raise GisUsageError(f"cannot read {what} {path}: {exc}") from None
+        raise GisUsageError(f"cannot read {what} {path}, line {reader.line_num}: {exc} (a "
+                            "quote left open?)") from None
     if header is None:
         raise GisUsageError(f"{path} is empty: the header must name {', '.join(required)}")
     return rows
@@ -158,8 +161,9 @@ def read_id_list(path: str | Path, *, header_names: Iterable[str] = (),
     names = {_column(h) for h in header_names}
     ids: list[str] = []
     first_line = True
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
     try:
-        for cells in csv.reader(io.StringIO(text, newline=""), delimiter=sep):
+        for cells in reader:
             first = normalize_id(cells[0]) if cells else ""
             if not first or first.startswith("#"):
                 continue
@@ -167,7 +171,8 @@ def read_id_list(path: str | Path, *, header_names: Iterable[str] = (),
                 ids.append(first)
             first_line = False
     except csv.Error as exc:
-        raise GisUsageError(f"cannot read {what} {path}: {exc}") from None
+        raise GisUsageError(f"cannot read {what} {path}, line {reader.line_num}: {exc} (a "
+                            "quote left open?)") from None
     return ids
 
 
