@@ -118,6 +118,14 @@ def _category(reference: CategoryReference | None, images01: torch.Tensor,
             "passed": [c == ref for c in cats], "note": None}
 
 
+def _reference_phrase(category: dict) -> str:
+    """The category the variants must keep, in words: "the item's 'Coat'", "the class asked
+    for is 'Bag'" (a category check's record that ran)."""
+    whose = ("the class asked for is" if category["of"] == CLASS_ASKED_FOR
+             else f"the {category['of']}'s")
+    return f"{whose} {category['reference']!r}"
+
+
 def _base_fidelity(base01: torch.Tensor, item01: torch.Tensor | None, category: dict,
                    reference: CategoryReference | None, settings: CheckSettings) -> dict | None:
     """Whether the base image G(z*) (the inversion's closest image to the item, where every
@@ -139,9 +147,7 @@ def _base_fidelity(base01: torch.Tensor, item01: torch.Tensor | None, category: 
         cats, _ = reference.votes(base01.float().cpu())
         voted = reference.names[int(cats[0])]
         if voted != category["reference"]:
-            whose = ("the class asked for is" if category["of"] == CLASS_ASKED_FOR
-                     else f"the {category['of']}'s")
-            reasons.append(f"its shape votes {voted!r}, {whose} {category['reference']!r}")
+            reasons.append(f"its shape votes {voted!r}, {_reference_phrase(category)}")
     return {"silhouette_iou": iou, "category": voted, "faithful": not reasons,
             "reasons": reasons}
 
@@ -197,9 +203,8 @@ def check_variants(generator: Generator, images01: torch.Tensor, base01: torch.T
             why.append(f"shape changed (silhouette IoU {iou[i]:.2f} < "
                        f"{settings.min_silhouette_iou:.2f})")
         if category["passed"] is not None and not category["passed"][i]:
-            why.append(f"category changed (shape votes {category['values'][i]!r}, the "
-                       f"{category['of']}" + (" is" if category["of"] == CLASS_ASKED_FOR
-                                              else "'s") + f" {category['reference']!r})")
+            why.append(f"category changed (shape votes {category['values'][i]!r}, "
+                       f"{_reference_phrase(category)})")
         if to_reference is not None and to_reference[i] < settings.min_distance:
             why.append(f"no visible change (LPIPS {to_reference[i]:.4f} to the "
                        f"{'item' if item01 is not None else 'base'} < "
