@@ -30,11 +30,18 @@ class GisGroup(click.Group):
             ctx.exit(exc.exit_code)
 
     def invoke(self, ctx):
-        from .interrupts import describe, exit_status, stop_signals_raise
+        from .interrupts import describe, exit_status, interrupt_behind, stop_signals_raise
 
         try:
-            with stop_signals_raise():  # SIGTERM/SIGHUP clean up like Ctrl-C (gis.interrupts)
-                return super().invoke(ctx)
+            try:
+                with stop_signals_raise():  # SIGTERM/SIGHUP clean up like Ctrl-C (gis.interrupts)
+                    return super().invoke(ctx)
+            except Exception as exc:  # an error that a stop signal caused is that stop
+                stop = interrupt_behind(exc)
+                if stop is None or isinstance(exc, click.exceptions.Exit):
+                    raise
+                click.echo(describe(stop), err=True)
+                ctx.exit(exit_status(stop))
         except GisError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["STOP_SIGNALS", "StopRequest", "Stopped", "deferred_stop", "describe",
-           "exit_status", "stop_signals_raise"]
+           "exit_status", "interrupt_behind", "stop_signals_raise"]
 
 #: the signals that ask a process to stop and that gis turns into a clean stop
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -132,6 +132,23 @@ def deferred_stop(on_request: Callable[[StopRequest], None] | None = None
         _restore(previous)
     if request.signum is not None:
         signal.raise_signal(request.signum)
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The stop behind ``exc``: ``exc`` itself when it is a ``KeyboardInterrupt`` (or
+    :class:`Stopped`), else the first one in its chain of causes (``__cause__``, then
+    ``__context__``); ``None`` when no stop signal is behind it.
+
+    A signal that arrives while Python initialises a C extension module surfaces as
+    ``ImportError: initialization failed`` raised from the ``KeyboardInterrupt`` (matplotlib's
+    ``_path`` imported lazily by a report, seen in CI): that is Ctrl-C too, not a defect."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ if exc.__cause__ is not None else exc.__context__
+    return None
 
 
 def exit_status(exc: BaseException) -> int:

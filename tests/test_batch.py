@@ -649,6 +649,26 @@ def test_ctrl_c_on_a_pool_leaves_no_leaked_semaphores(tmp_path):
     assert "leaked" not in output and "Traceback" not in output, output
 
 
+def test_ctrl_c_that_surfaces_as_another_error_is_still_a_stop(tmp_path, monkeypatch):
+    """SIGINT while Python initialises a C extension (matplotlib's, imported lazily by a
+    task's report) surfaces as ``ImportError: initialization failed`` raised from the
+    KeyboardInterrupt (seen in CI): still exit 130, the resume hint, no traceback."""
+    import gis.batch.commands as commands
+
+    def interrupted_import(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise ImportError("initialization failed") from exc
+
+    monkeypatch.setattr(commands, "execute", interrupted_import)
+    res = invoke("batch", "--items", 2, "--users", "u0001", "--out", tmp_path / "out", *FEW)
+    assert res.exit_code == 130, res.output
+    assert "run the same command again to finish the rest" in res.output
+    assert res.output.strip().splitlines()[-1] == "Interrupted (SIGINT).", res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

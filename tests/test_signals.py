@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from gis.cli import cli
-from gis.interrupts import Stopped, deferred_stop, stop_signals_raise
+from gis.interrupts import Stopped, deferred_stop, interrupt_behind, stop_signals_raise
 from gis.io import atomic_folder, atomic_path, remove_stale_partials, removed_if_left_empty
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GIS_THREADS": "1"}
@@ -80,6 +80,40 @@ def test_sigterm_raises_inside_gis_and_is_restored_after():
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, old)
+
+
+def _raised(exc: BaseException, cause: BaseException | None = None,
+            implicit: bool = False) -> BaseException:
+    """``exc`` as Python leaves it after ``raise exc from cause`` (or, ``implicit``, raised
+    while handling ``cause``)."""
+    try:
+        try:
+            raise cause if cause is not None else exc
+        except BaseException:
+            if cause is None:
+                raise
+            if implicit:
+                raise exc  # noqa: B904 (the implicit __context__ is what is tested)
+            raise exc from cause
+    except BaseException as caught:
+        return caught
+
+
+def test_interrupt_behind_finds_the_stop_in_an_errors_chain():
+    assert interrupt_behind(ValueError("x")) is None
+    ki = KeyboardInterrupt()
+    assert interrupt_behind(ki) is ki
+    err = _raised(ImportError("initialization failed"), ki)
+    assert interrupt_behind(err) is ki
+    stop = Stopped(signal.SIGTERM)
+    found = interrupt_behind(_raised(OSError("write"), stop, implicit=True))
+    assert found is stop and found.signum == signal.SIGTERM
+    plain = _raised(RuntimeError("a"), ValueError("b"))
+    assert interrupt_behind(plain) is None
+    looped = ValueError("loop")
+    looped.__context__ = RuntimeError("back")
+    looped.__context__.__context__ = looped  # a cycle ends the walk
+    assert interrupt_behind(looped) is None
 
 
 def test_a_deferred_stop_acts_when_the_block_ends_and_a_second_at_once():

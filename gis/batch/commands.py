@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import GisUsageError
+from ..interrupts import interrupt_behind
 from .manifest import TARGETS, BatchTask, read_manifest, tasks_for_items
 from .runner import BatchState, ModelSpec, Outcome, execute, finished_tasks, load_catalogue
 from .summary import rows, write_index, write_summary_csv
@@ -94,7 +95,9 @@ def batch_command(*, manifest, items, target, segments_file, generator, recommen
                         progress=progress, on_outcome=report,
                         catalogue=loaded.pop() if loaded else None,
                         batch_target=_batch_target(target))
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if interrupt_behind(exc) is None:
+            raise
         done = len(finished_tasks(out))
         click.echo(f"{done} of {len(tasks)} tasks are done in {out}: run the same command "
                    "again to finish the rest", err=True)
