@@ -19,7 +19,12 @@ Loading policy (``load_image``, ``decode_image``):
    composited onto white; 16-bit and 32-bit greyscale (``I;16*``, ``I``) and float (``F``)
    images are scaled to 8 bits (see ``_to_rgb``); CMYK, YCbCr, LAB, HSV, 1-bit and L go
    through PIL's conversion.
-4. The image is fitted inside a ``size`` x ``size`` square keeping its aspect ratio (Lanczos)
+4. An image to be fitted (``size`` given) must depict something a square can show: at least
+   ``MIN_FIT_SIDE`` pixels on its longer side (a 1x1 or 4x4 icon holds no product) and at most
+   ``MAX_FIT_ASPECT``:1 (a 4000x20 strip fitted into a square is a line on white). Anything
+   else is a BadImageError saying to crop or pad it; a catalogue folder skips such images with
+   its usual warning.
+5. The image is fitted inside a ``size`` x ``size`` square keeping its aspect ratio (Lanczos)
    and centred on a white canvas, i.e. padded with white to a square (the look of a product
    photo), then scaled to ``[low, high] = value_range``.
 """
@@ -48,6 +53,11 @@ MAX_PIXELS = 89_478_485
 MAX_SOURCE_PIXELS = 2 * MAX_PIXELS
 #: Pillow formats whose files are not pictures or that Pillow only identifies (no decoder)
 _NOT_PICTURES = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "IPTC"})
+#: fewest pixels on an image's longer side for it to be fitted into a square (an item image)
+MIN_FIT_SIDE = 8
+#: widest aspect ratio (longer side / shorter side) of an image fitted into a square: at 8:1
+#: a 32-pixel generator still sees the product 4 pixels across
+MAX_FIT_ASPECT = 8.0
 #: background used for padding and for compositing transparent images
 WHITE = (255, 255, 255)
 
@@ -82,13 +92,33 @@ def _too_large(what: str, w: int, h: int, limit: int, fmt: str | None, why: str)
                "scale"))
 
 
+def _check_fit(what: str, w: int, h: int) -> None:
+    """BadImageError unless a w x h image can be fitted into a square and still show a
+    product (``MIN_FIT_SIDE``, ``MAX_FIT_ASPECT``)."""
+    if max(w, h) < MIN_FIT_SIDE:
+        raise BadImageError(f"image too small: {what} is {w}x{h} pixels; an item image needs "
+                            f"at least {MIN_FIT_SIDE} pixels on its longer side (use the "
+                            "product photo, not an icon or a placeholder)")
+    aspect = max(w, h) / min(w, h)
+    if aspect > MAX_FIT_ASPECT:
+        side = "wide" if w > h else "tall"
+        across = "height" if w > h else "width"
+        raise BadImageError(f"image too {side}: {what} is {w}x{h} pixels ({aspect:.3g}:1), "
+                            f"fitted into a square it would fill 1/{aspect:.3g} of its {across}; "
+                            f"crop it to the product, or pad it to at most "
+                            f"{MAX_FIT_ASPECT:.0f}:1")
+
+
 def open_image(source: PathOrBytes, *, draft: int | None = None) -> Image.Image:
     """Open, check and fully decode an image (first frame), returning it in its own mode.
 
-    ``source`` is a path or the encoded bytes. ``draft`` (pixels) lets a JPEG decode at 1/2,
-    1/4 or 1/8 scale while its longer side stays at least ``draft`` pixels (module docstring).
+    ``source`` is a path or the encoded bytes. ``draft`` (pixels): the side of the square the
+    image will be fitted into; a JPEG then decodes at 1/2, 1/4 or 1/8 scale while its longer
+    side stays at least ``draft`` pixels, and the image must have the proportions a square can
+    show (``MIN_FIT_SIDE``, ``MAX_FIT_ASPECT``; module docstring).
     Raises BadImageError for a missing file, data that is not an image, a file declaring more
-    than ``MAX_SOURCE_PIXELS``, more than ``MAX_PIXELS`` to decode, or corrupt/truncated data.
+    than ``MAX_SOURCE_PIXELS``, more than ``MAX_PIXELS`` to decode, an image to fit that is too
+    small or too elongated, or corrupt/truncated data.
     """
     what = _describe(source)
     if isinstance(source, bytes | bytearray | memoryview):
@@ -132,6 +162,8 @@ def open_image(source: PathOrBytes, *, draft: int | None = None) -> Image.Image:
                 if dw * dh > MAX_PIXELS:
                     raise BadImageError(_too_large(what, w, h, MAX_PIXELS, img.format,
                                                    "gis decodes at most"))
+                if draft is not None:
+                    _check_fit(what, w, h)
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
             except (OSError, SyntaxError, ValueError, EOFError, IndexError,

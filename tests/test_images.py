@@ -13,8 +13,10 @@ from PIL import Image
 
 from gis.errors import BadImageError
 from gis.images import (
+    MAX_FIT_ASPECT,
     MAX_PIXELS,
     MAX_SOURCE_PIXELS,
+    MIN_FIT_SIDE,
     decode_image,
     load_image,
     make_grid,
@@ -184,6 +186,28 @@ def test_huge_dimensions_refused_before_decoding(tmp_path, width, height, limit)
         side = int(msg.split("at most ")[-1].split(" pixels")[0])
         assert side * side * min(width, height) / max(width, height) <= MAX_PIXELS
         assert (side + 1) ** 2 * min(width, height) / max(width, height) > MAX_PIXELS * 0.999
+
+
+@pytest.mark.parametrize("width,height,what", [
+    (1, 1, "too small"), (7, 3, "too small"), (4000, 20, "too wide"), (20, 200, "too tall"),
+])
+def test_an_item_image_that_cannot_show_a_product_is_refused(tmp_path, width, height, what):
+    """A 1x1 placeholder or a 4000x20 strip would be shifted as a flat square or a line on
+    white: refused when fitted, with the fix; decoded as is (no ``size``) it stays readable."""
+    path = _save(Image.new("RGB", (width, height), (200, 30, 30)), tmp_path / "odd.png")
+    with pytest.raises(BadImageError, match=what) as err:
+        load_image(path, size=32)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{width}x{height}" in msg and str(path) in msg
+    assert ("crop it" in msg) == (what != "too small")
+    assert decode_image(path).shape == (height, width, 3)
+
+
+def test_the_limits_of_a_fitted_image_are_inclusive(tmp_path):
+    side = int(MIN_FIT_SIDE * MAX_FIT_ASPECT)
+    for w, h in [(MIN_FIT_SIDE, 1), (side, MIN_FIT_SIDE), (MIN_FIT_SIDE, side)]:
+        path = _save(Image.new("RGB", (w, h), (0, 0, 0)), tmp_path / f"{w}x{h}.png")
+        assert load_image(path, size=32).shape == (1, 3, 32, 32)
 
 
 def test_decode_bytes_and_large_image_fit(tmp_path):
