@@ -6,6 +6,9 @@
   atomic saves, weight averages, loss log, progress, sample grids, a stop signal honoured
   at a step boundary). :mod:`gis.training.options` holds :class:`RunOptions`. docs/MODELS.md,
   "Training", shows the command for each model; docs/PLUGINS.md the trainer contract.
+* :mod:`gis.training.conditional`: :class:`ConditionalGANTrainer`, the run of a
+  class-conditional GAN (G(z, y), D(x, y), a G weight average) that gis's BigGAN and
+  dvbpr-gan trainers share.
 * :mod:`gis.training.config`: ``setting(default, help)`` fields and how ``gis train``
   reads a ``Config`` dataclass.
 * :mod:`gis.training.checkpoint`: ``.safetensors`` checkpoints with JSON meta, optimiser and
@@ -26,6 +29,7 @@ from typing import Any
 _HOME = {
     # run skeleton
     "Checkpoint": "run", "Run": "run", "Trainer": "run", "train": "run",
+    "ConditionalGANTrainer": "conditional",
     "PeriodicSettings": "options", "RunOptions": "options", "save_reserve_s": "options",
     # settings
     "SettingInfo": "config", "check_ranges": "config", "make_config": "config",

@@ -27,28 +27,20 @@ Command line: ``gis train generator biggan --data fashion-colors --out runs/bigg
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from gis.errors import CheckpointError, GisUsageError
+from gis.errors import GisUsageError
 from gis.training import (
-    Checkpoint,
+    ConditionalGANTrainer,
     PeriodicSettings,
-    Trainer,
-    WeightAverage,
     check_ranges,
-    dataset_record,
-    machine_info,
-    save_class_reals,
     setting,
     train,
-    training_images,
     uint8_batch_to_float,
 )
 
@@ -66,7 +58,6 @@ from .model import (
     standing_statistics,
 )
 
-CHECKPOINT = "checkpoint.safetensors"
 EXPORT = "biggan.safetensors"
 #: standing-statistics batches of a periodic export (the final one uses ``standing_batches``)
 PERIODIC_STANDING_BATCHES = 10
@@ -157,135 +148,76 @@ def g_step(G: BigGANGenerator, D: BigGANDiscriminator, opt_g: torch.optim.Optimi
     return loss.detach(), reg.detach()
 
 
-class BigGANTrainer(Trainer):
-    """Brock et al. 2019's class-conditional BigGAN (G, D) with a G weight average."""
+class BigGANTrainer(ConditionalGANTrainer):
+    """Brock et al. 2019's class-conditional BigGAN (G, D) with a G weight average, on gis's
+    conditional-GAN run (:class:`gis.training.conditional.ConditionalGANTrainer`)."""
 
     name = "biggan"
     Config = BigGANTrainConfig
-    checkpoint_file = CHECKPOINT
     checkpoint_format = GIS_TRAIN_FORMAT
     state_key = "biggan_state"
-    warm_start = True
+    step_noun = "G steps"
 
-    def read_warm_start(self, path: Path) -> Checkpoint:
-        """G and D of an exported file (or a run folder / training checkpoint)."""
+    def config_from_dict(self, d: dict[str, Any]) -> BigGANConfig:
+        return BigGANConfig.from_dict(d)
+
+    def new_model_config(self, num_classes: int, resolution: int) -> BigGANConfig:
+        c = self.config
+        return BigGANConfig(
+            num_classes=num_classes, resolution=resolution, latent_dim=int(c.latent_dim),
+            shared_dim=int(c.shared_dim), attention=int(c.attention),
+            g_channels=list(c.g_channels or default_g_channels(resolution)),
+            d_channels=list(c.d_channels or default_d_channels(resolution)))
+
+    def new_hyper(self) -> dict[str, Any]:
+        c = self.config
+        return {"lr_g": c.lr_g, "lr_d": c.lr_d, "betas": [float(b) for b in c.betas],
+                "ema_beta": float(c.ema_beta), "d_steps": int(c.d_steps),
+                "ortho_beta": float(c.ortho_beta)}
+
+    def images_per_step(self) -> int:
+        return self.batch * int(self.hyper["d_steps"])
+
+    def networks(self) -> tuple[BigGANGenerator, BigGANDiscriminator]:
+        return BigGANGenerator(self.cfg), BigGANDiscriminator(self.cfg)
+
+    def make_optimizers(self):
+        betas = tuple(self.hyper["betas"])
+        return (torch.optim.Adam(self.G.parameters(), lr=self.hyper["lr_g"], betas=betas,
+                                 eps=1e-6),
+                torch.optim.Adam(self.D.parameters(), lr=self.hyper["lr_d"], betas=betas,
+                                 eps=1e-6))
+
+    def load_exported(self, path: Path):
         init = load_biggan(path)
         if init.discriminator is None or not isinstance(init.net, BigGANGenerator):
             raise GisUsageError(f"{path}: a warm start needs gis biggan weights with D")
-        src = dict(init.card.get("training") or {})
-        tensors = {**{f"g.{k}": v for k, v in init.net.state_dict().items()},
-                   **{f"d.{k}": v for k, v in init.discriminator.state_dict().items()}}
-        meta = {"config": init.net.cfg.to_dict(), "commands": list(src.get("commands") or []),
-                "training": {k: src[k] for k in ("steps", "kimg", "elapsed_s", "batch_size",
-                                                 "device") if k in src}}
-        return Checkpoint("warm", path, tensors, meta)
+        return init.net, init.discriminator, init.net.cfg, init.card
 
-    def setup(self, carried: Checkpoint | None) -> tuple[int, dict[str, Any]]:
-        c, opts = self.config, self.run.options
-        if opts.minutes is None and c.kimg is None and opts.max_steps is None:
-            raise GisUsageError("biggan training needs minutes, kimg or max_steps")
-        self.categories = np.asarray(self.dataset.categories, dtype=np.int64)
-        self.names = [str(n) for n in self.dataset.category_names]
-        if len(self.categories) != len(self.dataset.images):
-            raise GisUsageError("dataset categories and images differ in length")
-        if carried is not None and carried.kind == "resume":
-            meta = carried.meta
-            cfg = BigGANConfig.from_dict(meta["config"])
-            hyper, self.batch, seed = dict(meta["hyper"]), int(meta["batch_size"]), \
-                int(meta["seed"])
-            st = dict(meta[self.state_key])
-        else:
-            if carried is not None:
-                cfg = BigGANConfig.from_dict(carried.meta["config"])
-            else:
-                res = int(c.resolution or self.dataset.resolution)
-                cfg = BigGANConfig(
-                    num_classes=len(self.names), resolution=res, latent_dim=int(c.latent_dim),
-                    shared_dim=int(c.shared_dim), attention=int(c.attention),
-                    g_channels=list(c.g_channels or default_g_channels(res)),
-                    d_channels=list(c.d_channels or default_d_channels(res)))
-            hyper = {"lr_g": c.lr_g, "lr_d": c.lr_d, "betas": [float(b) for b in c.betas],
-                     "ema_beta": float(c.ema_beta), "d_steps": int(c.d_steps),
-                     "ortho_beta": float(c.ortho_beta)}
-            self.batch, seed = int(c.batch_size), int(opts.seed)
-            st = {"step": 0, "images": 0, "elapsed_s": 0.0, "sessions": 0}
-            if carried is not None:
-                st["init_from"] = str(carried.path)
-                st["init_from_training"] = carried.meta["training"]
-        if cfg.num_classes != len(self.names):
-            raise CheckpointError(f"{carried.path if carried else 'the run'} has "
-                                  f"{cfg.num_classes} categories, this dataset has "
-                                  f"{len(self.names)}")
-        self.cfg, self.hyper, self.st = cfg, hyper, st
-        self.beta = float(hyper["ema_beta"])
-        per_step = self.batch * int(hyper["d_steps"])
-        self.total_steps = None if c.kimg is None else math.ceil(c.kimg * 1000.0 / per_step)
-        return seed, st
-
-    def build(self) -> None:
-        dev, cfg, seed = self.run.device, self.cfg, self.run.seed
-        self.rng = torch.Generator(device=dev).manual_seed(seed)
-        self.G = BigGANGenerator(cfg).to(dev)
-        self.D = BigGANDiscriminator(cfg).to(dev)
-        betas = tuple(self.hyper["betas"])
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.hyper["lr_g"], betas=betas,
-                                      eps=1e-6)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.hyper["lr_d"], betas=betas,
-                                      eps=1e-6)
-        self.ema = (WeightAverage(self.G, self.beta, ramp=not self.st.get("init_from"))
-                    if self.beta > 0 else None)
-        self.data = training_images(self.dataset.images, cfg.resolution, dev)
-        self.labels = torch.from_numpy(self.categories).to(dev)
-        self.n_col = 8
-        self.fixed_z = torch.randn(self.n_col, cfg.latent_dim, generator=torch.Generator(
-        ).manual_seed(seed + 7919)).to(dev).repeat(cfg.num_classes, 1)
-        self.fixed_y = torch.arange(cfg.num_classes, device=dev).repeat_interleave(self.n_col)
-        save_class_reals(self.run, self.data, self.labels, cfg.num_classes, self.n_col)
-        self.dataset_info = dataset_record(self.dataset, len(self.data), self.names)
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"g.": self.G, "d.": self.D}
-
-    def averages(self) -> dict[str, WeightAverage]:
-        return {} if self.ema is None else {"ema.": self.ema}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"opt_g.": self.opt_g, "opt_d.": self.opt_d}
-
-    def generators(self) -> dict[str, torch.Generator]:
-        return {"train": self.rng}
-
-    def checkpoint_meta(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "hyper": self.hyper, "batch_size": self.batch,
-                "seed": self.run.seed, "dataset": self.dataset_info,
-                "category_names": self.names, "commands": self.run.commands,
-                "last_losses": self.run.last_losses}
+    def synthesize(self, net, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return net(z, net.embed(labels))
 
     # ----------------------------------------------------------------- loop
     def _fake_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        dev, b = self.run.device, self.batch
-        y = self.labels[torch.randint(len(self.data), (b,), generator=self.rng, device=dev)]
-        z = torch.randn(b, self.cfg.latent_dim, generator=self.rng, device=dev)
+        _, y = self.real_batch()  # categories at their data frequency
+        z = torch.randn(self.batch, self.cfg.latent_dim, generator=self.rng,
+                        device=self.run.device)
         return z, y
 
     def step(self) -> dict[str, torch.Tensor]:
-        dev, b = self.run.device, self.batch
         out: dict[str, list[torch.Tensor]] = {"loss_d": [], "d_real": [], "d_fake": []}
         for _ in range(int(self.hyper["d_steps"])):
-            idx = torch.randint(len(self.data), (b,), generator=self.rng, device=dev)
+            idx, y_real = self.real_batch()
             real = uint8_batch_to_float(self.data[idx])
             z, y = self._fake_batch()
-            for k, v in zip(out, d_step(self.G, self.D, self.opt_d, real, self.labels[idx],
-                                        z, y), strict=True):
+            for k, v in zip(out, d_step(self.G, self.D, self.opt_d, real, y_real, z, y),
+                            strict=True):
                 out[k].append(v)
-            self.st["images"] += b
+            self.st["images"] += self.batch
         z, y = self._fake_batch()
         loss_g, reg = g_step(self.G, self.D, self.opt_g, z, y, float(self.hyper["ortho_beta"]))
         return {**{k: torch.stack(v).mean() for k, v in out.items()}, "loss_g": loss_g,
                 "ortho": reg}
-
-    def log_fields(self) -> dict[str, Any]:
-        return {"kimg": self.st["images"] / 1000.0}
 
     closing = False
 
@@ -293,25 +225,10 @@ class BigGANTrainer(Trainer):
         """The session ends: its final export gets the full standing statistics."""
         self.closing = True
 
-    def finished(self) -> bool:
-        return self.total_steps is not None and self.st["step"] >= self.total_steps
-
-    def progress_position(self) -> tuple[float, float | None]:
-        limits = [n for n in (self.total_steps, self.run.options.max_steps) if n is not None]
-        return float(self.st["step"]), (min(limits) if limits else None)
-
-    # ----------------------------------------------------------------- samples / export
-    def sample(self, suffix: str) -> None:
-        net = self.G if self.ema is None else self.ema.module
-        net.eval()
-        with torch.no_grad():
-            imgs = net(self.fixed_z, net.embed(self.fixed_y))
-        self.G.train()
-        self.run.save_samples(imgs, f"step{self.st['step']:07d}{suffix}", nrow=self.n_col)
-
+    # ----------------------------------------------------------------- export
     def export(self) -> Path:
         """The averaged G (with standing BatchNorm statistics) and D + card."""
-        st, run, cfg, h = self.st, self.run, self.cfg, self.hyper
+        run, cfg = self.run, self.cfg
         n = int(self.config.standing_batches)
         stats = {"n_batches": n if self.closing else min(n, PERIODIC_STANDING_BATCHES),
                  "batch_size": 64}
@@ -323,41 +240,20 @@ class BigGANTrainer(Trainer):
             "dataset": self.dataset_info, "categories": self.names,
             "resolution": cfg.resolution, "latent_dim": cfg.latent_dim,
             "num_classes": cfg.num_classes, "config": cfg.to_dict(),
-            "training": {
-                "commands": run.commands, "seed": run.seed, "device": str(run.device),
-                "machine": machine_info(run.device), "elapsed_s": round(st["elapsed_s"], 1),
-                "steps": st["step"], "kimg": round(st["images"] / 1000.0, 2),
-                "batch_size": self.batch, **h, "loss": "hinge",
-                "final_losses": run.last_losses,
-                "batchnorm_statistics": ("running averages from training" if self.ema is None
-                                         else "standing statistics of the averaged G, "
-                                         f"{stats['n_batches']} batches of 64"),
-                **({"init_from": st["init_from"],
-                    "init_from_training": st.get("init_from_training", {})}
-                   if st.get("init_from") else {}),
-                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            },
+            "training": self.training_card(stats["n_batches"], **self.hyper, loss="hinge"),
             "torch": torch.__version__,
             "fid": None,
         }
         net = BigGANGenerator(cfg)
-        if self.ema is None:
-            net.load_state_dict(self.G.state_dict())
-        else:
-            net.load_state_dict(self.ema.module.state_dict())
+        net.load_state_dict(self.averaged_g_state())
+        if self.ema is not None:
             standing_statistics(net.to(run.device), self.labels, seed=run.seed, **stats)
         disc = BigGANDiscriminator(cfg)
         disc.load_state_dict(self.D.state_dict())
         model = BigGAN(net.cpu().eval(), z_dim=cfg.latent_dim, resolution=cfg.resolution,
                        num_classes=cfg.num_classes, card=card, category_names=self.names,
                        discriminator=disc.eval())
-        dtype = {"float16": torch.float16, "float32": torch.float32}[self.config.export_dtype]
-        return model.save(run.out / EXPORT, dtype=dtype, card=card)
-
-    def summary(self) -> str:
-        st = self.st
-        return (f"biggan: {st['step']} G steps, {st['images'] / 1000:.1f} kimg, "
-                f"{st['elapsed_s'] / 60:.1f} min of training; losses {self.run.last_losses}")
+        return model.save(run.out / EXPORT, dtype=self.export_dtype(), card=card)
 
 
 def train_biggan(dataset, **options: Any) -> Path:

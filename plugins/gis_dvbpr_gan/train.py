@@ -28,28 +28,19 @@ Command line: ``gis train generator dvbpr-gan --data fashion-colors --out runs/d
 
 from __future__ import annotations
 
-import datetime as _dt
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from gis.errors import CheckpointError, GisUsageError
+from gis.errors import GisUsageError
 from gis.training import (
-    Checkpoint,
+    ConditionalGANTrainer,
     PeriodicSettings,
-    Trainer,
-    WeightAverage,
     check_ranges,
-    dataset_record,
-    machine_info,
-    save_class_reals,
     setting,
     train,
-    training_images,
     uint8_batch_to_float,
 )
 
@@ -66,7 +57,6 @@ from .model import (
     recalibrate_batchnorm,
 )
 
-CHECKPOINT = "checkpoint.safetensors"
 EXPORT = "dvbpr_gan.safetensors"
 STANDING_STATS = {"n_batches": 100, "batch_size": 64}
 
@@ -130,187 +120,82 @@ def train_step(G: DVBPRGenerator, D: DVBPRDiscriminator, opt_g: torch.optim.Opti
             d_fake.detach().mean())
 
 
-class DVBPRGANTrainer(Trainer):
-    """Kang et al. 2017's class-conditional LSGAN (G and D) with a G weight average."""
+class DVBPRGANTrainer(ConditionalGANTrainer):
+    """Kang et al. 2017's class-conditional LSGAN (G and D) with a G weight average, on gis's
+    conditional-GAN run (:class:`gis.training.conditional.ConditionalGANTrainer`)."""
 
     name = "dvbpr-gan"
     Config = DVBPRGANTrainConfig
-    checkpoint_file = CHECKPOINT
     checkpoint_format = GIS_TRAIN_FORMAT
     state_key = "dvbpr_gan_state"
-    warm_start = True
 
-    def read_warm_start(self, path: Path) -> Checkpoint:
-        """G and D of an exported file (or a run folder / training checkpoint), with the
-        source's training commands and summary for the lineage."""
-        init = load_dvbpr_gan(path)
-        src_training = dict(init.card.get("training") or {})
-        tensors = {**{f"g.{k}": v for k, v in init.net.state_dict().items()},
-                   **{f"d.{k}": v for k, v in init.discriminator.state_dict().items()}}
-        meta = {"config": init.config.to_dict(),
-                "commands": list(src_training.get("commands") or []),
-                "training": {k: src_training[k] for k in (
-                    "steps", "kimg", "elapsed_s", "batch_size", "device") if k in src_training}}
-        return Checkpoint("warm", path, tensors, meta)
+    def config_from_dict(self, d: dict[str, Any]) -> DVBPRGANConfig:
+        return DVBPRGANConfig.from_dict(d)
 
-    def setup(self, carried: Checkpoint | None) -> tuple[int, dict[str, Any]]:
-        c, opts = self.config, self.run.options
-        if opts.minutes is None and c.kimg is None and opts.max_steps is None:
-            raise GisUsageError("dvbpr-gan training needs minutes, kimg or max_steps")
-        self.categories = np.asarray(self.dataset.categories, dtype=np.int64)
-        self.names = [str(n) for n in self.dataset.category_names]
-        if len(self.categories) != len(self.dataset.images):
-            raise GisUsageError("dataset categories and images differ in length")
-        if carried is not None and carried.kind == "resume":
-            meta = carried.meta
-            cfg = DVBPRGANConfig.from_dict(meta["config"])
-            hyper = dict(meta["hyper"])
-            self.batch = int(meta["batch_size"])
-            seed = int(meta["seed"])
-            st = dict(meta["dvbpr_gan_state"])
-            if cfg.num_classes != len(self.names):
-                raise CheckpointError(f"{carried.path} was trained with {cfg.num_classes} "
-                                      f"categories, this dataset has {len(self.names)}")
-        else:
-            if carried is not None:  # the architecture comes with the weights
-                cfg = DVBPRGANConfig.from_dict(carried.meta["config"])
-                if cfg.num_classes != len(self.names):
-                    raise CheckpointError(f"{carried.path} has {cfg.num_classes} categories, "
-                                          f"this dataset has {len(self.names)}")
-            else:
-                cfg = DVBPRGANConfig(num_classes=len(self.names), latent_dim=int(c.latent_dim),
-                                     resolution=int(c.resolution or self.dataset.resolution),
-                                     d_batchnorm=bool(c.d_batchnorm),
-                                     base_channels=int(c.base_channels),
-                                     g_channels=list(c.g_channels or G_CHANNELS),
-                                     d_channels=list(c.d_channels or D_CHANNELS))
-            hyper = {"lr": c.lr, "betas": [float(b) for b in c.betas],
-                     "ema_beta": float(c.ema_beta)}
-            self.batch = int(c.batch_size)
-            seed = int(opts.seed)
-            st = {"step": 0, "images": 0, "elapsed_s": 0.0, "sessions": 0}
-            if carried is not None:  # the lineage: the source's commands and training summary
-                st["init_from"] = str(carried.path)
-                st["init_from_training"] = carried.meta["training"]
-        self.cfg, self.hyper, self.st = cfg, hyper, st
-        self.beta = float(hyper.get("ema_beta", 0.0))  # runs from before averaging: 0
-        self.total_steps = None if c.kimg is None else math.ceil(c.kimg * 1000.0 / self.batch)
-        return seed, st
+    def new_model_config(self, num_classes: int, resolution: int) -> DVBPRGANConfig:
+        c = self.config
+        return DVBPRGANConfig(num_classes=num_classes, latent_dim=int(c.latent_dim),
+                              resolution=resolution, d_batchnorm=bool(c.d_batchnorm),
+                              base_channels=int(c.base_channels),
+                              g_channels=list(c.g_channels or G_CHANNELS),
+                              d_channels=list(c.d_channels or D_CHANNELS))
 
-    def build(self) -> None:
-        dev, cfg, seed = self.run.device, self.cfg, self.run.seed
-        self.rng = torch.Generator(device=dev).manual_seed(seed)
-        self.G = DVBPRGenerator(cfg).to(dev)
-        self.D = DVBPRDiscriminator(cfg).to(dev)
+    def new_hyper(self) -> dict[str, Any]:
+        c = self.config
+        return {"lr": c.lr, "betas": [float(b) for b in c.betas], "ema_beta": float(c.ema_beta)}
+
+    def networks(self) -> tuple[DVBPRGenerator, DVBPRDiscriminator]:
+        return DVBPRGenerator(self.cfg), DVBPRDiscriminator(self.cfg)
+
+    def make_optimizers(self):
         betas = tuple(self.hyper["betas"])
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.hyper["lr"], betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.hyper["lr"], betas=betas)
-        self.ema = (WeightAverage(self.G, self.beta, ramp=not self.st.get("init_from"))
-                    if self.beta > 0 else None)
-        self.data = training_images(self.dataset.images, cfg.resolution, dev)
-        self.labels = torch.from_numpy(self.categories).to(dev)
-        # fixed sample latents: one row per category, 8 columns
-        self.n_col = 8
-        self.fixed_z = torch.randn(self.n_col, cfg.latent_dim, generator=torch.Generator(
-        ).manual_seed(seed + 7919)).to(dev).repeat(cfg.num_classes, 1)
-        self.fixed_y = one_hot(torch.arange(cfg.num_classes, device=dev).repeat_interleave(
-            self.n_col), cfg.num_classes)
-        save_class_reals(self.run, self.data, self.labels, cfg.num_classes, self.n_col)
-        self.dataset_info = dataset_record(self.dataset, len(self.data), self.names)
+        return (torch.optim.Adam(self.G.parameters(), lr=self.hyper["lr"], betas=betas),
+                torch.optim.Adam(self.D.parameters(), lr=self.hyper["lr"], betas=betas))
 
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"g.": self.G, "d.": self.D}
+    def load_exported(self, path: Path):
+        init = load_dvbpr_gan(path)
+        return init.net, init.discriminator, init.config, init.card
 
-    def averages(self) -> dict[str, WeightAverage]:
-        return {} if self.ema is None else {"ema.": self.ema}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"opt_g.": self.opt_g, "opt_d.": self.opt_d}
-
-    def generators(self) -> dict[str, torch.Generator]:
-        return {"train": self.rng}
-
-    def checkpoint_meta(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "hyper": self.hyper, "batch_size": self.batch,
-                "seed": self.run.seed, "dataset": self.dataset_info,
-                "commands": self.run.commands, "last_losses": self.run.last_losses}
+    def synthesize(self, net, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return net(z, one_hot(labels, self.cfg.num_classes))
 
     # ----------------------------------------------------------------- loop
     def step(self) -> dict[str, torch.Tensor]:
-        dev, batch, n, classes = self.run.device, self.batch, len(self.data), self.cfg.num_classes
-        idx = torch.randint(n, (batch,), generator=self.rng, device=dev)
+        classes = self.cfg.num_classes
+        idx, y_real = self.real_batch()
         real = uint8_batch_to_float(self.data[idx])
-        y_real = one_hot(self.labels[idx], classes)
-        fidx = torch.randint(n, (batch,), generator=self.rng, device=dev)
-        y_fake = one_hot(self.labels[fidx], classes)
-        z = torch.randn(batch, self.cfg.latent_dim, generator=self.rng, device=dev)
-        loss_d, loss_g, d_real, d_fake = train_step(self.G, self.D, self.opt_g, self.opt_d,
-                                                    real, y_real, z, y_fake)
-        self.st["images"] += batch
+        _, y_fake = self.real_batch()  # categories at their data frequency
+        z = torch.randn(self.batch, self.cfg.latent_dim, generator=self.rng,
+                        device=self.run.device)
+        loss_d, loss_g, d_real, d_fake = train_step(
+            self.G, self.D, self.opt_g, self.opt_d, real, one_hot(y_real, classes), z,
+            one_hot(y_fake, classes))
+        self.st["images"] += self.batch
         return {"loss_d": loss_d, "loss_g": loss_g, "d_real": d_real, "d_fake": d_fake}
 
-    def log_fields(self) -> dict[str, Any]:
-        return {"kimg": self.st["images"] / 1000.0}
-
-    def finished(self) -> bool:
-        return self.total_steps is not None and self.st["step"] >= self.total_steps
-
-    def progress_position(self) -> tuple[float, float | None]:
-        limits = [n for n in (self.total_steps, self.run.options.max_steps) if n is not None]
-        return float(self.st["step"]), (min(limits) if limits else None)
-
-    # ----------------------------------------------------------------- samples / export
-    def sample(self, suffix: str) -> None:
-        net = self.G if self.ema is None else self.ema.module
-        net.eval()
-        with torch.no_grad():
-            imgs = net(self.fixed_z, self.fixed_y)
-        self.G.train()
-        self.run.save_samples(imgs, f"step{self.st['step']:07d}{suffix}", nrow=self.n_col)
-
+    # ----------------------------------------------------------------- export
     def export(self) -> Path:
         """G (its average when kept, with standing BatchNorm statistics) and D + card."""
-        st, run, cfg = self.st, self.run, self.cfg
+        run, cfg = self.run, self.cfg
         card = {
             "name": "dvbpr-gan",
             "description": "Kang et al. 2017 conditional LSGAN (G and D), DVBPR design baseline",
             "dataset": self.dataset_info, "resolution": cfg.resolution,
             "latent_dim": cfg.latent_dim, "num_classes": cfg.num_classes,
             "config": cfg.to_dict(),
-            "training": {
-                "commands": run.commands, "seed": run.seed, "device": str(run.device),
-                "machine": machine_info(run.device), "elapsed_s": round(st["elapsed_s"], 1),
-                "steps": st["step"], "kimg": round(st["images"] / 1000.0, 2),
-                "batch_size": self.batch, "lr": self.hyper["lr"],
-                "betas": self.hyper["betas"], "loss": "LSGAN (a=0, b=c=1)",
-                "final_losses": run.last_losses, "ema_beta": self.beta,
-                "batchnorm_statistics": ("running averages from training" if self.ema is None
-                                         else "standing statistics of the averaged G, "
-                                         "{n_batches} batches of {batch_size}".format(
-                                             **STANDING_STATS)),
-                **({"init_from": st["init_from"],
-                    "init_from_training": st.get("init_from_training", {})}
-                   if st.get("init_from") else {}),
-                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            },
+            "training": self.training_card(
+                STANDING_STATS["n_batches"], lr=self.hyper["lr"], betas=self.hyper["betas"],
+                loss="LSGAN (a=0, b=c=1)", ema_beta=self.beta),
             "torch": torch.__version__,
             "fid": None,
         }
         model = DVBPRGAN(cfg, card=card, category_names=self.names)
-        if self.ema is None:
-            model.net.load_state_dict(self.G.state_dict())
-        else:
-            model.net.load_state_dict(self.ema.module.state_dict())
+        model.net.load_state_dict(self.averaged_g_state())
+        if self.ema is not None:
             recalibrate_batchnorm(model.net.to(run.device), self.labels, seed=run.seed,
                                   **STANDING_STATS).cpu()
         model.discriminator.load_state_dict(self.D.state_dict())
-        dtype = {"float16": torch.float16, "float32": torch.float32}[self.config.export_dtype]
-        return model.save(run.out / EXPORT, dtype=dtype, card=card)
-
-    def summary(self) -> str:
-        st = self.st
-        return (f"dvbpr-gan: {st['step']} steps, {st['images'] / 1000:.1f} kimg, "
-                f"{st['elapsed_s'] / 60:.1f} min of training; losses {self.run.last_losses}")
+        return model.save(run.out / EXPORT, dtype=self.export_dtype(), card=card)
 
 
 def train_dvbpr_gan(dataset, **options: Any) -> Path:
