@@ -797,7 +797,9 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
 
 
 def _progress(total: int, done: int, enabled: bool):
-    from tqdm import tqdm
+    """The batch's bar (``gis.training.progress``: redrawn at most every 30 s into a log
+    file); it stays on screen at the end."""
+    from ..training import progress
 
-    return tqdm(total=total, initial=done, unit="task", desc="gis batch", disable=not enabled,
-                dynamic_ncols=True)
+    return progress(total=total, initial=done, unit="task", desc="gis batch", enabled=enabled,
+                    leave=True)
