@@ -303,6 +303,35 @@ def test_a_base_that_is_not_the_item_is_a_callout(shift_run, tmp_path):
     assert text.index('id="base-warning"') > text.index('id="recommended"')
 
 
+def test_no_variant_passes_so_no_chart_marks_one_recommended(shift_run, tmp_path):
+    """Every variant fails the checks: the headline says keep the item, and no chart colours
+    a variant as recommended (the score bars, the trade-off legend) or calls the rank chart's
+    variant anything but the best-scoring, not recommended one (a new user's trial)."""
+    from gis.report.charts import BEST
+
+    run = copy_run(shift_run, tmp_path / "run")
+
+    def fail_all(d):
+        n = len(d["checks"]["passed"])
+        d["checks"].update(passed=[False] * n, recommended=None,
+                           reasons=[["unrealistic (critic score -3.10 < floor -1.20)"]] * n)
+
+    doc = edit_result(run, fail_all)
+    text = write_report(run).read_text(encoding="utf-8")
+    svgs = {name: re.search(rf'<svg [^>]*id="{name}".*?</svg>', text, re.S).group(0)
+            for name in ("chart-scores", "chart-tradeoff", "chart-ranks")}
+    assert BEST.lower() not in svgs["chart-scores"].lower()
+    assert "none is recommended" in svgs["chart-scores"]
+    assert BEST.lower() not in svgs["chart-tradeoff"].lower()
+    assert "recommended" not in svgs["chart-tradeoff"]
+    agg = doc["optimised_aggregation"]
+    scores = [v[agg] for v in doc["scores"]["variants"]]
+    top = max(range(len(scores)), key=scores.__getitem__)
+    assert f"Variant {top} (the best-scoring; not recommended)" in svgs["chart-ranks"]
+    plain = write_report(copy_run(shift_run, tmp_path / "plain")).read_text("utf-8")
+    assert BEST.lower() in plain.lower()  # a run with a recommendation keeps its orange
+
+
 def test_text_from_result_json_is_escaped(shift_run, tmp_path):
     run = copy_run(shift_run, tmp_path / "run")
     evil = '<script>alert("x")</script>'

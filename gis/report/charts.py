@@ -184,7 +184,8 @@ def scores_chart(s: Summary) -> str:
         for i, v in enumerate(s.v_scores):
             if not finite(v):
                 continue
-            (bar,) = ax.bar(i, v * scale, width=0.6, color=BEST if i == s.best else BAR)
+            (bar,) = ax.bar(i, v * scale, width=0.6,
+                            color=BEST if i == s.recommended else BAR)
             chart.mark(bar, "bar", f"Variant {i}: {format_score(v, agg)}", variant=i)
             ax.annotate(format_score(v, agg), (i, v * scale), xytext=(0, 4 if v >= 0 else -4),
                         textcoords="offset points", ha="center", va="bottom" if v >= 0 else "top",
@@ -198,7 +199,9 @@ def scores_chart(s: Summary) -> str:
         _side_labels(ax, labels)
         ax.set_xticks(range(n), [f"Variant {i}" for i in range(n)])
         ax.set_xlim(-0.6, n - 0.4)
-        ax.set_xlabel("higher is better; orange = recommended variant")
+        ax.set_xlabel("higher is better; orange = recommended variant"
+                      if s.recommended is not None else
+                      "higher is better; no variant passes the checks: none is recommended")
         return chart.svg()
 
 
@@ -243,15 +246,17 @@ def tradeoff_chart(s: Summary) -> str:
             ax.annotate(ref_name, (0, ref_score * scale), xytext=(8, 6),
                         textcoords="offset points", fontsize=11)
         for i, change, v in pts:
-            colour = BEST if i == s.best else BETTER if i == d.closest_gain else BAR
+            colour = (BEST if i == s.recommended else BETTER if i == d.closest_gain
+                      else BAR)
             (dot,) = ax.plot([change], [v * scale], "o", color=colour, markersize=11)
             label = ax.annotate(str(i), (change, v * scale), xytext=(8, -4),
                                 textcoords="offset points", fontsize=11)
             chart.group([dot, label], "tradeoff-point", f"Variant {i}: {format_score(v, agg)}, "
                         f"LPIPS {format_lpips(change)}", variant=i)
-        for colour, text in ((BEST, "recommended"),
-                             (BETTER, f"smallest change that beats the {ref_name}"),
-                             (BAR, "other variants")):
+        legend = [(BEST, "recommended")] if s.recommended is not None else []
+        if d.closest_gain is not None:
+            legend.append((BETTER, f"smallest change that beats the {ref_name}"))
+        for colour, text in legend + [(BAR, "other variants")]:
             ax.plot([], [], "o", color=colour, label=text)
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=3, frameon=False,
                   handletextpad=0.2, columnspacing=1.2, borderaxespad=0)
@@ -261,17 +266,19 @@ def tradeoff_chart(s: Summary) -> str:
 
 
 def ranks_chart(s: Summary) -> str:
-    """(c) each target user's catalogue rank of the reference and of the recommended variant,
-    users sorted by the change (1 = top of the catalogue, drawn at the top)."""
+    """(c) each target user's catalogue rank of the reference and of the recommended variant
+    (when none passes the checks: of the best-scoring one, said so in the title), users sorted
+    by the change (1 = top of the catalogue, drawn at the top)."""
     r, k = s.ranks, s.best
+    which = "" if s.recommended is not None else " (the best-scoring; not recommended)"
     ref_name = "item" if r.ref_key == "item" else "base G(z)"
     pairs = sorted(zip(r.users, r.ref, r.variants[k], strict=True),
                    key=lambda p: (p[2] - p[1], p[1]))
     m = len(pairs)
     size = s.catalogue_size if finite(s.catalogue_size) else None
     hi = max([size or 1] + [max(a, b) for _, a, b in pairs])
-    with _Chart("chart-ranks", f"Catalogue rank of the {ref_name} and of Variant {k} for "
-                "each target user (1 = top of the catalogue)",
+    with _Chart("chart-ranks", f"Catalogue rank of the {ref_name} and of Variant {k}{which} "
+                "for each target user (1 = top of the catalogue)",
                 max(720, min(1040, 200 + 44 * m)), 380) as chart:
         ax = chart.axes(top=44, bottom=64 if m <= 20 else 44)
         ax.set_ylim(hi + (hi - 1) * 0.04, 1 - (hi - 1) * 0.04)  # rank 1 at the top
