@@ -22,6 +22,7 @@ their module is already loaded).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -126,9 +127,38 @@ def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterato
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 tmp.rename(out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        full = storage_full(exc)
+        if full is not None:
+            raise GisUsageError(f"cannot write {out} ({full}): free space there or choose "
+                                "another --out") from None
         raise
+
+
+#: errno values of a write that failed for lack of room: no space, quota, file too large
+_FULL_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG")
+                         if hasattr(errno, n))
+#: how libraries that do not raise OSError (safetensors' Rust writer) word those errors
+_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def storage_full(exc: BaseException) -> str | None:
+    """Why ``exc`` (or an error in its chain of causes) is a write that failed for lack of
+    room (``"No space left on device"``, a quota, a file too large): the reason in the
+    system's words, else None. safetensors reports ENOSPC as a ``SafetensorError`` whose
+    text carries it, PIL and numpy as OSError."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return exc.strerror or os.strerror(exc.errno)
+        text = str(exc)
+        for words in _FULL_WORDS:
+            if words in text:
+                return words
+        exc = exc.__cause__ if exc.__cause__ is not None else exc.__context__
+    return None
 
 
 def _owner() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -18,6 +19,7 @@ from gis.io import (
     atomic_path,
     check_output_folder,
     require_trust,
+    storage_full,
     write_bytes,
     write_json,
 )
@@ -72,6 +74,36 @@ def test_atomic_folder_leaves_nothing_behind_on_exception(tmp_path):
         (tmp / "grid.png").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert [p.name for p in out.iterdir()] == ["grid.png"]
+
+
+class SafetensorError(Exception):
+    """As safetensors' Rust writer raises a full disk: not an OSError."""
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),  # PIL, numpy, open()
+    OSError(errno.EDQUOT, "Disk quota exceeded"),
+    SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                    'message: "No space left on device" })'),
+])
+def test_a_full_disk_is_a_one_line_error_and_leaves_the_old_folder(tmp_path, error):
+    """A write that fails for lack of room (a new user's trial: `gis shift` onto a full
+    tmpfs printed safetensors' traceback): one line naming the folder and the reason, and
+    what was there before is kept."""
+    out = tmp_path / "run"
+    with atomic_folder(out) as tmp:
+        (tmp / "result.json").write_text('{"command": "shift"}')
+    with pytest.raises(GisUsageError) as err, atomic_folder(out, overwrite=True) as tmp:
+        (tmp / "base.png").write_bytes(b"x")
+        raise error
+    msg = str(err.value)
+    assert msg.startswith(f"cannot write {out} (") and "choose another --out" in msg
+    assert ("quota" in msg) == (error.args[0] == errno.EDQUOT) and "\n" not in msg
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert (out / "result.json").read_text() == '{"command": "shift"}'
+    assert storage_full(RuntimeError("wrapped")) is None
+    with pytest.raises(OSError), atomic_folder(tmp_path / "other") as tmp:
+        raise OSError(errno.EACCES, "Permission denied")  # not a full disk: as it was
 
 
 def test_output_folder_check(tmp_path):
