@@ -274,7 +274,7 @@ def removed_if_left_empty(folder: str | os.PathLike, *, keep: str | None = None
 
 # ------------------------------------------------------------------------------ checks
 def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
-                        resume: bool | None = None) -> Path:
+                        resume: bool | None = None, checkpoint: str | None = None) -> Path:
     """Refuse an ``--out`` folder that a command must not write into; returns it as a Path.
 
     A folder written whole (``resume=None``, e.g. ``gis shift``): refused when it exists,
@@ -282,8 +282,11 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
     (:func:`_check_replaceable`: the user's own files are never replaced); the current folder
     or one above it (``--out .``, ``--out ..``) is refused. A run folder filled over time
     (``resume`` True or False, e.g. ``gis train``): refused when it already holds files,
-    unless ``resume``. An ``--out`` that is a file, or that cannot be created (its parent is
-    not writable), is always refused. Raises GisUsageError with a one-line message."""
+    unless ``resume``; with ``checkpoint`` (the run's resumable file name) a folder that holds
+    files but not that one (a data folder, another model's run) is refused even with
+    ``resume``, since resuming it would train into it. An ``--out`` that is a file, or that
+    cannot be created (its parent is not writable), is always refused. Raises GisUsageError
+    with a one-line message."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GisUsageError(f"--out {out} exists and is not a folder")
@@ -297,9 +300,15 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
                                 "replace it, or choose another --out")
         if out.exists():
             _check_replaceable(out)
-    elif not resume and out.is_dir() and any(out.iterdir()):
-        raise GisUsageError(f"output folder {out} is not empty: pass --resume to continue that "
-                            "run, or choose another --out")
+    elif out.is_dir() and any(out.iterdir()):
+        if checkpoint is not None and not (out / checkpoint).is_file():
+            names = sorted(p.name for p in out.iterdir())
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise GisUsageError(f"output folder {out} holds files ({shown}) but no run to "
+                                f"continue (no {checkpoint}): choose a new or empty --out")
+        if not resume:
+            raise GisUsageError(f"output folder {out} is not empty: pass --resume to continue "
+                                "that run, or choose another --out")
     return out
 
 

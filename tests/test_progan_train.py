@@ -57,6 +57,18 @@ TRAIN = {"kimg_per_stage": 0.008, "batch_size": 4, "progress": False, "sample_ev
          **{k: v for k, v in TINY.items() if k != "resolution"}}
 
 
+@pytest.mark.parametrize("where,options,res", [
+    ("--resolution is 48: pass --resolution 32 or 64", {"resolution": 48}, 16),
+    ("the dataset's resolution is 24: pass --resolution 16 or 32", {}, 24),
+    ("--resolution is 2: pass --resolution 4 or 8", {"resolution": 2}, 16),
+])
+def test_a_resolution_progan_cannot_grow_to_is_a_usage_error(tmp_path, where, options, res):
+    """ProGAN doubles from 4x4: 48 (asked, or a folder dataset's) is a one-line error naming
+    the powers of two around it (was a ValueError traceback)."""
+    with pytest.raises(GisUsageError, match=where.replace("(", r"\(").replace(")", r"\)")):
+        train_progan(tiny_dataset(res=res), out=tmp_path / "run", **{**TRAIN, **options})
+
+
 def test_resume_is_exact(tmp_path):
     ds = tiny_dataset()
     # 6 steps (2 per stage, through two fade-ins) in one go ...

@@ -285,6 +285,29 @@ def test_gis_train_runs_and_resumes_a_plugin_trainer(toy_plugin, tmp_path):
     assert none.exit_code == 2 and "cannot be trained by gis" in none.output
 
 
+def test_resume_into_a_folder_without_the_run_is_refused(toy_plugin, tmp_path):
+    """`--resume` names a folder that holds files but not this trainer's checkpoint (the data
+    folder, another model's run): refused, nothing written into it (a new user's trial:
+    dvbpr trained into the dataset folder and beside a progan run)."""
+    data = save_dataset(toy_dataset(), tmp_path / "toy.npz")
+    shop = tmp_path / "shop"
+    (shop / "images").mkdir(parents=True)
+    (shop / "interactions.csv").write_text("user_id,item_id\n")
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "train-state.safetensors").write_bytes(b"another trainer's")
+    for folder in (shop, other):
+        before = sorted(p.name for p in folder.iterdir())
+        for resume in (["--resume"], []):
+            res = CliRunner().invoke(cli, ["train", "generator", "toy", "--data", str(data),
+                                           "--out", str(folder), "--max-steps", "1",
+                                           "--no-progress", *resume])
+            assert res.exit_code == 2, res.output
+            assert "but no run to continue (no checkpoint.safetensors)" in res.output
+            assert res.output.count("\n") == 1
+        assert sorted(p.name for p in folder.iterdir()) == before
+
+
 def test_save_reserve_is_a_small_share_of_the_budget():
     from gis.training import save_reserve_s
 

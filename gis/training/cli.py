@@ -103,7 +103,8 @@ def trainer_command(trainer_cls: type, name: str, *, help: str | None = None  # 
         if not run_values["resume"] and _same_command_interrupted(
                 Path(out) / trainer_cls.checkpoint_file, invocation):
             run_values["resume"] = True
-        check_output_folder(out, resume=bool(run_values["resume"]))
+        check_output_folder(out, resume=bool(run_values["resume"]),
+                            checkpoint=trainer_cls.checkpoint_file)
         config = make_config(trainer_cls.Config, config_values,
                              what=f"{trainer_cls.name} trainer")
         dataset = load_dataset(data, trust=trust)

@@ -137,6 +137,18 @@ class ProGANTrainConfig(PeriodicSettings):
             "kimg_per_stage", "stage_weights", "lr", "latent_dim", "resolution", "fmap_base",
             "fmap_max", "channels"), non_negative=("gp_weight", "drift"), fraction=("fade",),
             below_one=("betas",))
+        if self.resolution is not None:
+            check_resolution(int(self.resolution), "--resolution")
+
+
+def check_resolution(res: int, where: str) -> None:
+    """A one-line GisUsageError unless ``res`` is a resolution ProGAN can grow to (a power of
+    two >= 4: the network doubles from 4x4)."""
+    if res < 4 or res & (res - 1):
+        below = 1 << (max(res, 4).bit_length() - 1)
+        raise GisUsageError(f"progan grows its images from 4x4 by doubling, so it trains at 4, 8, "
+                            f"16, 32, 64, ... pixels; {where} is {res}: pass --resolution "
+                            f"{below} or {below * 2}")
 
 
 @dataclass
@@ -259,6 +271,8 @@ class ProGANTrainer(Trainer):
                 st["init_from"] = str(carried.path)
         else:
             res = int(c.resolution or self.dataset.resolution)
+            if c.resolution is None:
+                check_resolution(res, "the dataset's resolution")
             self.cfg = ProGANConfig(latent_dim=int(c.latent_dim), resolution=res,
                                     channels=list(c.channels or default_channels(
                                         res, c.fmap_base, c.fmap_max)))
