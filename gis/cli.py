@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 
 import click
 
@@ -34,7 +36,8 @@ class GisGroup(click.Group):
 
         try:
             try:
-                with stop_signals_raise():  # SIGTERM/SIGHUP clean up like Ctrl-C (gis.interrupts)
+                # SIGTERM/SIGHUP clean up like Ctrl-C (gis.interrupts); warnings in one line
+                with stop_signals_raise(), one_line_warnings():
                     return super().invoke(ctx)
             except Exception as exc:  # an error that a stop signal caused is that stop
                 stop = interrupt_behind(exc)
@@ -66,6 +69,30 @@ class GisGroup(click.Group):
                        f"plugin: report it to its authors ({DEBUG_ENV}=1 shows the "
                        "traceback).", err=True)
             ctx.exit(1)
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """While a command runs, a warning prints as one ``WARNING: message`` line on stderr
+    (gis's own, e.g. ``DataWarning`` for skipped images) or with its category and source
+    appended (a library's), instead of Python's two lines of file, line number and source
+    code. Only the format changes (``warnings.formatwarning``): filters (once per place,
+    ``-W``, ``PYTHONWARNINGS``) and recorders (``catch_warnings(record=True)``) are as
+    before."""
+    import warnings
+
+    def one_line(message, category, filename, lineno, line=None):
+        module = category.__module__
+        own = module == "gis" or module.startswith(("gis.", "gis_"))  # gis or a built-in plugin
+        where = "" if own else f" ({category.__name__}, {os.path.basename(filename)}:{lineno})"
+        return f"WARNING: {' '.join(str(message).split())}{where}\n"
+
+    saved = warnings.formatwarning
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved
 
 
 @click.group(cls=GisGroup)

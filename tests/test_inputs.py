@@ -283,3 +283,25 @@ def test_bomb_guard_stays_for_what_cannot_be_drafted(tmp_path):
         open_image(absurd, draft=64)
     assert torch.is_tensor(load_image(claim(16, 16), size=8))
     assert np.isfinite(load_image(claim(16, 16), size=8).numpy()).all()
+
+
+def test_data_warnings_print_as_one_line_each(tmp_path):
+    """A skipped image and a Windows-1252 file: `WARNING: ...` lines, not Python's two-line
+    warnings with gis's file, line number and source (a new user's trial)."""
+    import warnings
+
+    text = "user_id,item_id\r\nana,0000\r\nana,0001\r\nb\u00f6,0000\r\nb\u00f6,0002\r\n"
+    shop = _shop(tmp_path / "shop", ["0000", "0001", "0002"], text.encode("cp1252"))
+    (shop / "images" / "0003.png").write_bytes(b"\x89PNG not really")
+    # a real process: pytest records warnings instead of printing them
+    res = subprocess.run([sys.executable, "-c", "from gis.cli import main; main()", "data",
+                          "info", str(shop)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith("WARNING: ") for line in lines), lines
+    assert any("skipped 1 image(s)" in line and "0003.png" in line for line in lines)
+    assert any("Windows-1252" in line for line in lines), lines
+    with warnings.catch_warnings(record=True) as caught:  # recorders still get them
+        warnings.simplefilter("always")
+        assert _cli("data", "info", str(shop)).exit_code == 0
+    assert sum(issubclass(w.category, DataWarning) for w in caught) == 2
