@@ -160,9 +160,12 @@ class Recommender(nn.Module):
             key = str(u)
             if (row := lookup.get(key)) is None:
                 example = ", ".join(self.user_ids[:3])
+                card = getattr(self, "card", None)
+                data = getattr(card, "dataset_name", None) or "DATASET"
                 raise UnknownUserError(
                     f"unknown user id {key!r}: this recommender knows {len(lookup)} users "
-                    f"(e.g. {example}); list them with `gis data users --top 0`"
+                    f"(e.g. {example}); list them with `gis data users {data} --top 0` "
+                    "(the catalogue it was trained on)"
                 )
             idx.append(row)
         return torch.tensor(idx, dtype=torch.long)

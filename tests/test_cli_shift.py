@@ -90,7 +90,7 @@ def test_existing_output_folder_is_refused(shift_run):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--users", "nobody"], "unknown user id 'nobody'"),
+    (["--users", "nobody"], "unknown user id 'nobody': this recommender knows 3000 users (e.g. u0000, u0001, u0002); list them with `gis data users fashion-colors --top 0`"),
     (["--users", ","], "empty"),
     (["--users", "u0001", "--n", "1"], "n must be an integer from 2"),
     (["--users", "u0001", "--n", "1000"], "to 64 (memory grows with n squared), got 1000"),
@@ -300,3 +300,24 @@ def test_click_usage_errors_are_one_line(args, message):
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), res.output
+
+
+def test_the_recommenders_folder_dataset_is_never_looked_up_in_the_current_folder(
+        tmp_path, monkeypatch):
+    """A recommender trained on a folder dataset records only its name ("shop"): without
+    --data, gis asks for the folder instead of loading whatever ./shop is (another catalogue)
+    or saying "unknown dataset" (a new user's trial). A registered name is still the
+    default."""
+    from types import SimpleNamespace
+
+    from gis.engine.commands import _dataset_for
+    from gis.errors import GisUsageError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shop" / "images").mkdir(parents=True)
+    shop_rec = SimpleNamespace(card=SimpleNamespace(dataset_name="shop"))
+    with pytest.raises(GisUsageError, match=r"trained on 'shop' \(its model card\), which is "
+                                            r"not a registered dataset: pass .* with --data"):
+        _dataset_for(shop_rec, None, False)
+    fc_rec = SimpleNamespace(card=SimpleNamespace(dataset_name="fashion-colors"))
+    assert _dataset_for(fc_rec, None, False).meta["name"] == "fashion-colors"

@@ -85,11 +85,19 @@ def _item_index(dataset, key) -> int:
 
 
 def _dataset_for(recommender, data, trust):
+    """``data``, else the dataset the recommender's card names when that is a registered
+    dataset (a folder or file name in a card is never looked up in the current folder: it
+    could be another catalogue of that name), else the default."""
+    from .. import plugins
     from ..data import DEFAULT_DATASET, load_dataset
 
     name = data
     if name is None and recommender is not None:
         name = recommender.card.dataset_name
+        if name is not None and name not in plugins.datasets:
+            raise GisUsageError(f"the recommender was trained on {name!r} (its model card), "
+                                "which is not a registered dataset: pass that catalogue's "
+                                "folder or file with --data")
     return load_dataset(name or DEFAULT_DATASET, trust=trust)
 
 
