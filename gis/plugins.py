@@ -197,16 +197,25 @@ def _module_of(plugin: Any) -> str:
 
 
 def add_plugin_commands(cli: Any) -> None:
-    """Call each plugin's ``register_commands(cli)``; a plugin whose hook raises is named in
-    one line on stderr (and listed as broken) and the other commands stay."""
+    """Call each plugin's ``register_commands(cli)``. A plugin whose hook raises is left out
+    entirely, as for any other hook (docs/PLUGINS.md, "When a plugin is broken"): the
+    commands it added before raising are taken back, none of its objects is registered, one
+    line on stderr names it and ``gis plugins`` lists it as broken; the other plugins'
+    commands stay."""
     load_plugins()
     for impl in pm.hook.register_commands.get_hookimpls():
         plugin = pm.get_name(impl.plugin) or "?"
+        before = dict(getattr(cli, "commands", {}))
         try:
             impl.function(cli=cli)
         except Exception as exc:
+            if hasattr(cli, "commands"):  # take back what it added (or replaced)
+                cli.commands.clear()
+                cli.commands.update(before)
             error = f"register_commands failed: {one_line(exc)}; {exclusion_hint(plugin)}"
             _command_errors[plugin] = error
+            for registry in REGISTRIES.values():
+                registry.reset()
             print(f"gis: plugin {plugin!r} (module {_module_of(impl.plugin)}) is broken: "
                   f"{error}", file=sys.stderr)
 
@@ -234,6 +243,7 @@ def unregister_plugin(name: str) -> None:
     pm.unregister(name=name)
     _sources.pop(name, None)
     _hook_errors.pop(name, None)
+    _command_errors.pop(name, None)
     _reset_registries()
 
 
@@ -345,8 +355,8 @@ class Registry(Generic[T]):
                        key=lambda impl: pm.get_name(impl.plugin) not in _builtin)
         for impl in impls:
             plugin = pm.get_name(impl.plugin) or "?"
-            if plugin in _hook_errors:  # broken in another registry: left out entirely
-                continue
+            if plugin in _hook_errors or plugin in _command_errors:  # broken elsewhere:
+                continue                                               # left out entirely
             mine: dict[str, Entry[T]] = {}
             clashes: list[str] = []
             register = self._register_function(plugin, _module_of(impl.plugin), entries,
@@ -417,7 +427,8 @@ class Registry(Generic[T]):
         entries = self._build()
         key = self._aliases.get(name, name)
         if key not in entries:
-            broken = sorted({p.name for p in _broken} | set(_hook_errors))
+            broken = sorted({p.name for p in _broken} | set(_hook_errors)
+                            | set(_command_errors))
             note = f"; broken plugins: {', '.join(broken)} (gis plugins says why)" if broken else ""
             raise self.error(name, list(entries), note)
         return entries[key]

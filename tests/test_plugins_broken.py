@@ -263,3 +263,35 @@ def test_plugins_check_passes_a_good_term_and_the_builtin_ones(terms_plugin):
         res = CliRunner().invoke(cli, ["plugins", "check", "losses"])
     assert res.exit_code == 0, res.output
     assert res.output.count("on a tiny context") >= 9  # every built-in term, every stage
+
+
+def test_a_register_commands_hook_that_raises_leaves_the_plugin_out_entirely(capsys):
+    """Its commands (added before it raised) are taken back and its loss is not registered,
+    as the docs promise for any failed hook (a new user's trial: `gis trial-hello` still ran
+    and the plugin's loss still loaded); the other plugins' commands stay."""
+    import click
+
+    def register_losses(register):
+        register("trial-flat", Flat)
+
+    def register_commands(cli):
+        cli.add_command(click.Command("trial-hello", callback=lambda: None))
+        raise RuntimeError("half-way")
+
+    name = gis.register_plugin(_module("trialcmd", register_losses=register_losses,
+                                       register_commands=register_commands), name="trialcmd")
+    try:
+        group = click.Group("gis")
+        group.add_command(click.Command("shift", callback=lambda: None))
+        plugins.add_plugin_commands(group)
+        assert "trial-hello" not in group.commands and "shift" in group.commands
+        err = capsys.readouterr().err
+        assert "plugin 'trialcmd'" in err and "register_commands failed: RuntimeError: half-way" in err
+        assert "trial-flat" not in plugins.losses.names() and "identity" in plugins.losses.names()
+        with pytest.raises(GisUsageError, match="broken plugins: .*trialcmd"):
+            plugins.losses.get("trial-flat")
+        info = {p.name: p for p in plugins.list_plugins()}["trialcmd"]
+        assert "register_commands failed" in info.error
+    finally:
+        gis.unregister_plugin(name)
+    assert "trialcmd" not in plugins._command_errors
