@@ -133,6 +133,16 @@ def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 
             warnings.warn(f"{items_path}: {len(stray)} item id(s) match no image file in "
                           f"{image_dir}, their categories are unused "
                           f"({mismatch(stray, kept, 'image ids')})", DataWarning, stacklevel=2)
+        blank = sorted((kept[k] for k, c in cat_of.items() if c == UNKNOWN_CATEGORY),
+                       key=_natural_key)
+        missing = [kept[k] for k in range(len(kept)) if k not in cat_of]
+        if missing or blank:
+            parts = ([f"{len(missing)} image(s) have no row (e.g. {', '.join(missing[:3])})"]
+                     if missing else []) + ([f"{len(blank)} row(s) have an empty category "
+                                             f"(e.g. {', '.join(blank[:3])})"] if blank else [])
+            warnings.warn(f"{items_path}: {' and '.join(parts)}; those items get category "
+                          f"{UNKNOWN_CATEGORY!r}, which the category check treats as a "
+                          "category of its own: add their rows", DataWarning, stacklevel=2)
     names = sorted({cat_of.get(k, UNKNOWN_CATEGORY) for k in range(len(kept))})
     cat_index = {c: k for k, c in enumerate(names)}
     categories = np.array([cat_index[cat_of.get(k, UNKNOWN_CATEGORY)] for k in range(len(kept))],
