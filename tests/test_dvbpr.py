@@ -253,6 +253,20 @@ def _train(ds, out, **kw):
     return train_dvbpr(ds, out=out, **opts)
 
 
+def test_a_run_of_a_handful_of_steps_says_how_to_get_more(dataset, tmp_path, capsys):
+    """A small catalogue with the default batch of 128: one WARNING line with the fix; a
+    batch that gives enough steps (or a resumed run) says nothing."""
+    _train(dataset, tmp_path / "few", batch_size=128, epochs=2, max_steps=1, progress=True)
+    out = capsys.readouterr().out
+    n = len(dataset.train)
+    assert (f"WARNING: dvbpr: {n} training interactions make 1 step(s) of --batch-size 128 per "
+            f"epoch, 2 in all, too few to learn from: pass a smaller --batch-size") in out
+    _train(dataset, tmp_path / "few", batch_size=128, epochs=2, resume=True, progress=True)
+    assert "WARNING" not in capsys.readouterr().out  # resumed: said once, at the start
+    _train(dataset, tmp_path / "many", batch_size=1, epochs=12, max_steps=1, progress=True)
+    assert n * 12 >= 500 and "WARNING" not in capsys.readouterr().out
+
+
 def test_trainer_writes_loadable_checkpoint_and_card(dataset, tmp_path):
     path = _train(dataset, tmp_path, epochs=2)
     assert path == tmp_path / "tiny-colours.safetensors"

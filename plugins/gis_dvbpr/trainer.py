@@ -218,8 +218,23 @@ class BPREpochs:
     BPR loss accumulates in ``loss_sum``/``loss_n``; a session stopped within an epoch carries
     those sums in the state and evaluates where it stands (``_evaluate_and_keep``)."""
 
+    #: fewer optimisation steps than this in a whole new run are too few to learn from
+    FEW_STEPS = 500
+
     def _mean_loss(self) -> float:
         return float(self.loss_sum) / max(self.loss_n, 1)
+
+    def _say_if_few_steps(self) -> None:
+        """A new run whose epochs are a handful of steps (a small catalogue, the default batch
+        of 128): one WARNING line with the fix, printed with the progress (a new user's trial:
+        122 interactions were one step per epoch, validation AUC 0.47)."""
+        total = self.config.epochs * self.steps_per_epoch
+        if self.st["step"] == 0 and total < self.FEW_STEPS:
+            self.run.write(
+                f"WARNING: {self.name}: {self.num_train} training interactions make "
+                f"{self.steps_per_epoch} step(s) of --batch-size {self.batch_size} per epoch, "
+                f"{total} in all, too few to learn from: pass a smaller --batch-size (e.g. 16) "
+                "and more --epochs, then check the validation AUC the run prints")
 
     def finished(self) -> bool:
         return self.st["epoch"] >= self.config.epochs
@@ -319,6 +334,7 @@ class DVBPRTrainer(BPREpochs, Trainer):
                     "test": popularity_auc(self.test_eval, ds.train)}
         self.num_train = len(ds.train)
         self.steps_per_epoch = math.ceil(self.num_train / self.batch_size)
+        self._say_if_few_steps()
         self.runs = self.st["extra"].setdefault("runs", [])
         self.runs.append({"command": self.run.commands[-1], "machine": machine_info(dev),
                           "started": datetime.datetime.now(datetime.timezone.utc).isoformat(

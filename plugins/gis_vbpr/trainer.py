@@ -242,6 +242,7 @@ class VBPRTrainer(BPREpochs, Trainer):
                     "test": popularity_auc(self.test_eval, ds.train)}
         self.num_train = len(ds.train)
         self.steps_per_epoch = math.ceil(self.num_train / self.batch_size)
+        self._say_if_few_steps()
         self.runs = self.st["extra"].setdefault("runs", [])
         self.runs.append({"command": self.run.commands[-1], "machine": machine_info(dev),
                           "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
