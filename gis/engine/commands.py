@@ -119,7 +119,9 @@ def invert_command(*, generator, generator_checkpoint, item, item_id, data, devi
         save_image(res.target, tmp / "item.png", value_range=(0, 1))
         save_image(res.image, tmp / "base.png", value_range=(0, 1))
         make_grid_png(torch.cat([res.target, res.image]), tmp / "grid.png", nrow=2, tile=128,
-                      labels=["item", f"G(z) {_terms(res.losses, '.3f')}"],
+                      # the tile holds ~18 characters: LPIPS only (result.json has every term)
+                      labels=["item", f"G(z) LPIPS {res.lpips:.3f}" if res.lpips is not None
+                              else "G(z)"],
                       value_range=(0, 1))
         _save_latents(tmp / "latents.safetensors", {"base": res.latent})
         write_json(tmp / "result.json", {
