@@ -308,7 +308,8 @@ def make_grid(images, *, labels: Sequence[str] | None = None, nrow: int | None =
 
     ``images``: float (N, 3, H, W) in ``value_range`` or uint8 (N, H, W, 3). ``nrow`` is the
     number of tiles per row (default: about sqrt(N)). Tiles are upscaled (nearest) to ``tile``
-    pixels, by default to at least 64 so that 32-pixel images stay readable.
+    pixels, by default to at least 64 so that 32-pixel images stay readable. A label may hold
+    several lines (``"\n"``); each is cut to the tile's width.
     """
     arr = to_uint8(images, value_range)
     n, h, w = arr.shape[:3]
@@ -322,7 +323,8 @@ def make_grid(images, *, labels: Sequence[str] | None = None, nrow: int | None =
     tw, th = max(1, round(w * scale)), max(1, round(h * scale))
     font_px = max(9, min(14, tw // 7))
     font = _font(font_px)
-    caption_h = font_px + 4 if labels is not None else 0
+    lines = max((str(t).count("\n") + 1 for t in labels), default=1) if labels else 1
+    caption_h = lines * (font_px + 2) + 2 if labels is not None else 0
     cell_w, cell_h = tw + padding, th + caption_h + padding
     grid = Image.new("RGB", (ncol * cell_w + padding, nrows * cell_h + padding), background)
     draw = ImageDraw.Draw(grid)
@@ -334,10 +336,11 @@ def make_grid(images, *, labels: Sequence[str] | None = None, nrow: int | None =
             tile_img = tile_img.resize((tw, th), Image.Resampling.NEAREST)
         grid.paste(tile_img, (x0, y0))
         if labels is not None:
-            text = str(labels[k])
-            while text and draw.textlength(text, font=font) > tw and len(text) > 1:
-                text = text[:-1]
-            draw.text((x0, y0 + th + 1), text, fill=(0, 0, 0), font=font)
+            for j, text in enumerate(str(labels[k]).split("\n")):
+                while text and draw.textlength(text, font=font) > tw and len(text) > 1:
+                    text = text[:-1]
+                draw.text((x0, y0 + th + 1 + j * (font_px + 2)), text, fill=(0, 0, 0),
+                          font=font)
     return grid
 
 

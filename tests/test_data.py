@@ -328,6 +328,7 @@ def test_cli_info_users_show(tmp_path):
     out = tmp_path / "grid.png"
     r = _cli("data", "show", "--out", str(out), "--n", "20", "--by", "category")
     assert r.exit_code == 0, r.output
+    assert "(20 items of fashion-colors, labelled id and category)" in r.output
     with Image.open(out) as im:
         assert im.size[0] > 64
     r = _cli("data", "show", "--out", str(out), "--n", "8", "--heldout", "--by", "color")

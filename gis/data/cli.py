@@ -121,8 +121,9 @@ def show(dataset, trust, resolution, out, count, by, heldout, seed):
         if ds.heldout_images is None:
             raise GisUsageError(f"dataset {ds.meta.get('name', dataset)!r} has no held-out items")
         images, cats, attrs = ds.heldout_images, ds.heldout_categories, ds.heldout_attributes
+        ids = ds.heldout_item_ids
     else:
-        images, cats, attrs = ds.images, ds.categories, ds.attributes
+        images, cats, attrs, ids = ds.images, ds.categories, ds.attributes, ds.item_ids
     color_names = ds.meta.get("color_names") if "color" in attrs else None
     rng = np.random.default_rng(seed)
     nrow = None
@@ -152,9 +153,11 @@ def show(dataset, trust, resolution, out, count, by, heldout, seed):
         if color_names is not None:
             text = f"{color_names[int(attrs['color'][i])]} {text}"
         tiles.append(images[i])
-        labels.append(text)
+        labels.append(f"{ids[i]}\n{text}")  # the id: what --item-id takes
     path = make_grid_png(np.stack(tiles), out, labels=labels, nrow=nrow, tile=96)
-    click.echo(f"wrote {path} ({len(idx)} items of {ds.meta.get('name', dataset)})")
+    shown = int((np.asarray(idx) >= 0).sum())  # not the blank tiles of a short group
+    click.echo(f"wrote {path} ({shown} items of {ds.meta.get('name', dataset)}, labelled "
+               "id and category)")
 
 
 @data.command()
