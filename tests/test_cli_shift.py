@@ -321,3 +321,14 @@ def test_the_recommenders_folder_dataset_is_never_looked_up_in_the_current_folde
         _dataset_for(shop_rec, None, False)
     fc_rec = SimpleNamespace(card=SimpleNamespace(dataset_name="fashion-colors"))
     assert _dataset_for(fc_rec, None, False).meta["name"] == "fashion-colors"
+
+
+def test_an_item_id_is_recorded_as_the_catalogue_spells_it():
+    """`--item-id TRAIN-00024` (case, as ids match) is recorded as the catalogue's
+    'train-00024', so result.json and the report name the real item (a new user's trial)."""
+    from gis.data import load_dataset
+    from gis.engine.commands import _load_item
+
+    ds = load_dataset("fashion-colors")
+    x, source = _load_item(None, " TRAIN-00024 ", ds, 32)
+    assert source["item_id"] == "train-00024" and x.shape == (1, 3, 32, 32)

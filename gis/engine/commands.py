@@ -68,7 +68,9 @@ def _load_item(item, item_id, dataset, size: int) -> tuple[torch.Tensor, dict]:
     if x.shape[-1] != size:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
                                             align_corners=False, antialias=True)
-    return x, {"source": "dataset", "dataset": dataset.meta.get("name"), "item_id": str(key),
+    # the catalogue's own spelling of the id (the user may have typed ITEM013 or 13)
+    return x, {"source": "dataset", "dataset": dataset.meta.get("name"),
+               "item_id": str(dataset.item_ids[idx]),
                "category": dataset.category_names[int(dataset.categories[idx])],
                "default": item_id is None}
 
