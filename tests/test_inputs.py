@@ -322,3 +322,19 @@ def test_items_without_a_category_row_are_named_in_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)  # every item has its category: silent
         assert sorted(read_folder(shop, resolution=8).category_names) == ["shirt", "shoe"]
+
+
+def test_an_item_whose_image_was_skipped_is_named_as_such(tmp_path):
+    """`--item-id` of an item whose image could not be decoded: the error says the image was
+    skipped and why, not just "unknown item id" (a new user's trial)."""
+    rows = [("ana", "0000"), ("ana", "0001"), ("bo", "0000"), ("bo", "0002")]
+    shop = _shop(tmp_path / "shop", ["0000", "0001", "0002"], _excel_csv(rows))
+    (shop / "images" / "0003.png").write_bytes(b"\x89PNG not really")
+    with pytest.warns(DataWarning, match="skipped 1 image"):
+        ds = read_folder(shop, resolution=8)
+    with pytest.raises(GisUsageError, match=r"item '0003' is not in dataset 'shop': its image "
+                                            r"was skipped when the folder was read \(not an "
+                                            r"image.*0003.png\): replace the image"):
+        ds.find_item(" 0003 ")
+    with pytest.raises(GisUsageError, match="unknown item id 'zzz'"):
+        ds.find_item("zzz")

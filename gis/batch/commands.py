@@ -32,7 +32,9 @@ def build_tasks(*, manifest, items, target: dict, catalogue_ids: Callable[[], li
     if given.get("users") is not None:
         given["users"] = tuple(u.strip() for u in given["users"] if u.strip())
         if not given["users"]:
-            raise GisUsageError("--users: the target user set is empty")
+            raise GisUsageError("--users: the target user set is empty: name users with "
+                                "--users ID,ID,... or --users-file, or pick some with "
+                                "--n-users N")
     if given.get("n_users") is not None and given["n_users"] < 1:
         raise GisUsageError(f"--n-users must be >= 1 (got {given['n_users']})")
     if manifest is not None:

@@ -132,6 +132,14 @@ class Dataset:
         from ..errors import GisUsageError
 
         examples = ", ".join([*self.item_ids[:2], *self.heldout_item_ids[:2]])
+        from .inputs import normalize_id
+
+        skipped = self.meta.get("skipped_image_reasons") or {}
+        why = skipped.get(normalize_id(item_id)) if isinstance(skipped, dict) else None
+        if why is not None:
+            raise GisUsageError(f"item {normalize_id(item_id)!r} is not in dataset "
+                                f"{self.meta.get('name', '?')!r}: its image was skipped when "
+                                f"the folder was read ({why}): replace the image")
         raise GisUsageError(
             f"unknown item id {str(item_id)!r} in dataset {self.meta.get('name', '?')!r} "
             f"({self.num_items} catalogue + {self.num_heldout} held-out items, "

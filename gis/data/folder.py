@@ -53,7 +53,8 @@ def _image_files(image_dir: Path) -> dict[str, Path]:
             stem = normalize_id(f.stem)
             if stem in files:
                 raise GisUsageError(
-                    f"two images for item {stem!r}: {files[stem].name} and {f.name}"
+                    f"two images for item {stem!r}: {files[stem].name} and {f.name}: keep "
+                    "one (or rename the other: the file stem is the item id)"
                 )
             files[stem] = f
     if not files:
@@ -68,22 +69,23 @@ def _decode_all(files: dict[str, Path], ids: list[str], size: int, image_dir: Pa
     for the others with the first reasons."""
     images = np.empty((len(ids), size, size, 3), dtype=np.uint8)
     kept: list[str] = []
-    broken: list[tuple[str, str]] = []
+    broken: list[tuple[str, str, str]] = []  # (file name, why, item id)
     for stem in ids:
         try:
             images[len(kept)] = decode_image(files[stem], size=size)
         except BadImageError as exc:
-            broken.append((files[stem].name, str(exc).replace(str(files[stem]), files[stem].name)))
+            broken.append((files[stem].name, str(exc).replace(str(files[stem]), files[stem].name),
+                           stem))
             continue
         kept.append(stem)
     if broken:
-        shown = "; ".join(why for _, why in broken[:2])
+        shown = "; ".join(why for _, why, _ in broken[:2])
         warnings.warn(f"skipped {len(broken)} image(s) in {image_dir} that cannot be decoded "
                       f"({shown}{'; ...' if len(broken) > 2 else ''})", DataWarning,
                       stacklevel=3)
     if not kept:
         raise GisUsageError(f"none of the {len(ids)} images in {image_dir} could be read")
-    return images[: len(kept)], kept, [name for name, _ in broken]
+    return images[: len(kept)], kept, broken
 
 
 def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 0,
@@ -117,7 +119,8 @@ def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 
         raise GisUsageError(f"items file not found: {items_path}")
 
     ids = sorted(files, key=_natural_key)
-    images, kept, broken = _decode_all(files, ids, size, image_dir)
+    images, kept, skipped = _decode_all(files, ids, size, image_dir)
+    broken = [name for name, _, _ in skipped]
     index, on_disk = IdIndex(kept), IdIndex(ids)
 
     cat_of: dict[int, str] = {}
@@ -193,6 +196,9 @@ def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 
     )
     meta = {"name": root.name, "source": str(root), "reader": "folder", "seed": seed,
             "split": split, "resolution": size, "skipped_images": len(broken),
+            # why each skipped image's item is not in the catalogue (an unknown-item error
+            # names it); the first 1000
+            "skipped_image_reasons": {stem: why for _, why, stem in skipped[:1000]},
             "dropped_interactions": len(no_file) + undecodable}
     return Dataset(images=images, categories=categories, category_names=names,
                    user_ids=user_names, train=train, val=val, test=test, item_ids=kept,

@@ -51,7 +51,8 @@ def resolve_targets(recommender: Recommender, *, users=None, users_file=None,
     ids = read_user_file(users_file) if users_file is not None else list(users)
     ids = [normalize_id(u) for u in ids if normalize_id(u)]
     if not ids:
-        raise GisUsageError("the target user set is empty")
+        raise GisUsageError("the target user set is empty: name users with --users "
+                            "ID,ID,... or --users-file, or pick some with --n-users N")
     idx = recommender.user_index(ids)  # matched as gis.data.inputs.IdIndex matches
     # keep first occurrence order, drop duplicates
     seen: set[int] = set()
