@@ -65,6 +65,13 @@ def load_plugins() -> None:
     if not _gis_installed():
         declared += [(ep, "source tree, gis not installed") for ep in _source_tree_entry_points()
                      if ep.name not in {d.name for d, _ in declared}]
+    if allow is not None:
+        unknown = sorted(allow - {ep.name for ep, _ in declared})
+        if unknown:  # a misspelt name would otherwise load nothing, silently
+            print(f"gis: {PLUGINS_ENV} names {', '.join(map(repr, unknown))}, which no installed "
+                  f"plugin is called (installed: "
+                  f"{', '.join(sorted({ep.name for ep, _ in declared})) or 'none'})",
+                  file=sys.stderr)
     declared = [(ep, origin) for ep, origin in declared if allow is None or ep.name in allow]
     _entry_point_names[:] = list(dict.fromkeys(ep.name for ep, _ in declared))
     for ep, origin in declared:

@@ -295,3 +295,20 @@ def test_a_register_commands_hook_that_raises_leaves_the_plugin_out_entirely(cap
     finally:
         gis.unregister_plugin(name)
     assert "trialcmd" not in plugins._command_errors
+
+
+def test_a_misspelt_name_in_gis_plugins_is_said(monkeypatch, capsys):
+    """GIS_PLUGINS=losses,trialplg loads `losses` and names 'trialplg' as no installed
+    plugin, with the installed names (was silent)."""
+    monkeypatch.setenv(plugins.PLUGINS_ENV, "losses,trialplg")
+    try:
+        plugins.reload_plugins()
+        err = capsys.readouterr().err
+        assert ("GIS_PLUGINS names 'trialplg', which no installed plugin is called (installed: "
+                in err) and "progan" in err
+        assert "losses" in {name for name, _ in plugins.pm.list_name_plugin()}
+        assert "identity" in plugins.losses.names() and not plugins.generators.names()
+    finally:
+        monkeypatch.delenv(plugins.PLUGINS_ENV)
+        plugins.reload_plugins()
+    assert "progan" in plugins.generators.names()
