@@ -80,7 +80,7 @@ def register_recommenders(register):
 
 @gis.hookimpl
 def register_losses(register):
-    register("total-variation", lambda **kw: TotalVariation(), aliases=("tv",),
+    register("total-variation", TotalVariation, aliases=("tv",),
              description="Total variation of the images, for either objective (example "
                          "plugin)")
 
