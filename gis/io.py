@@ -277,8 +277,9 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
                         resume: bool | None = None, checkpoint: str | None = None) -> Path:
     """Refuse an ``--out`` folder that a command must not write into; returns it as a Path.
 
-    A folder written whole (``resume=None``, e.g. ``gis shift``): refused when it exists,
-    unless ``overwrite``, and even then unless it is empty or a folder gis wrote
+    A folder written whole (``resume=None``, e.g. ``gis shift``): an empty one is used as is
+    (made beforehand, e.g. with the right permissions); one that holds anything is refused
+    unless ``overwrite``, and even then unless it is a folder gis wrote
     (:func:`_check_replaceable`: the user's own files are never replaced); the current folder
     or one above it (``--out .``, ``--out ..``) is refused. A run folder filled over time
     (``resume`` True or False, e.g. ``gis train``): refused when it already holds files,
@@ -295,7 +296,7 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
     if not out.exists():
         _check_creatable(out)
     if resume is None:
-        if out.exists() and not overwrite:
+        if out.exists() and not overwrite and any(out.iterdir()):  # an empty one holds nothing
             raise GisUsageError(f"output folder {out} already exists: pass --overwrite to "
                                 "replace it, or choose another --out")
         if out.exists():

@@ -106,10 +106,25 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_the_old_folder(tmp_path, err
         raise OSError(errno.EACCES, "Permission denied")  # not a full disk: as it was
 
 
+def test_an_empty_output_folder_made_beforehand_is_used_without_overwrite(tmp_path):
+    """`mkdir out && gis shift --out out`: nothing to lose, so no --overwrite needed (a new
+    user's trial); a folder with a file in it still needs --overwrite."""
+    out = tmp_path / "made"
+    out.mkdir()
+    with atomic_folder(out) as tmp:
+        (tmp / "result.json").write_text('{"command": "shift"}')
+    assert [p.name for p in out.iterdir()] == ["result.json"]
+    with pytest.raises(GisUsageError, match="already exists: pass --overwrite"):
+        check_output_folder(out)
+
+
 def test_output_folder_check(tmp_path):
     assert check_output_folder(tmp_path / "new") == tmp_path / "new"
+    assert check_output_folder(tmp_path) == tmp_path  # empty: nothing to replace
+    (tmp_path / "mine.txt").write_text("x")
     with pytest.raises(GisUsageError, match="already exists"):
         check_output_folder(tmp_path)
+    (tmp_path / "mine.txt").unlink()
     assert check_output_folder(tmp_path, overwrite=True) == tmp_path
     (tmp_path / "file").write_text("x")
     with pytest.raises(GisUsageError, match="is not a folder"):
