@@ -64,9 +64,15 @@ def check_options(entry: Any, options: Mapping[str, Any]) -> dict[str, Any]:
                                                          inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(options) - set(takes))
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        from .cli_options import RESERVED
+
+        flags = RESERVED.get(getattr(entry, "kind", ""), {})  # set by a command's own flags
+        own = [n for n in takes if n not in flags]
+        by_flag = [f"{n} ({flags[n]})" for n in takes if n in flags]
         raise GisUsageError(
             f"{entry.label} takes no option {', '.join(map(repr, unknown))}; its options: "
-            f"{', '.join(takes) or 'none'}")
+            f"{', '.join(own) or 'none'}"
+            + (f"; set by their own flags: {', '.join(by_flag)}" if by_flag else ""))
     out = dict(options)
     for key, value in options.items():
         hint = params[key].annotation if key in takes else inspect.Parameter.empty

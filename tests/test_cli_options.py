@@ -66,7 +66,7 @@ def test_option_values_are_json_scalars_else_text():
 def test_an_option_the_factory_does_not_take_is_refused(options_plugin):
     with pytest.raises(GisUsageError) as e:
         gis.get_generator("strict", colour=1)
-    assert str(e.value) == f"{STRICT} takes no option 'colour'; its options: device, scale"
+    assert str(e.value) == f"{STRICT} takes no option 'colour'; its options: scale; set by their own flags: device (--device)"
     assert received == []
 
 
@@ -88,7 +88,7 @@ def test_generator_options_reach_the_named_factory(options_plugin):
     out = CliRunner().invoke(group, ["make", "--generator-option", "scale=0.5"])
     assert out.exit_code == 0, out.output
     assert received == [("strict", {"scale": 0.5}), ("other", {})]
-    cases = {"colour=red": f"{STRICT} takes no option 'colour'; its options: device, scale",
+    cases = {"colour=red": f"{STRICT} takes no option 'colour'; its options: scale; set by their own flags: device (--device)",
              "device=cuda": "--generator-option device: use --device",
              "scale": "--generator-option expects KEY=VALUE with KEY a name, got 'scale'"}
     for value, message in cases.items():
