@@ -467,6 +467,9 @@ def run_checks(name: str, *, kind: str | None = None, device: str = "cpu",
             except errors.MissingAssetError as exc:
                 report.missing = str(exc).removeprefix(f"{entry.label}: ")
             except errors.GisError as exc:
+                if (options and isinstance(exc, errors.GisUsageError)
+                        and not isinstance(exc, errors.CheckpointError)):
+                    raise  # it refused what the user passed with -o: their error (exit 2)
                 report.error = str(exc).removeprefix(f"{entry.label}: ")
             except ContractMismatch as exc:
                 report.error = str(exc)

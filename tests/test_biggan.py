@@ -274,7 +274,9 @@ def test_plugins_check_biggan(fc_model):
     out = CliRunner().invoke(cli, ["plugins", "check", "biggan", "-o", "shift_embedding=true"])
     assert out.exit_code == 0 and "latent_dim=24" in out.output, out.output
     out = CliRunner().invoke(cli, ["plugins", "check", "biggan", "-o", "truncation=2"])
-    assert out.exit_code == 1 and "truncation must lie in (0, 1]" in out.output
+    # a value the user passed that the factory refuses: a usage error, not a plugin failure
+    assert out.exit_code == 2 and out.output.startswith("Error: ") and \
+        "truncation must lie in (0, 1]" in out.output and out.output.count("\n") == 1
 
 
 def test_shift_with_shifted_embedding_and_bad_category(fc_model, tmp_path):
