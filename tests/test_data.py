@@ -343,5 +343,18 @@ def test_cli_convert_and_errors(tmp_path, dvbpr_file):
         r = _cli("data", "convert", str(dvbpr_file), "--trust", "--out", str(conv))
     assert r.exit_code == 0, r.output
     assert load_dataset(conv).num_items == 4
+    # an existing file is never replaced silently (it may be the user's only copy), and the
+    # file must be named so that --data recognises it
+    before = conv.read_bytes()
+    r = _cli("data", "convert", str(dvbpr_file), "--trust", "--out", str(conv))
+    assert r.exit_code == 2 and "exists: pass --overwrite" in r.output
+    assert conv.read_bytes() == before
+    r = _cli("data", "convert", str(dvbpr_file), "--trust", "--out", str(tmp_path / "c.txt"))
+    assert r.exit_code == 2 and "end in .npz" in r.output and "c.npz" in r.output
+    assert not (tmp_path / "c.txt").exists()
+    with pytest.warns(DataWarning):
+        r = _cli("data", "convert", str(dvbpr_file), "--trust", "--out", str(conv),
+                 "--overwrite")
+    assert r.exit_code == 0, r.output
     r = _cli("data", "info", "no-such-dataset")
     assert r.exit_code == 2 and "unknown dataset" in r.output

@@ -198,10 +198,18 @@ def users(dataset, trust, resolution, top, sort):
 @_dataset_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The .npz file to write (gis's own format: no pickle).")
-def convert(dataset, trust, resolution, out):
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def convert(dataset, trust, resolution, out, overwrite):
     """Save DATASET in gis's own .npz format (e.g. a DVBPR .npy, read once with --trust)."""
     from .store import save_dataset
 
+    if out.suffix.lower() != ".npz":
+        raise GisUsageError(f"--out {out}: gis's dataset files end in .npz (the format "
+                            "`--data FILE` recognises): name it e.g. "
+                            f"{out.with_suffix('.npz').name}")
+    if out.exists() and not overwrite:
+        raise GisUsageError(f"--out {out} exists: pass --overwrite to replace it, or choose "
+                            "another file")
     ds = _load(dataset, trust, resolution)
     path = save_dataset(ds, out)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {ds.num_items} items, "
