@@ -341,3 +341,17 @@ def test_domain_classifier_resumes_within_an_epoch_exactly(tmp_path):
     assert ha == hb and len(ha) == 2
     card = json.loads((tmp_path / "b" / "domain-classifier.json").read_text())
     assert card["training"]["epochs_completed"] == 2 and len(card["commands"]) == 2
+
+
+def test_a_session_shorter_than_its_log_interval_still_reports_its_losses(tmp_path):
+    """LossLog.peek: the mean of the pending steps without logging them (they stay for the
+    next line and the checkpoint), so a 3-step run's summary and card are not `losses {}`."""
+    from gis.training.log import LossLog
+
+    log = LossLog(tmp_path / "log.jsonl", every=20)
+    assert log.peek() == {}
+    for v in (1.0, 2.0, 6.0):
+        log.add({"loss_d": torch.tensor(v), "loss_g": torch.tensor(-v)})
+    assert log.peek() == {"loss_d": 3.0, "loss_g": -3.0}
+    assert len(log.pending) == 3 and log.state()["values"][2] == [6.0, -6.0]
+    assert log.means() == {"loss_d": 3.0, "loss_g": -3.0} and log.peek() == {}

@@ -44,6 +44,13 @@ class LossLog:
         self.pending.clear()
         return dict(zip(self.names, values, strict=True))
 
+    def peek(self) -> dict[str, float]:
+        """The mean of each loss over the steps not yet logged, leaving them pending (a
+        session's closing summary when it ended before its first line); {} when none."""
+        if not self.pending:
+            return {}
+        return dict(zip(self.names, torch.stack(self.pending).mean(0).tolist(), strict=True))
+
     @staticmethod
     def finite(means: dict[str, float]) -> bool:
         return all(math.isfinite(v) for v in means.values())
