@@ -19,11 +19,12 @@ Loading policy (``load_image``, ``decode_image``):
    composited onto white; 16-bit and 32-bit greyscale (``I;16*``, ``I``) and float (``F``)
    images are scaled to 8 bits (see ``_to_rgb``); CMYK, YCbCr, LAB, HSV, 1-bit and L go
    through PIL's conversion.
-4. An image to be fitted (``size`` given) must depict something a square can show: at least
-   ``MIN_FIT_SIDE`` pixels on its longer side (a 1x1 or 4x4 icon holds no product) and at most
-   ``MAX_FIT_ASPECT``:1 (a 4000x20 strip fitted into a square is a line on white). Anything
-   else is a BadImageError saying to crop or pad it; a catalogue folder skips such images with
-   its usual warning.
+4. An item image (``load_image``: the seller's ``--item``) must depict something a square can
+   show: at least ``MIN_FIT_SIDE`` pixels on its longer side (a 1x1 or 4x4 icon holds no
+   product) and at most ``MAX_FIT_ASPECT``:1 (a 4000x20 strip fitted into a square is a line
+   on white). Anything else is a BadImageError saying to crop or pad it. Dataset readers
+   (``decode_image``) take every image as it is, so a catalogue's items and their order do
+   not depend on this rule.
 5. The image is fitted inside a ``size`` x ``size`` square keeping its aspect ratio (Lanczos)
    and centred on a white canvas, i.e. padded with white to a square (the look of a product
    photo), then scaled to ``[low, high] = value_range``.
@@ -103,8 +104,9 @@ def _check_fit(what: str, w: int, h: int) -> None:
     if aspect > MAX_FIT_ASPECT:
         side = "wide" if w > h else "tall"
         across = "height" if w > h else "width"
-        raise BadImageError(f"image too {side}: {what} is {w}x{h} pixels ({aspect:.3g}:1), "
-                            f"fitted into a square it would fill 1/{aspect:.3g} of its {across}; "
+        ratio = f"{aspect:.0f}" if aspect >= 10 else f"{aspect:.1f}"
+        raise BadImageError(f"image too {side}: {what} is {w}x{h} pixels ({ratio}:1), "
+                            f"fitted into a square it would fill 1/{ratio} of its {across}; "
                             f"crop it to the product, or pad it to at most "
                             f"{MAX_FIT_ASPECT:.0f}:1")
 
@@ -112,13 +114,10 @@ def _check_fit(what: str, w: int, h: int) -> None:
 def open_image(source: PathOrBytes, *, draft: int | None = None) -> Image.Image:
     """Open, check and fully decode an image (first frame), returning it in its own mode.
 
-    ``source`` is a path or the encoded bytes. ``draft`` (pixels): the side of the square the
-    image will be fitted into; a JPEG then decodes at 1/2, 1/4 or 1/8 scale while its longer
-    side stays at least ``draft`` pixels, and the image must have the proportions a square can
-    show (``MIN_FIT_SIDE``, ``MAX_FIT_ASPECT``; module docstring).
+    ``source`` is a path or the encoded bytes. ``draft`` (pixels) lets a JPEG decode at 1/2,
+    1/4 or 1/8 scale while its longer side stays at least ``draft`` pixels (module docstring).
     Raises BadImageError for a missing file, data that is not an image, a file declaring more
-    than ``MAX_SOURCE_PIXELS``, more than ``MAX_PIXELS`` to decode, an image to fit that is too
-    small or too elongated, or corrupt/truncated data.
+    than ``MAX_SOURCE_PIXELS``, more than ``MAX_PIXELS`` to decode, or corrupt/truncated data.
     """
     what = _describe(source)
     if isinstance(source, bytes | bytearray | memoryview):
@@ -162,10 +161,11 @@ def open_image(source: PathOrBytes, *, draft: int | None = None) -> Image.Image:
                 if dw * dh > MAX_PIXELS:
                     raise BadImageError(_too_large(what, w, h, MAX_PIXELS, img.format,
                                                    "gis decodes at most"))
-                if draft is not None:
-                    _check_fit(what, w, h)
                 img.load()
+                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF Orientation
                 img = ImageOps.exif_transpose(img) or img
+                # the file's own size, upright (a JPEG's draft decoded it smaller)
+                img.info["source_size"] = (h, w) if turned else (w, h)
             except (OSError, SyntaxError, ValueError, EOFError, IndexError,
                     Image.DecompressionBombError) as exc:
                 reason = str(exc) or type(exc).__name__
@@ -255,9 +255,14 @@ def load_image(path: str | os.PathLike, *, size: int,
                value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
     """Load a user-supplied item image as a float tensor (1, 3, size, size) in ``value_range``.
 
-    See the module docstring for the checks, mode conversions and the fit-and-pad policy.
+    See the module docstring for the checks (an item image must have proportions a square
+    can show), mode conversions and the fit-and-pad policy.
     """
-    return uint8_to_tensor(decode_image(path, size=size), value_range)
+    img = open_image(path, draft=size)
+    _check_fit(_describe(path), *img.info.get("source_size", img.size))
+    rgb = _to_rgb(img)
+    return uint8_to_tensor(np.asarray(fit_square(rgb, size), dtype=np.uint8).copy(),
+                           value_range)
 
 
 def to_uint8(images, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:

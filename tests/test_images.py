@@ -193,7 +193,7 @@ def test_huge_dimensions_refused_before_decoding(tmp_path, width, height, limit)
 ])
 def test_an_item_image_that_cannot_show_a_product_is_refused(tmp_path, width, height, what):
     """A 1x1 placeholder or a 4000x20 strip would be shifted as a flat square or a line on
-    white: refused when fitted, with the fix; decoded as is (no ``size``) it stays readable."""
+    white: refused as an item image, with the fix; dataset readers still decode it."""
     path = _save(Image.new("RGB", (width, height), (200, 30, 30)), tmp_path / "odd.png")
     with pytest.raises(BadImageError, match=what) as err:
         load_image(path, size=32)
@@ -201,6 +201,8 @@ def test_an_item_image_that_cannot_show_a_product_is_refused(tmp_path, width, he
     assert "\n" not in msg and f"{width}x{height}" in msg and str(path) in msg
     assert ("crop it" in msg) == (what != "too small")
     assert decode_image(path).shape == (height, width, 3)
+    # a dataset reader takes it as it is: a catalogue's items do not depend on this rule
+    assert decode_image(path, size=32).shape == (32, 32, 3)
 
 
 def test_the_limits_of_a_fitted_image_are_inclusive(tmp_path):
