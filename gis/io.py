@@ -110,17 +110,29 @@ def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterato
 
     Checks ``out`` first with :func:`check_output_folder` (GisUsageError)."""
     out = check_output_folder(out, overwrite=overwrite)
+    # an empty folder made beforehand (its permissions, owner, ACLs, a symlink to it, a mount
+    # point, in a parent the user may not write) is filled in place rather than replaced: the
+    # temporary folder is made inside it and its entries renamed up at the end
+    fill = out.is_dir() and not any(out.iterdir())
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(out.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial.{_owner()}.", dir=out.parent))
+        if not fill:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(out if fill else out.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial.{_owner()}.",
+                                    dir=out if fill else out.parent))
     except OSError as exc:
         raise _cannot_create(out, exc) from None
+    moved: list[Path] = []
     try:
         yield tmp
         _ordinary_modes(tmp)
         with _whole():  # a stop signal waits until out is the old folder or the new one
-            if out.exists():
+            if fill:
+                for entry in sorted(tmp.iterdir()):
+                    entry.rename(out / entry.name)
+                    moved.append(out / entry.name)
+                tmp.rmdir()
+            elif out.exists():
                 old = out.with_name(f".{out.name}.old.{_owner()}.x")
                 out.rename(old)
                 tmp.rename(out)
@@ -129,6 +141,8 @@ def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterato
                 tmp.rename(out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        for path in moved:  # a fill cut half-way: the folder is left empty, as it was
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         full = storage_full(exc)
         if full is not None:
             raise GisUsageError(f"cannot write {out} ({full}): free space there or choose "
@@ -302,8 +316,11 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
         if out.exists():
             _check_replaceable(out)
     elif out.is_dir() and any(out.iterdir()):
-        if checkpoint is not None and not (out / checkpoint).is_file():
-            names = sorted(p.name for p in out.iterdir())
+        # what a run writes before its first checkpoint (a run killed then can still resume)
+        own = {"log.jsonl", "samples"}
+        foreign = [p for p in out.iterdir() if p.name not in own and not p.name.startswith(".")]
+        if checkpoint is not None and not (out / checkpoint).is_file() and foreign:
+            names = sorted(p.name for p in foreign)
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             raise GisUsageError(f"output folder {out} holds files ({shown}) but no run to "
                                 f"continue (no {checkpoint}): choose a new or empty --out")

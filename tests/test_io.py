@@ -111,11 +111,32 @@ def test_an_empty_output_folder_made_beforehand_is_used_without_overwrite(tmp_pa
     user's trial); a folder with a file in it still needs --overwrite."""
     out = tmp_path / "made"
     out.mkdir()
+    out.chmod(0o2770)  # made for a group: filled in place, its mode (and owner) kept
+    inode = out.stat().st_ino
     with atomic_folder(out) as tmp:
+        assert tmp.parent == out  # the temporary folder is made inside it
         (tmp / "result.json").write_text('{"command": "shift"}')
-    assert [p.name for p in out.iterdir()] == ["result.json"]
+        (tmp / "sub").mkdir()
+    assert sorted(p.name for p in out.iterdir()) == ["result.json", "sub"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o2770 and out.stat().st_ino == inode
     with pytest.raises(GisUsageError, match="already exists: pass --overwrite"):
         check_output_folder(out)
+    # a symlink to an empty folder: the files go to its target, the link stays
+    target = tmp_path / "target"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with atomic_folder(link) as tmp:
+        (tmp / "grid.png").write_text("x")
+    assert link.is_symlink() and [p.name for p in target.iterdir()] == ["grid.png"]
+    # an error inside the block leaves the empty folder empty and in place
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RuntimeError), atomic_folder(empty) as tmp:
+        (tmp / "base.png").write_text("x")
+        raise RuntimeError("interrupted")
+    assert empty.is_dir() and list(empty.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "link", "made", "target"]
 
 
 def test_output_folder_check(tmp_path):

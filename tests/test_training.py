@@ -307,6 +307,19 @@ def test_resume_into_a_folder_without_the_run_is_refused(toy_plugin, tmp_path):
             assert res.output.count("\n") == 1
         assert sorted(p.name for p in folder.iterdir()) == before
 
+    # a run killed before its first checkpoint left its log, reals grid and a hidden partial:
+    # that is this run's own, and --resume starts it again there
+    killed = tmp_path / "killed"
+    (killed / "samples").mkdir(parents=True)
+    (killed / "samples" / "reals.png").write_bytes(b"png")
+    (killed / "log.jsonl").write_text("")
+    (killed / ".checkpoint.safetensors.1@host.x.partial.safetensors").write_bytes(b"")
+    res = CliRunner().invoke(cli, ["train", "generator", "toy", "--data", str(data), "--out",
+                                   str(killed), "--max-steps", "1", "--no-progress",
+                                   "--resume"])
+    assert res.exit_code == 0, res.output
+    assert (killed / "checkpoint.safetensors").is_file()
+
 
 def test_save_reserve_is_a_small_share_of_the_budget():
     from gis.training import save_reserve_s
