@@ -669,6 +669,37 @@ def test_ctrl_c_that_surfaces_as_another_error_is_still_a_stop(tmp_path, monkeyp
     assert res.exception is None or isinstance(res.exception, SystemExit)
 
 
+def test_a_task_cut_by_ctrl_c_is_a_stop_not_a_failed_task():
+    """Inside a task (one worker: in the driver's process) an error a stop caused is the stop:
+    raised, not recorded as a failed task while the batch carries on; any other error is a
+    failed task (review)."""
+    from gis.batch.manifest import BatchTask
+    from gis.batch.runner import TaskWorker
+    from gis.interrupts import Stopped
+
+    worker = TaskWorker.__new__(TaskWorker)  # no models: _run is replaced
+    task = BatchTask(id="0001-x", line=0, image="/nowhere.png")
+
+    def cut(signal_error):
+        def run(_task):
+            try:
+                raise signal_error
+            except KeyboardInterrupt as exc:
+                raise ImportError("initialization failed") from exc
+        return run
+
+    worker._run = cut(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        worker.run(task)
+    worker._run = cut(Stopped(signal.SIGTERM))
+    with pytest.raises(Stopped) as err:
+        worker.run(task)
+    assert err.value.signum == signal.SIGTERM
+    worker._run = lambda _task: 1 / 0
+    outcome = worker.run(task)
+    assert outcome.error == "ZeroDivisionError: division by zero" and outcome.traceback
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import GisError, GisUsageError, one_line
+from ..interrupts import interrupt_behind
 from ..io import atomic_folder, write_json
 from .manifest import BatchTask
 from .segments import dataset_segments, read_segments, resolve_segment
@@ -164,11 +165,15 @@ class TaskWorker:
         t0 = time.perf_counter()
         try:
             files = self._run(task)
-        except GisError as exc:
-            return Outcome(task.id, error=str(exc).splitlines()[0] if str(exc) else
-                           type(exc).__name__, seconds=time.perf_counter() - t0,
-                           category=self.category_of(task))
-        except Exception as exc:  # a bug or a resource problem: keep the traceback
+        except Exception as exc:
+            stop = interrupt_behind(exc)
+            if stop is not None:  # an error a stop signal caused (e.g. a C extension's
+                raise stop from None  # import cut by Ctrl-C) is the stop, not a failed task
+            if isinstance(exc, GisError):
+                return Outcome(task.id, error=str(exc).splitlines()[0] if str(exc) else
+                               type(exc).__name__, seconds=time.perf_counter() - t0,
+                               category=self.category_of(task))
+            # a bug or a resource problem: keep the traceback
             return Outcome(task.id, error=one_line(exc), traceback=traceback.format_exc(),
                            seconds=time.perf_counter() - t0, category=self.category_of(task))
         return Outcome(task.id, files=files, seconds=time.perf_counter() - t0)
@@ -790,7 +795,8 @@ def execute(out: Path, spec: ModelSpec, options: dict, tasks: list[BatchTask], *
             if on_outcome is not None:
                 on_outcome(task, outcome, state)
             bar.update(1)
-            bar.set_postfix_str(f"{len(state.failed)} failed" if state.failed else "")
+            bar.set_postfix_str(f"{len(state.failed)} failed" if state.failed else "",
+                                refresh=False)  # redrawn by update, at its pace
     finally:
         bar.close()
     return state
