@@ -468,8 +468,9 @@ def run_checks(name: str, *, kind: str | None = None, device: str = "cpu",
                 report.missing = str(exc).removeprefix(f"{entry.label}: ")
             except errors.GisError as exc:
                 if (options and isinstance(exc, errors.GisUsageError)
-                        and not isinstance(exc, errors.CheckpointError)):
-                    raise  # it refused what the user passed with -o: their error (exit 2)
+                        and not isinstance(exc, errors.CheckpointError)
+                        and any(str(k) in str(exc) for k in options)):
+                    raise  # it refused an option the user passed with -o: their error (exit 2)
                 report.error = str(exc).removeprefix(f"{entry.label}: ")
             except ContractMismatch as exc:
                 report.error = str(exc)

@@ -66,7 +66,9 @@ def check_options(entry: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         from .cli_options import RESERVED
 
-        flags = RESERVED.get(getattr(entry, "kind", ""), {})  # set by a command's own flags
+        kind = getattr(entry, "kind", "")
+        # from a command's --X-option (which refuses these: they have their own flags)
+        flags = RESERVED.get(kind, {}) if cli_scope(kind)[1] else {}
         own = [n for n in takes if n not in flags]
         by_flag = [f"{n} ({flags[n]})" for n in takes if n in flags]
         raise GisUsageError(
