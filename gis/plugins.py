@@ -114,6 +114,7 @@ def reload_plugins() -> None:
             del _sources[name]
     _broken.clear()
     _builtin.clear()
+    _command_errors.clear()
     _loaded = False
     _reset_registries()
     load_plugins()
@@ -212,19 +213,30 @@ def add_plugin_commands(cli: Any) -> None:
     load_plugins()
     for impl in pm.hook.register_commands.get_hookimpls():
         plugin = pm.get_name(impl.plugin) or "?"
-        before = dict(getattr(cli, "commands", {}))
+        before = _command_tree(cli)
         try:
             impl.function(cli=cli)
         except Exception as exc:
-            if hasattr(cli, "commands"):  # take back what it added (or replaced)
-                cli.commands.clear()
-                cli.commands.update(before)
+            for group, commands in before:  # take back what it added (or replaced), nested
+                group.commands.clear()     # groups (`gis data`, `gis train`) included
+                group.commands.update(commands)
             error = f"register_commands failed: {one_line(exc)}; {exclusion_hint(plugin)}"
             _command_errors[plugin] = error
             for registry in REGISTRIES.values():
                 registry.reset()
             print(f"gis: plugin {plugin!r} (module {_module_of(impl.plugin)}) is broken: "
                   f"{error}", file=sys.stderr)
+
+
+def _command_tree(group: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """(group, a copy of its commands) for ``group`` and every group below it."""
+    commands = getattr(group, "commands", None)
+    if not isinstance(commands, dict):
+        return []
+    out = [(group, dict(commands))]
+    for command in commands.values():
+        out += _command_tree(command)
+    return out
 
 
 def register_plugin(plugin: Any, name: str | None = None) -> str:

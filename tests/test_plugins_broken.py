@@ -276,6 +276,7 @@ def test_a_register_commands_hook_that_raises_leaves_the_plugin_out_entirely(cap
 
     def register_commands(cli):
         cli.add_command(click.Command("trial-hello", callback=lambda: None))
+        cli.commands["data"].add_command(click.Command("trial-nested", callback=lambda: None))
         raise RuntimeError("half-way")
 
     name = gis.register_plugin(_module("trialcmd", register_losses=register_losses,
@@ -283,8 +284,11 @@ def test_a_register_commands_hook_that_raises_leaves_the_plugin_out_entirely(cap
     try:
         group = click.Group("gis")
         group.add_command(click.Command("shift", callback=lambda: None))
+        group.add_command(click.Group("data", commands={"info": click.Command("info")}))
         plugins.add_plugin_commands(group)
         assert "trial-hello" not in group.commands and "shift" in group.commands
+        nested = group.commands["data"].commands  # fashion-colors adds `build` there
+        assert "trial-nested" not in nested and "info" in nested  # taken back too
         err = capsys.readouterr().err
         assert "plugin 'trialcmd'" in err and "register_commands failed: RuntimeError: half-way" in err
         assert "trial-flat" not in plugins.losses.names() and "identity" in plugins.losses.names()
