@@ -147,7 +147,9 @@ def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
         if isinstance(exc, KeyboardInterrupt):
             return exc
         seen.add(id(exc))
-        exc = exc.__cause__ if exc.__cause__ is not None else exc.__context__
+        # ``raise X from None`` says X does not come from what was being handled
+        exc = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)
     return None
 
 

@@ -143,7 +143,7 @@ def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         shutil.rmtree(tmp, ignore_errors=True)
         for path in moved:  # a fill cut half-way: the folder is left empty, as it was
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-        full = storage_full(exc)
+        full = storage_full(exc, where=out.parent)
         if full is not None:
             raise GisUsageError(f"cannot write {out} ({full}): free space there or choose "
                                 "another --out") from None
@@ -157,21 +157,27 @@ _FULL_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG"
 _FULL_WORDS = ("No space left on device", "Disk quota exceeded", "File too large")
 
 
-def storage_full(exc: BaseException) -> str | None:
+def storage_full(exc: BaseException, where: Path | None = None) -> str | None:
     """Why ``exc`` (or an error in its chain of causes) is a write that failed for lack of
     room (``"No space left on device"``, a quota, a file too large): the reason in the
     system's words, else None. safetensors reports ENOSPC as a ``SafetensorError`` whose
-    text carries it, PIL and numpy as OSError."""
+    text carries it, PIL and numpy as OSError. With ``where``, an OSError naming a file
+    elsewhere (a full cache or /tmp, not the output) does not count."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            named = exc.filename
+            if where is not None and named is not None and not Path(
+                    os.fsdecode(named)).absolute().is_relative_to(where.absolute()):
+                return None
             return exc.strerror or os.strerror(exc.errno)
         text = str(exc)
         for words in _FULL_WORDS:
             if words in text:
                 return words
-        exc = exc.__cause__ if exc.__cause__ is not None else exc.__context__
+        exc = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)
     return None
 
 

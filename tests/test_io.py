@@ -102,6 +102,11 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_the_old_folder(tmp_path, err
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert (out / "result.json").read_text() == '{"command": "shift"}'
     assert storage_full(RuntimeError("wrapped")) is None
+    cache = OSError(errno.ENOSPC, "No space left on device", "/elsewhere/cache/lpips.pth")
+    assert storage_full(cache) == "No space left on device"
+    assert storage_full(cache, where=tmp_path) is None  # a full cache is not the output's
+    with pytest.raises(OSError), atomic_folder(tmp_path / "other2") as tmp:
+        raise cache
     with pytest.raises(OSError), atomic_folder(tmp_path / "other") as tmp:
         raise OSError(errno.EACCES, "Permission denied")  # not a full disk: as it was
 

@@ -110,6 +110,10 @@ def test_interrupt_behind_finds_the_stop_in_an_errors_chain():
     assert found is stop and found.signum == signal.SIGTERM
     plain = _raised(RuntimeError("a"), ValueError("b"))
     assert interrupt_behind(plain) is None
+    assert interrupt_behind(_raised(ValueError("a deliberate error"), ki)) is ki
+    hidden = _raised(ValueError("raised from None"), KeyboardInterrupt(), implicit=True)
+    hidden.__suppress_context__ = True  # as `raise ... from None` leaves it
+    assert interrupt_behind(hidden) is None
     looped = ValueError("loop")
     looped.__context__ = RuntimeError("back")
     looped.__context__.__context__ = looped  # a cycle ends the walk

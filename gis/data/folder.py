@@ -125,19 +125,20 @@ def read_folder(path: str | Path, *, resolution: int | None = None, seed: int = 
 
     cat_of: dict[int, str] = {}
     if items_path.is_file():
-        stray = []
+        stray, blank_rows = [], []
         for _, r in read_table(items_path, ("item_id", "category"), what="items file"):
             k = index.get(r["item_id"])
             if k is not None:
                 cat_of[k] = r["category"] or UNKNOWN_CATEGORY
+                if not r["category"]:
+                    blank_rows.append(kept[k])
             elif r["item_id"] not in on_disk:
                 stray.append(r["item_id"])
         if stray:
             warnings.warn(f"{items_path}: {len(stray)} item id(s) match no image file in "
                           f"{image_dir}, their categories are unused "
                           f"({mismatch(stray, kept, 'image ids')})", DataWarning, stacklevel=2)
-        blank = sorted((kept[k] for k, c in cat_of.items() if c == UNKNOWN_CATEGORY),
-                       key=_natural_key)
+        blank = sorted(set(blank_rows), key=_natural_key)  # not a category named "unknown"
         missing = [kept[k] for k in range(len(kept)) if k not in cat_of]
         if missing or blank:
             parts = ([f"{len(missing)} image(s) have no row (e.g. {', '.join(missing[:3])})"]

@@ -452,7 +452,8 @@ class Run:
                 # Ctrl-C): the last checkpoint stays, and a resumed run repeats no half step
                 if not failed and whole:
                     if not self.last_losses:  # ended before its first log line
-                        self.last_losses = log.peek()
+                        peek = log.peek()
+                        self.last_losses = peek if log.finite(peek) else {}
                     st["elapsed_s"] += time.monotonic() - t_prev
                     self.finished = not stop.requested  # its plan, budget or max_steps ended it
                     trainer.close()
