@@ -228,7 +228,7 @@ def test_plugins_check_stylegan2(fc_model):
     assert out.exit_code == 0, out.output
     assert out.output.splitlines()[-1].endswith("all passed")
     out = CliRunner().invoke(cli, ["plugins", "check", "stylegan2", "-o", "colour=1"])
-    assert out.exit_code == 1 and "unknown options ['colour']" in out.output
+    assert out.exit_code == 2 and "unknown options ['colour']" in out.output  # the user's error
 
 
 def test_shift_in_wplus_end_to_end(fc_model, tmp_path):
