@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class GisError(Exception):
     """Base class of every error gis raises on purpose."""
@@ -106,3 +108,14 @@ def one_line(exc: BaseException) -> str:
     """``"RuntimeError: first line of the message"``: how plugin errors quote an exception."""
     text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then the errors it was raised from or while handling (``__cause__``, else
+    ``__context__`` unless ``raise ... from None`` suppressed it), each once."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)

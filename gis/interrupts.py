@@ -142,15 +142,9 @@ def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     A signal that arrives while Python initialises a C extension module surfaces as
     ``ImportError: initialization failed`` raised from the ``KeyboardInterrupt`` (matplotlib's
     ``_path`` imported lazily by a report, seen in CI): that is Ctrl-C too, not a defect."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return exc
-        seen.add(id(exc))
-        # ``raise X from None`` says X does not come from what was being handled
-        exc = exc.__cause__ if exc.__cause__ is not None else (
-            None if exc.__suppress_context__ else exc.__context__)
-    return None
+    from .errors import error_chain
+
+    return next((e for e in error_chain(exc) if isinstance(e, KeyboardInterrupt)), None)
 
 
 def exit_status(exc: BaseException) -> int:

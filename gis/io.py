@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import GisUsageError, UntrustedFileError
+from .errors import GisUsageError, UntrustedFileError, error_chain
 
 __all__ = ["JSONEncoder", "atomic_folder", "atomic_path", "check_output_folder", "json_default",
            "remove_stale_partials", "removed_if_left_empty", "require_trust", "write_bytes",
@@ -163,21 +163,17 @@ def storage_full(exc: BaseException, where: Path | None = None) -> str | None:
     system's words, else None. safetensors reports ENOSPC as a ``SafetensorError`` whose
     text carries it, PIL and numpy as OSError. With ``where``, an OSError naming a file
     elsewhere (a full cache or /tmp, not the output) does not count."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
-            named = exc.filename
+    for err in error_chain(exc):
+        if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
+            named = err.filename
             if where is not None and named is not None and not Path(
                     os.fsdecode(named)).absolute().is_relative_to(where.absolute()):
                 return None
-            return exc.strerror or os.strerror(exc.errno)
-        text = str(exc)
+            return err.strerror or os.strerror(err.errno)
+        text = str(err)
         for words in _FULL_WORDS:
             if words in text:
                 return words
-        exc = exc.__cause__ if exc.__cause__ is not None else (
-            None if exc.__suppress_context__ else exc.__context__)
     return None
 
 
